@@ -1,0 +1,280 @@
+"""Read survey flows from YAML files and report every problem with its line.
+
+A flow file is checked in three passes: YAML syntax (and duplicate keys, which PyYAML would
+silently drop), the pydantic models of ``flows.schema``, then the cross-field rules of
+``problems()``. Each failure becomes a ``FlowIssue`` whose line is found by walking the
+composed YAML node tree along the error's path, so authors can jump straight to the fault.
+Reading the files is the only I/O this module does.
+"""
+
+from __future__ import annotations
+
+import difflib
+import pathlib
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from flows.errors import FlowInvalid, FlowIssue, UnknownFlow
+from flows.schema import Flow, Path, problems
+
+BUILTIN_DIR = pathlib.Path(__file__).parent / "builtin"
+_SUFFIXES = (".yaml", ".yml")
+# What checking one file yields: the flow if it validated, every issue, and the node tree for lines.
+_Checked = tuple[Flow | None, list[FlowIssue], yaml.Node | None]
+# Schema patterns in words; an unlisted pattern falls back to pydantic's own message.
+_PATTERNS = {
+    r"^[a-z][a-z0-9_-]{0,63}$": "must be a lowercase letter, then up to 63 of a-z, 0-9, '_', '-'",
+    r"^[a-z]{2}$": "must be a two-letter lowercase language code such as 'de'",
+}
+# pydantic speaks of Python types; flow authors write YAML lists and mappings.
+_WORDING = (
+    (r"^\w+ should", "must"),
+    ("be a valid tuple", "be a list"),
+    ("be a valid dictionary", "be a mapping"),
+    (" after validation", ""),
+)
+
+
+def load_flow_text(text: str, source: str) -> Flow:
+    """Parse and validate one flow from YAML text; raise FlowInvalid listing every problem."""
+    flow, issues, _ = _check_text(text, source)
+    if flow is None or issues:
+        raise FlowInvalid(source, issues)
+    return flow
+
+
+def load_flow_file(path: pathlib.Path) -> Flow:
+    """Load one flow file; raise FlowInvalid if it is unreadable, not UTF-8 or invalid."""
+    flow, issues, _ = _check_file(path)
+    if flow is None or issues:
+        raise FlowInvalid(str(path), issues)
+    return flow
+
+
+def builtin_flow_paths() -> list[pathlib.Path]:
+    """The YAML files in flows/builtin/, sorted."""
+    return _flow_files(BUILTIN_DIR)
+
+
+def load_flows(extra_dirs: Sequence[pathlib.Path] = ()) -> dict[str, Flow]:
+    """Built-in flows plus every *.yaml/*.yml in extra_dirs, by id; later files replace earlier ones."""
+    paths = builtin_flow_paths()
+    for directory in extra_dirs:
+        # A mistyped flow directory must not silently leave the built-ins in charge.
+        if not directory.is_dir():
+            raise FlowInvalid(str(directory), [FlowIssue(str(directory), None, "", "not a directory")])
+        paths.extend(_flow_files(directory))
+    flows: dict[str, Flow] = {}
+    for path in paths:
+        flow = load_flow_file(path)
+        flows[flow.id] = flow
+    return flows
+
+
+def get_flow(flows: Mapping[str, Flow], flow_id: str) -> Flow:
+    """The flow with this id; UnknownFlow (listing the known ids) if there is none."""
+    try:
+        return flows[flow_id]
+    except KeyError:
+        raise UnknownFlow(flow_id, sorted(flows)) from None
+
+
+def check_paths(paths: Sequence[pathlib.Path]) -> list[FlowIssue]:
+    """Every issue in every file given (directories are searched); empty when all are valid."""
+    found: list[FlowIssue] = []
+    files: list[pathlib.Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(_flow_files(path))
+        elif path.exists():
+            files.append(path)
+        else:
+            found.append(FlowIssue(str(path), None, "", "no such file or directory"))
+    seen_files: set[pathlib.Path] = set()
+    first_with_id: dict[str, str] = {}
+    for path in files:
+        # A file named both directly and through its directory is checked once.
+        if path.resolve() in seen_files:
+            continue
+        seen_files.add(path.resolve())
+        flow, issues, root = _check_file(path)
+        found.extend(issues)
+        if flow is None:
+            continue
+        if flow.id in first_with_id:
+            line = _line_of(root, ("id",)) if root is not None else None
+            why = f"duplicate flow id '{flow.id}' (also in {first_with_id[flow.id]})"
+            found.append(FlowIssue(str(path), line, "id", why))
+        first_with_id.setdefault(flow.id, str(path))
+    return found
+
+
+def _flow_files(directory: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(p for p in directory.iterdir() if p.suffix in _SUFFIXES and p.is_file())
+
+
+def _check_file(path: pathlib.Path) -> _Checked:
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return _fail(source, None, f"cannot read the file: {exc.strerror}")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        return _fail(source, line, f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02x})")
+    return _check_text(text, source)
+
+
+def _check_text(text: str, source: str) -> _Checked:
+    loader = yaml.SafeLoader(text)
+    try:
+        # Compose first and construct from that same tree: the nodes keep the line numbers.
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = " ".join(part for part in (exc.context, exc.problem) if part)
+        where = f" (column {mark.column + 1})" if mark else ""
+        return _fail(source, mark.line + 1 if mark else None, f"invalid YAML: {what}{where}")
+    finally:
+        loader.dispose()
+    if root is None:
+        return _fail(source, 1, "the file is empty; a flow needs id, version, languages, texts, questions")
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        return _fail(source, root.start_mark.line + 1, f"a flow must be a mapping of fields, not a {kind}")
+    issues = [FlowIssue(source, line, _field(at), why) for at, line, why in _duplicate_keys(root, ())]
+    flow: Flow | None = None
+    try:
+        flow = Flow.model_validate(data)
+    except ValidationError as exc:
+        issues.extend(_pydantic_issues(exc, root, source))
+    if flow is not None:
+        found = problems(flow)
+        issues.extend(FlowIssue(source, _line_of(root, p.path), _field(p.path), p.message) for p in found)
+    issues.sort(key=lambda issue: issue.line or 0)
+    return flow, issues, root
+
+
+def _fail(source: str, line: int | None, why: str) -> _Checked:
+    return None, [FlowIssue(source, line, "", why)], None
+
+
+def _pydantic_issues(exc: ValidationError, root: yaml.Node, source: str) -> list[FlowIssue]:
+    errors = exc.errors()
+    locs = [tuple(err["loc"]) for err in errors]
+    issues = []
+    for err, loc in zip(errors, locs, strict=True):
+        # A list whose every item failed also reports "at least 1 item ... not 0": noise.
+        if err["type"] == "too_short" and any(o[: len(loc)] == loc and len(o) > len(loc) for o in locs):
+            continue
+        at: Path = tuple(part for part in loc if part != "[key]")
+        issues.append(FlowIssue(source, _line_of(root, at), _field(at), _message(err, at)))
+    return issues
+
+
+def _message(err: ErrorDetails, at: Path) -> str:
+    kind, value = err["type"], err.get("input")
+    got = f" (got {value!r:.60})" if isinstance(value, str | int | float | bool) or value is None else ""
+    if kind == "missing":
+        return f"missing required field '{at[-1]}'"
+    if kind == "extra_forbidden":
+        allowed = _allowed_fields(at[:-1])
+        close = difflib.get_close_matches(str(at[-1]), allowed, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"unknown field '{at[-1]}' ({hint}allowed: {', '.join(allowed)})"
+    if kind == "literal_error":
+        return f"must be one of {err['ctx']['expected'].replace(' or ', ', ').replace(chr(39), '')}{got}"
+    if kind == "string_pattern_mismatch" and err["ctx"]["pattern"] in _PATTERNS:
+        return f"{_PATTERNS[err['ctx']['pattern']]}{got}"
+    if kind == "value_error":
+        return str(err["ctx"]["error"])
+    msg = str(err["msg"])
+    for before, after in _WORDING:
+        msg = re.sub(before, after, msg)
+    prefix = "key " if "[key]" in err["loc"] else ""
+    return f"{prefix}{msg}{got}"
+
+
+def _allowed_fields(at: Path) -> list[str]:
+    """The field names (aliases where set) of the model found at ``at`` in a Flow."""
+    tp: Any = Flow
+    for part in at:
+        tp = _unwrap_optional(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            fields = tp.model_fields
+            tp = next((f.annotation for n, f in fields.items() if part in (n, f.alias)), None)
+        elif typing.get_origin(tp) in (dict, tuple):
+            # dict[str, X] -> X; tuple[X, ...] -> X
+            tp = typing.get_args(tp)[-1 if typing.get_origin(tp) is dict else 0]
+        else:
+            return []
+    tp = _unwrap_optional(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [f.alias or n for n, f in tp.model_fields.items()]
+    return []
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else tp
+    return tp
+
+
+def _key(node: yaml.Node) -> str | int:
+    # Integer keys (label values) stay ints so paths match those from problems().
+    if node.tag == "tag:yaml.org,2002:int" and str(node.value).isdigit():
+        return int(node.value)
+    return str(node.value)
+
+
+def _line_of(root: yaml.Node, at: Path) -> int:
+    """The 1-based line of the deepest node on ``at``: a key's line, or a list item's."""
+    node, line = root, root.start_mark.line + 1
+    for part in at:
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if str(_key(k)) == str(part)), None)
+            if pair is None:
+                break
+            line, node = pair[0].start_mark.line + 1, pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _duplicate_keys(node: yaml.Node, at: Path) -> list[tuple[Path, int, str]]:
+    """Keys given twice in one mapping; PyYAML would keep the last one without a word."""
+    found: list[tuple[Path, int, str]] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key_node, value in node.value:
+            key, line = _key(key_node), key_node.start_mark.line + 1
+            if str(key) in first:
+                found.append(((*at, key), line, f"duplicate key '{key}' (first on line {first[str(key)]})"))
+            first.setdefault(str(key), line)
+            found.extend(_duplicate_keys(value, (*at, key)))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found.extend(_duplicate_keys(item, (*at, i)))
+    return found
+
+
+def _field(at: Path) -> str:
+    """``('questions', 2, 'ask_if', 'question')`` as ``questions[2].ask_if.question``."""
+    out = ""
+    for part in at:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out
