@@ -1,0 +1,290 @@
+"""Read a score from a customer's free-text answer, the same way for every channel.
+
+Rules, in order:
+
+* Text is read after NFKC normalisation and casefolding; only the first 2,000 characters
+  are looked at, so the work stays linear and bounded. Nothing here ever raises.
+* A label answer (``labels``) wins when the whole answer equals one label, ignoring case,
+  surrounding punctuation and repeated spaces. An answer of only stars ("⭐⭐⭐⭐") is their count.
+* A number at the start may be digits ("04", "４", "-1"), a keycap ("4️⃣", "🔟") or a
+  German/English number word ("Fünf.", "ten"). A fraction ("8/10", "8 von 10",
+  "8 out of 10") is its numerator. Words after the leading number are the comment, with
+  separators such as "-", ":", "," dropped and the customer's own spelling kept.
+* "ein", "eine" and "one" are numbers only at the start and not when a word or a digit
+  follows them ("Eine 4" is 4, "One of the best" is no number, "Eine." is 1).
+* Ambiguity: a second number competes with the leading one when only separators and
+  connectors stand between them (whitespace, "-", "–", "/", ",", ".", ";", "&", "+", "~",
+  oder/or, bis/to, und/and, articles), so "4 oder 5", "4-5", "4,5", "4 5" and "zwei oder
+  drei" are ambiguous while "4 - schnell, 2 Tage gewartet" is 4 with a comment. The
+  fraction forms above are read first and never compete.
+* Without a leading number, exactly one digit number anywhere is the score and the
+  whole answer is the comment ("Ich gebe eine 4"); two or more are ambiguous. Number
+  words in the middle of a sentence are not read ("Ich habe zwei Tage gewartet").
+* A number outside [low, high] is "out_of_range". A rejected answer has no comment.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+ParseProblem = Literal["empty", "no_number", "out_of_range", "ambiguous"]
+
+_HEAD = 2000
+_COMMAND_MAX = 40
+
+_NUMBER_WORDS: dict[str, int] = {
+    "null": 0, "eins": 1, "ein": 1, "eine": 1, "zwei": 2, "zwo": 2, "drei": 3, "vier": 4,
+    "fünf": 5, "fuenf": 5, "funf": 5, "sechs": 6, "sieben": 7, "acht": 8, "neun": 9,
+    "zehn": 10, "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
+    "seven": 7, "eight": 8, "nine": 9, "ten": 10,
+}  # fmt: skip
+# Also indefinite articles, so they only count at the very start of an answer.
+_ARTICLES = frozenset({"ein", "eine", "one"})
+_CONNECTORS = frozenset({"oder", "or", "bis", "to", "und", "and", "ein", "eine", "a", "an"})
+_JOINERS = frozenset("-–—−‐/,.;&+~|")
+_MINUS = frozenset("-−")
+_APOSTROPHES = frozenset("'’")
+_KEYCAP_TEN = "\U0001f51f"
+_VS16, _KEYCAP = "\ufe0f", "\u20e3"
+_STARS = frozenset("⭐★")
+_STAR_PARTS = _STARS | {_VS16}
+# Left out of a comment's start: dashes, colons, closing brackets, invisible leftovers.
+# Opening brackets and quotes stay, they belong to what the customer wrote next.
+_COMMENT_STRIP = frozenset({"Pd", "Po", "Pe", "Pf", "Pc", "Mn", "Me", "Cf"})
+
+_STOP = frozenset({"stop", "stopp", "abbrechen", "cancel"})
+_SKIP = frozenset(
+    {
+        "skip",
+        "überspringen",
+        "ueberspringen",
+        "uberspringen",
+        "weiter",
+        "next",
+        "nein danke",
+        "no thanks",
+        "nichts",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    """What an answer said: a score with an optional comment, or why there is none."""
+
+    score: int | None
+    comment: str | None
+    problem: ParseProblem | None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the answer gave a usable score."""
+        return self.score is not None
+
+
+class _Tok(NamedTuple):
+    kind: Literal["num", "word", "sep"]
+    text: str  # normalised
+    start: int  # index into the stripped original answer
+    value: int  # only meaningful for "num"
+
+
+def parse_score(text: str, low: int, high: int, labels: Mapping[int, str] | None = None) -> ParsedAnswer:
+    """Read a score between low and high (inclusive) from a customer's answer."""
+    body = text.strip()
+    head = body[:_HEAD]
+    toks = _tokens(head)
+    if not toks:
+        return ParsedAnswer(None, None, "empty")
+    key = _label_key(head) if labels else ""
+    if labels and key:
+        found = {value for value, label in labels.items() if _label_key(label) == key}
+        if len(found) > 1:
+            return ParsedAnswer(None, None, "ambiguous")
+        if found:
+            return _checked(found.pop(), None, low, high)
+    if all(t.kind == "sep" and t.text in _STAR_PARTS for t in toks):
+        stars = sum(t.text in _STARS for t in toks)
+        if stars:
+            return _checked(stars, None, low, high)
+
+    first = next((i for i, t in enumerate(toks) if not (t.kind == "sep" and _is_punct(t.text))), len(toks))
+    lead = _number_at(toks, first, leading=True)
+    if lead is not None:
+        value, after = lead
+        rival_at = _skip_joiners(toks, after)
+        rival = rival_at < len(toks) and _number_at(toks, rival_at, leading=False) is not None
+        is_number = toks[first].text not in _ARTICLES or (
+            after == len(toks)
+            or after > first + 1  # a fraction: "eine von zehn"
+            or toks[after].kind == "sep"
+            or (rival and rival_at > after)  # "one or two"
+        )
+        if is_number:
+            if rival:
+                return ParsedAnswer(None, None, "ambiguous")
+            comment = _comment(body, toks[after].start) if after < len(toks) else None
+            return _checked(value, comment, low, high)
+
+    values: list[int] = []
+    i = 0
+    while i < len(toks):
+        found_num = _number_at(toks, i, leading=False) if toks[i].kind == "num" else None
+        if found_num is None:
+            i += 1
+            continue
+        values.append(found_num[0])
+        i = found_num[1]
+    if not values:
+        return ParsedAnswer(None, None, "no_number")
+    if len(values) > 1:
+        return ParsedAnswer(None, None, "ambiguous")
+    return _checked(values[0], head.rstrip(), low, high)
+
+
+def is_stop(text: str) -> bool:
+    """Whether the answer asks to end the survey: stop, abbrechen, cancel (also stopp, /stop, 'Abbrechen!')."""
+    return _command(text) in _STOP
+
+
+def is_skip(text: str) -> bool:
+    """Whether the answer asks to skip an optional question: skip, /skip, überspringen, weiter, next, '-', ..."""
+    body = text.strip()
+    if body and len(body) <= _COMMAND_MAX and all(unicodedata.category(c) == "Pd" for c in body):
+        return True
+    return _command(text) in _SKIP
+
+
+def _checked(value: int, comment: str | None, low: int, high: int) -> ParsedAnswer:
+    if low <= value <= high:
+        return ParsedAnswer(value, comment or None, None)
+    return ParsedAnswer(None, None, "out_of_range")
+
+
+def _tokens(head: str) -> list[_Tok]:
+    # Normalising per character keeps every token's position in the original text,
+    # which the comment is cut from; words are normalised again as a whole below.
+    pieces = [unicodedata.normalize("NFKC", c).casefold() for c in head]
+    toks: list[_Tok] = []
+    i, n = 0, len(pieces)
+    while i < n:
+        p, start = pieces[i], i
+        if p.isspace():
+            i += 1
+        elif p == _KEYCAP_TEN:
+            toks.append(_Tok("num", p, start, 10))
+            i += 1
+        elif _is_digits(p) or (
+            p in _MINUS
+            and i + 1 < n
+            and _is_digits(pieces[i + 1])
+            and (i == 0 or not _is_alnum(pieces[i - 1]))
+        ):
+            sign = -1 if p in _MINUS else 1
+            if sign < 0:
+                i += 1
+            value = 0
+            # Built digit by digit: int(str) would hit Python's digit-count limit.
+            while i < n and _is_digits(pieces[i]):
+                for ch in pieces[i]:
+                    value = value * 10 + unicodedata.decimal(ch)
+                i += 1
+            keycap = i + 1 if i < n and pieces[i] == _VS16 else i
+            if keycap < n and pieces[keycap] == _KEYCAP:
+                i = keycap + 1
+            toks.append(_Tok("num", "".join(pieces[start:i]), start, sign * value))
+        elif p[:1].isalpha():
+            i += 1
+            while i < n and (
+                _is_letter(pieces[i])
+                or (pieces[i] in _APOSTROPHES and i + 1 < n and _is_letter(pieces[i + 1]))
+            ):
+                i += 1
+            toks.append(_Tok("word", unicodedata.normalize("NFKC", "".join(pieces[start:i])), start, 0))
+        else:
+            toks.append(_Tok("sep", p, start, 0))
+            i += 1
+    return toks
+
+
+def _number_at(toks: list[_Tok], i: int, *, leading: bool) -> tuple[int, int] | None:
+    """The number starting at token i and the index after it (past a fraction's denominator)."""
+    value = _single_number(toks, i, leading=leading)
+    if value is None:
+        return None
+    j = i + 1
+    if j < len(toks) and toks[j].text in {"/", "von", "of"}:
+        k = j + 1
+    elif j + 1 < len(toks) and toks[j].text == "out" and toks[j + 1].text == "of":
+        k = j + 2
+    else:
+        return value, j
+    if _single_number(toks, k, leading=True) is None:
+        return value, j
+    return value, k + 1
+
+
+def _single_number(toks: list[_Tok], i: int, *, leading: bool) -> int | None:
+    if i >= len(toks):
+        return None
+    tok = toks[i]
+    if tok.kind == "num":
+        return tok.value
+    if tok.kind == "word" and (leading or tok.text not in _ARTICLES):
+        return _NUMBER_WORDS.get(tok.text)
+    return None
+
+
+def _skip_joiners(toks: list[_Tok], i: int) -> int:
+    while i < len(toks) and (
+        (toks[i].kind == "sep" and toks[i].text in _JOINERS)
+        or (toks[i].kind == "word" and toks[i].text in _CONNECTORS)
+    ):
+        i += 1
+    return i
+
+
+def _comment(body: str, start: int) -> str | None:
+    # Bounded slice: the comment is capped anyway, and this keeps huge answers cheap.
+    rest = body[start : start + 2 * _HEAD]
+    skip = 0
+    while skip < len(rest) and (rest[skip].isspace() or unicodedata.category(rest[skip]) in _COMMENT_STRIP):
+        skip += 1
+    return rest[skip : skip + _HEAD].rstrip() or None
+
+
+def _label_key(text: str) -> str:
+    norm = unicodedata.normalize("NFKC", text[: 2 * _HEAD]).casefold()
+    begin, end = 0, len(norm)
+    while begin < end and (norm[begin].isspace() or _is_punct(norm[begin])):
+        begin += 1
+    while end > begin and (norm[end - 1].isspace() or _is_punct(norm[end - 1])):
+        end -= 1
+    return " ".join(norm[begin:end].split())
+
+
+def _command(text: str) -> str | None:
+    body = text.strip()
+    if len(body) > _COMMAND_MAX:  # commands are short; a long answer is never one
+        return None
+    norm = unicodedata.normalize("NFKC", body).casefold()
+    return " ".join("".join(" " if _is_punct(c) else c for c in norm).split())
+
+
+def _is_digits(piece: str) -> bool:
+    return bool(piece) and all(unicodedata.decimal(c, None) is not None for c in piece)
+
+
+def _is_letter(piece: str) -> bool:
+    return bool(piece) and all(c.isalpha() or unicodedata.category(c) in {"Mn", "Mc", "Me"} for c in piece)
+
+
+def _is_alnum(piece: str) -> bool:
+    return any(c.isalnum() for c in piece)
+
+
+def _is_punct(text: str) -> bool:
+    return bool(text) and all(unicodedata.category(c).startswith("P") for c in text)
