@@ -1,0 +1,224 @@
+"""The conversation engine: a pure state machine from (flow, state, reply, now) to a step.
+
+It does no I/O and reads no clock: the caller passes ``now`` and stores the returned
+state. Every channel goes through ``start`` and ``step``; the prompts it returns are
+channel-neutral, and each channel renders them its own way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from flows.parser import is_skip, is_stop, parse_score
+from flows.schema import Flow, Metric, Question, Scale
+
+Status = Literal["active", "completed", "stopped", "expired"]
+PromptKind = Literal["intro", "question", "reprompt", "thanks", "stopped", "expired"]
+Outcome = Literal[
+    "started", "answered", "skipped", "gave_up", "reprompted", "completed", "stopped", "expired", "closed"
+]
+
+MAX_TEXT = 4000  # longest comment we keep; SMS and Telegram never come close, pastes might
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the customer sent: free text, a choice (button, keypad) or a command."""
+
+    text: str | None = None
+    choice: int | None = None
+    command: Literal["skip", "stop"] | None = None
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Something to show the customer; for ``question`` prompts, the question's shape too."""
+
+    kind: PromptKind
+    text: str
+    question_id: str | None = None
+    scale: Scale | None = None
+    labels: Mapping[int, str] = field(default_factory=dict)
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer to store: a score, a comment, or both."""
+
+    question_id: str
+    metric: Metric | None
+    score: int | None
+    text: str | None
+    answered_at: datetime
+
+
+@dataclass(frozen=True)
+class State:
+    """A conversation's position; saved as JSON between messages."""
+
+    language: str
+    position: int = 0
+    attempts: int = 0
+    scores: Mapping[str, int | None] = field(default_factory=dict)
+    status: Status = "active"
+    expires_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict of this state."""
+        return {
+            "language": self.language,
+            "position": self.position,
+            "attempts": self.attempts,
+            "scores": dict(self.scores),
+            "status": self.status,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> State:
+        """The state saved by ``to_json``."""
+        expires = data.get("expires_at")
+        return cls(
+            language=str(data["language"]),
+            position=int(data.get("position", 0)),
+            attempts=int(data.get("attempts", 0)),
+            scores=dict(data.get("scores", {})),
+            status=data.get("status", "active"),
+            expires_at=datetime.fromisoformat(expires) if expires else None,
+        )
+
+
+@dataclass(frozen=True)
+class Step:
+    """The result of one engine call: the new state, answers to store, prompts to send."""
+
+    state: State
+    answers: tuple[Answer, ...]
+    prompts: tuple[Prompt, ...]
+    outcome: Outcome
+
+    @property
+    def current_question(self) -> str | None:
+        """The id of the question now awaiting an answer, if any."""
+        for prompt in reversed(self.prompts):
+            if prompt.kind == "question":
+                return prompt.question_id
+        return None
+
+
+def start(flow: Flow, language: str | None, expires_at: datetime | None = None) -> Step:
+    """Open a conversation: the intro and the first question to ask."""
+    state = State(language=flow.language_for(language), expires_at=expires_at)
+    state = _advance(flow, state, from_position=0)
+    texts = flow.texts[state.language]
+    prompts = (Prompt("intro", texts.intro), *_ask_or_finish(flow, state))
+    return Step(_finished(flow, state), (), prompts, "started")
+
+
+def resume(flow: Flow, state: State) -> tuple[Prompt, ...]:
+    """The prompt to show again when a paused conversation is picked up."""
+    if state.status != "active":
+        return ()
+    return _ask_or_finish(flow, state)
+
+
+def step(flow: Flow, state: State, reply: Reply, now: datetime) -> Step:
+    """Take the customer's reply to the current question and move the conversation on."""
+    texts = flow.texts[state.language]
+    if state.status == "expired" or (
+        state.status == "active" and state.expires_at is not None and now >= state.expires_at
+    ):
+        return Step(replace(state, status="expired"), (), (Prompt("expired", texts.expired),), "expired")
+    if state.status != "active" or state.position >= len(flow.questions):
+        return Step(state, (), (), "closed")
+
+    if reply.command == "stop" or (reply.text is not None and is_stop(reply.text)):
+        stopped = replace(state, status="stopped")
+        return Step(stopped, (), (Prompt("stopped", texts.stopped),), "stopped")
+
+    question = flow.questions[state.position]
+    skipping = reply.command == "skip" or (reply.text is not None and is_skip(reply.text))
+    if skipping and question.optional:
+        return _move_on(flow, state, (), "skipped")
+
+    answer = _read(question, reply, state.language, now)
+    if answer is not None:
+        scores = {**state.scores, question.id: answer.score}
+        return _move_on(flow, replace(state, scores=scores), (answer,), "answered")
+
+    if state.attempts >= flow.max_reprompts:
+        return _move_on(flow, state, (), "gave_up")
+    again = replace(state, attempts=state.attempts + 1)
+    scale = question.answer_scale
+    text = (
+        texts.reprompt.format(min=scale.min, max=scale.max)
+        if scale
+        else question.text_for(again.language, again.scores)
+    )
+    prompts = (Prompt("reprompt", text), _question_prompt(question, again))
+    return Step(again, (), prompts, "reprompted")
+
+
+def _read(question: Question, reply: Reply, language: str, now: datetime) -> Answer | None:
+    """The answer in ``reply``, or None when it does not answer ``question``."""
+    scale = question.answer_scale
+    if scale is None:
+        text = (reply.text or "").strip()
+        if not text:
+            return None
+        return Answer(question.id, question.metric, None, text[:MAX_TEXT], now)
+    if reply.choice is not None:
+        if not scale.contains(reply.choice):
+            return None
+        return Answer(question.id, question.metric, reply.choice, None, now)
+    labels = question.labels.get(language, {})
+    parsed = parse_score(reply.text or "", scale.min, scale.max, labels)
+    if parsed.score is None:
+        return None
+    comment = parsed.comment[:MAX_TEXT] if parsed.comment else None
+    return Answer(question.id, question.metric, parsed.score, comment, now)
+
+
+def _move_on(flow: Flow, state: State, answers: tuple[Answer, ...], outcome: Outcome) -> Step:
+    nxt = _advance(flow, replace(state, attempts=0), from_position=state.position + 1)
+    prompts = _ask_or_finish(flow, nxt)
+    done = _finished(flow, nxt)
+    return Step(done, answers, prompts, "completed" if done.status == "completed" else outcome)
+
+
+def _advance(flow: Flow, state: State, from_position: int) -> State:
+    """The state positioned at the next question whose ``ask_if`` holds."""
+    position = from_position
+    while position < len(flow.questions):
+        condition = flow.questions[position].ask_if
+        if condition is None or condition.holds(state.scores):
+            break
+        position += 1
+    return replace(state, position=position)
+
+
+def _finished(flow: Flow, state: State) -> State:
+    if state.position >= len(flow.questions) and state.status == "active":
+        return replace(state, status="completed")
+    return state
+
+
+def _ask_or_finish(flow: Flow, state: State) -> tuple[Prompt, ...]:
+    if state.position >= len(flow.questions):
+        return (Prompt("thanks", flow.texts[state.language].thanks),)
+    return (_question_prompt(flow.questions[state.position], state),)
+
+
+def _question_prompt(question: Question, state: State) -> Prompt:
+    return Prompt(
+        kind="question",
+        text=question.text_for(state.language, state.scores),
+        question_id=question.id,
+        scale=question.answer_scale,
+        labels=question.labels.get(state.language, {}),
+        optional=question.optional,
+    )

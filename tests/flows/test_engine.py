@@ -1,0 +1,224 @@
+"""The conversation engine: pure steps from (flow, state, reply, now) to prompts and answers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flows import engine
+from flows.engine import Reply, State
+from flows.loader import load_flow_text, load_flows
+
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+FLOWS = load_flows()
+
+SMALL = """
+id: small
+version: 1
+languages: [de, en]
+default_language: en
+max_reprompts: 1
+texts:
+  de: {intro: Hallo, thanks: Danke, reprompt: "Bitte {min} bis {max}.", expired: Abgelaufen, stopped: Beendet}
+  en: {intro: Hello, thanks: Thanks, reprompt: "Please {min} to {max}.", expired: Expired, stopped: Stopped}
+questions:
+  - id: grade
+    kind: rating
+    metric: csat
+    scale: {min: 1, max: 5, best: low}
+    prompt: {de: "Note?", en: "Grade?"}
+  - id: why
+    kind: text
+    optional: true
+    ask_if: {question: grade, gte: 4}
+    prompt: {de: "Warum?", en: "Why?"}
+  - id: more
+    kind: text
+    prompt: {de: "Noch etwas?", en: "Anything else?"}
+"""
+
+
+def _walk(flow_id: str, replies: list[str], language: str = "de") -> list[engine.Step]:
+    flow = FLOWS[flow_id]
+    steps = [engine.start(flow, language, NOW + timedelta(hours=48))]
+    for text in replies:
+        steps.append(engine.step(flow, steps[-1].state, Reply(text=text), NOW))
+    return steps
+
+
+def test_start_sends_intro_and_first_question() -> None:
+    """Starting a flow yields the intro and the first question with its scale and labels."""
+    first = _walk("support-csat", [])[0]
+    assert ["intro", "question"] == [p.kind for p in first.prompts]
+    question = first.prompts[1]
+    assert ("satisfaction", 1, 5, "low") == (
+        question.question_id,
+        question.scale.min,
+        question.scale.max,
+        question.scale.best,
+    )  # type: ignore[union-attr]
+    assert "Sehr zufrieden" == question.labels[1]
+
+
+def test_support_csat_walkthrough_stores_scores_and_comment() -> None:
+    """Answers 2, 1, 2 and a comment complete support-csat with four answers."""
+    steps = _walk("support-csat", ["2", "1", "2", "sehr freundlich"])
+    answers = [a for s in steps for a in s.answers]
+    assert [
+        ("satisfaction", 2, None),
+        ("resolution", 1, None),
+        ("speed", 2, None),
+        ("comment", None, "sehr freundlich"),
+    ] == [(a.question_id, a.score, a.text) for a in answers]
+    assert ("completed", "completed", "thanks") == (
+        steps[-1].state.status,
+        steps[-1].outcome,
+        steps[-1].prompts[-1].kind,
+    )
+
+
+def test_score_with_words_keeps_the_words_as_comment() -> None:
+    """'4 - schnell, aber unfreundlich' stores 4 with the words as that answer's comment."""
+    step = _walk("support-csat", ["4 - schnell, aber unfreundlich"])[-1]
+    assert [("satisfaction", 4, "schnell, aber unfreundlich")] == [
+        (a.question_id, a.score, a.text) for a in step.answers
+    ]
+
+
+def test_invalid_answer_reprompts_with_range_then_moves_on() -> None:
+    """An invalid answer gets the reprompt with the valid range; after max_reprompts the question is left unanswered."""
+    flow = load_flow_text(SMALL, "small.yaml")
+    state = engine.start(flow, "en").state
+    first = engine.step(flow, state, Reply(text="9"), NOW)
+    assert ("reprompted", ["reprompt", "question"], "Please 1 to 5.") == (
+        first.outcome,
+        [p.kind for p in first.prompts],
+        first.prompts[0].text,
+    )
+    second = engine.step(flow, first.state, Reply(text="4 oder 5"), NOW)
+    assert ("gave_up", (), "more") == (second.outcome, second.answers, second.current_question)
+    assert "grade" not in second.state.scores
+
+
+def test_ask_if_asks_follow_up_only_when_condition_holds() -> None:
+    """The 'why' question is asked after a grade of 4 or worse, and skipped after a 2."""
+    flow = load_flow_text(SMALL, "small.yaml")
+    state = engine.start(flow, "en").state
+    assert "why" == engine.step(flow, state, Reply(text="4"), NOW).current_question
+    assert "more" == engine.step(flow, state, Reply(text="2"), NOW).current_question
+
+
+@pytest.mark.parametrize(
+    ("score", "expected"),
+    [
+        ("10", "promoter"),
+        ("9", "promoter"),
+        ("8", "passive"),
+        ("7", "passive"),
+        ("6", "detractor"),
+        ("0", "detractor"),
+    ],
+)
+def test_nps_reason_is_worded_by_group(score: str, expected: str) -> None:
+    """The NPS follow-up uses the promoter, passive or detractor wording that matches the score."""
+    flow = FLOWS["nps"]
+    variants = flow.question("reason").variants
+    wording = {
+        "promoter": variants[0].prompt["en"],
+        "passive": variants[1].prompt["en"],
+        "detractor": variants[2].prompt["en"],
+    }
+    step = _walk("nps", [score], language="en")[-1]
+    assert wording[expected] == step.prompts[-1].text
+
+
+def test_optional_question_can_be_skipped() -> None:
+    """'skip' on an optional question moves on without storing an answer."""
+    flow = load_flow_text(SMALL, "small.yaml")
+    state = engine.step(flow, engine.start(flow, "en").state, Reply(text="5"), NOW).state
+    skipped = engine.step(flow, state, Reply(command="skip"), NOW)
+    assert ("skipped", (), "more") == (skipped.outcome, skipped.answers, skipped.current_question)
+
+
+def test_required_question_cannot_be_skipped() -> None:
+    """'skip' on a required rating question is an invalid answer, not a skip."""
+    flow = load_flow_text(SMALL, "small.yaml")
+    step = engine.step(flow, engine.start(flow, "en").state, Reply(text="skip"), NOW)
+    assert "reprompted" == step.outcome
+
+
+@pytest.mark.parametrize("word", ["stop", "abbrechen", "cancel", "Abbrechen!"])
+def test_stop_words_end_the_survey(word: str) -> None:
+    """Stop words end the survey with the stopped text and store nothing."""
+    step = _walk("support-csat", [word])[-1]
+    expected = ("stopped", "stopped", (), FLOWS["support-csat"].texts["de"].stopped)
+    assert expected == (step.state.status, step.outcome, step.answers, step.prompts[0].text)
+
+
+def test_expired_survey_answers_with_expired_text() -> None:
+    """A reply at or after expires_at gets the expired text and no answer is stored."""
+    flow = FLOWS["ces"]
+    state = engine.start(flow, "en", expires_at=NOW).state
+    step = engine.step(flow, state, Reply(text="7"), NOW)
+    assert ("expired", (), flow.texts["en"].expired) == (
+        step.state.status,
+        step.answers,
+        step.prompts[0].text,
+    )
+
+
+def test_finished_survey_ignores_further_replies() -> None:
+    """A reply to a completed survey is 'closed' and changes nothing."""
+    final = _walk("ces", ["6", "alles gut"])[-1]
+    again = engine.step(FLOWS["ces"], final.state, Reply(text="1"), NOW)
+    assert ("closed", final.state, ()) == (again.outcome, again.state, again.answers)
+
+
+def test_choice_outside_scale_is_rejected() -> None:
+    """A button or keypad choice outside the scale is treated as invalid."""
+    flow = FLOWS["ces"]
+    step = engine.step(flow, engine.start(flow, "de").state, Reply(choice=8), NOW)
+    assert ("reprompted", ()) == (step.outcome, step.answers)
+
+
+def test_language_falls_back_to_flow_default() -> None:
+    """An unsupported language gives the flow's default; 'en-GB' gives English."""
+    flow = FLOWS["nps"]
+    assert ("de", "en") == (
+        engine.start(flow, "fr").state.language,
+        engine.start(flow, "en-GB").state.language,
+    )
+
+
+def test_state_round_trips_through_json() -> None:
+    """A state saved as JSON and read back is the same state."""
+    state = _walk("nps", ["3"])[-1].state
+    assert state == State.from_json(state.to_json())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    flow_id=st.sampled_from(sorted(FLOWS)),
+    replies=st.lists(
+        st.one_of(
+            st.text(max_size=200),
+            st.binary(max_size=60).map(lambda b: b.decode("utf-8", "surrogateescape")),
+            st.integers(-3, 14).map(str),
+        ),
+        max_size=8,
+    ),
+)
+def test_engine_never_raises_and_keeps_answers_in_range(flow_id: str, replies: list[str]) -> None:
+    """No sequence of replies makes the engine raise, and every stored score lies on its question's scale."""
+    flow = FLOWS[flow_id]
+    state = engine.start(flow, "de", NOW + timedelta(hours=1)).state
+    for text in replies:
+        step = engine.step(flow, state, Reply(text=text), NOW)
+        for answer in step.answers:
+            scale = flow.question(answer.question_id).answer_scale
+            assert answer.score is None or (scale is not None and scale.contains(answer.score))
+        assert State.from_json(step.state.to_json()) == step.state
+        state = step.state
