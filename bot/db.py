@@ -1,0 +1,160 @@
+"""The database: one async engine per process, SQLite or PostgreSQL, and its schema revision."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from bot.errors import DatabaseUnavailable, SchemaOutdated
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
+class Database:
+    """An async engine with the transaction modes Afterword needs.
+
+    ``write()`` serialises writers on SQLite (``BEGIN IMMEDIATE``), so that two answers
+    arriving together never both read the same conversation state; PostgreSQL gets the
+    same guarantee from row locks taken inside the transaction.
+    """
+
+    def __init__(self, url: URL, *, echo: bool = False) -> None:
+        self.url = url
+        self.shown_url = url.render_as_string(hide_password=True)
+        self.dialect = url.get_backend_name()
+        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": self.dialect == "postgresql"}
+        if self.dialect == "sqlite":
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether this is the embedded SQLite backend (one process only)."""
+        return self.dialect == "sqlite"
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that will write; committed on exit, rolled back on error."""
+        async with self._connect() as conn:
+            conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+            async with conn.begin():
+                yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction."""
+        async with self._connect() as conn, conn.begin():
+            yield conn
+
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        conn = self.engine.connect()
+        try:
+            await conn.start()
+        except (OSError, OperationalError, DBAPIError) as exc:
+            raise DatabaseUnavailable(self.shown_url, _reason(exc)) from exc
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+    async def ping(self) -> None:
+        """Raise DatabaseUnavailable unless a trivial query succeeds."""
+        async with self.read() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    async def revision(self) -> str | None:
+        """The schema revision the database is at, None for an empty database."""
+        async with self.read() as conn:
+            return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+
+    async def upgrade(self, revision: str = "head") -> None:
+        """Apply the migrations up to ``revision``."""
+        if self.is_sqlite:
+            _make_sqlite_parent(self.url)
+        async with self._connect() as conn:
+            await conn.run_sync(_upgrade, revision)
+            await conn.commit()
+
+    async def require_schema(self) -> None:
+        """Raise SchemaOutdated unless the database is at the newest revision."""
+        current, head = await self.revision(), head_revision()
+        if current != head:
+            raise SchemaOutdated(self.shown_url, current, head)
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+def head_revision() -> str:
+    """The newest migration shipped with this version."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None, "the package ships at least one migration"  # noqa: S101
+    return head
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    return cfg
+
+
+def _upgrade(conn: Connection, revision: str) -> None:
+    cfg = _alembic_config()
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, revision)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us emit BEGIN ourselves (pysqlite's implicit BEGIN is always DEFERRED).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _make_sqlite_parent(url: URL) -> None:
+    if url.database and url.database != ":memory:":
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _reason(exc: BaseException) -> str:
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    return text
+
+
+def upsert_insert(db: Database, table: Any) -> Any:
+    """An INSERT for ``table`` in the database's dialect, so callers can add ON CONFLICT."""
+    if db.is_sqlite:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table)
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    return pg_insert(table)

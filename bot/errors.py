@@ -1,0 +1,55 @@
+"""Errors of the service; the CLI, the web app and the channels turn them into responses."""
+
+from __future__ import annotations
+
+
+class AfterwordError(Exception):
+    """Base of every error the service raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(AfterwordError):
+    """A setting is missing or malformed; ``key`` names it."""
+
+    exit_code = 2
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}")
+
+
+class DatabaseUnavailable(AfterwordError):
+    """The database cannot be reached or opened."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"cannot reach the database at {url}: {reason}")
+
+
+class SchemaOutdated(AfterwordError):
+    """The database schema is not at the revision this version of Afterword needs."""
+
+    def __init__(self, url: str, current: str | None, head: str) -> None:
+        self.url = url
+        self.current = current
+        self.head = head
+        at = current or "an empty schema"
+        super().__init__(
+            f"the database at {url} is at {at}, this Afterword needs {head}: run `afterword db upgrade`"
+        )
+
+
+class SurveyError(AfterwordError):
+    """A survey cannot be created or continued as asked."""
+
+
+class ContactOptedOut(SurveyError):
+    """The contact asked not to be surveyed again."""
+
+    def __init__(self, channel: str, address: str) -> None:
+        self.channel = channel
+        self.address = address
+        super().__init__(f"the {channel} contact has opted out of surveys")

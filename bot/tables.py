@@ -1,0 +1,121 @@
+"""The database schema as SQLAlchemy Core tables; Alembic migrations create it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them without a zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; Afterword stores aware UTC datetimes only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        stored: datetime = value
+        if stored.tzinfo is None:
+            return stored.replace(tzinfo=UTC)
+        return stored.astimezone(UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+contacts = sa.Table(
+    "contacts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("address", sa.String(255), nullable=False),
+    sa.Column("language", sa.String(8)),
+    sa.Column("time_zone", sa.String(64)),
+    sa.Column("opted_out_at", UTCDateTime()),
+    sa.Column("created_at", UTCDateTime(), nullable=False, default=_now),
+    sa.UniqueConstraint("channel", "address"),
+)
+
+surveys = sa.Table(
+    "surveys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("token", sa.String(64), nullable=False, unique=True),
+    sa.Column("flow_id", sa.String(64), nullable=False),
+    sa.Column("flow_version", sa.Integer, nullable=False),
+    sa.Column("ticket", sa.String(128)),
+    sa.Column("agent", sa.String(128)),
+    sa.Column("team", sa.String(128)),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("contact_id", sa.Integer, sa.ForeignKey("contacts.id", ondelete="SET NULL")),
+    sa.Column("language", sa.String(8), nullable=False),
+    # pending → active → completed | stopped | expired | incomplete | failed
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("send_at", UTCDateTime()),
+    sa.Column("sent_at", UTCDateTime()),
+    sa.Column("completed_at", UTCDateTime()),
+    sa.Column("expires_at", UTCDateTime()),
+    sa.Column("state", sa.JSON, nullable=False),
+    sa.Column("meta", sa.JSON),
+    sa.UniqueConstraint("ticket", "flow_id"),
+    sa.Index(None, "contact_id", "status"),
+    sa.Index(None, "status", "expires_at"),
+)
+
+answers = sa.Table(
+    "answers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("survey_id", sa.Integer, sa.ForeignKey("surveys.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("question_id", sa.String(64), nullable=False),
+    sa.Column("metric", sa.String(8)),
+    sa.Column("score", sa.Integer),
+    sa.Column("text", sa.Text),
+    sa.Column("answered_at", UTCDateTime(), nullable=False),
+    # Copied from the survey so that every report reads one table.
+    sa.Column("ticket", sa.String(128)),
+    sa.Column("agent", sa.String(128)),
+    sa.Column("team", sa.String(128)),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("flow_id", sa.String(64), nullable=False),
+    sa.Column("language", sa.String(8), nullable=False),
+    sa.UniqueConstraint("survey_id", "question_id"),
+    sa.Index(None, "metric", "answered_at"),
+)
+
+inbound_events = sa.Table(
+    "inbound_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("event_id", sa.String(255), nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("provider", "event_id"),
+)
