@@ -1,0 +1,1 @@
+"""Channels: each one translates between a provider and the one inbound path."""

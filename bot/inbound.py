@@ -1,0 +1,145 @@
+"""The one inbound path: every channel turns a provider request into an Inbound and calls handle()."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.db import Database, upsert_insert
+from bot.tables import answers, contacts, inbound_events, surveys
+from flows import engine
+from flows.schema import Flow
+
+Outcome = engine.Outcome | Literal["duplicate", "no_survey", "already_answered"]
+
+# The survey status each final engine state is stored as.
+_FINAL_STATUS = {"completed": "completed", "stopped": "stopped", "expired": "expired"}
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One message from a customer, whatever the channel."""
+
+    channel: str
+    address: str
+    received_at: datetime
+    text: str | None = None
+    choice: int | None = None
+    command: Literal["skip", "stop"] | None = None
+    provider: str | None = None
+    event_id: str | None = None
+    question_id: str | None = None
+    survey_token: str | None = None
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What handle() did, and the prompts the channel must now show."""
+
+    outcome: Outcome
+    prompts: tuple[engine.Prompt, ...] = ()
+    answers: tuple[engine.Answer, ...] = ()
+    survey_id: int | None = None
+    language: str | None = None
+
+
+async def handle(db: Database, flows: Mapping[str, Flow], inbound: Inbound) -> Handled:
+    """Apply one inbound message to its survey, in one transaction.
+
+    Drops a provider event seen before, locks the open survey (a row lock on PostgreSQL,
+    the write lock on SQLite), runs the engine, stores answers and state. A press that
+    names a question other than the current one (an old button, a double tap) stores nothing.
+    """
+    async with db.write() as conn:
+        if inbound.event_id is not None and not await _first_delivery(db, conn, inbound):
+            return Handled("duplicate")
+        row = await _open_survey(conn, inbound)
+        if row is None:
+            return Handled("no_survey")
+        flow = flows.get(row.flow_id)
+        if flow is None:
+            return Handled("no_survey", survey_id=row.id)
+        state = engine.State.from_json(row.state)
+        if inbound.question_id is not None and _current(flow, state) != inbound.question_id:
+            return Handled("already_answered", survey_id=row.id, language=state.language)
+        reply = engine.Reply(text=inbound.text, choice=inbound.choice, command=inbound.command)
+        step = engine.step(flow, state, reply, inbound.received_at)
+        await _store(db, conn, row, step, inbound.received_at)
+    return Handled(step.outcome, step.prompts, step.answers, row.id, step.state.language)
+
+
+async def _first_delivery(db: Database, conn: AsyncConnection, inbound: Inbound) -> bool:
+    stmt = (
+        upsert_insert(db, inbound_events)
+        .values(
+            provider=inbound.provider or inbound.channel,
+            event_id=inbound.event_id,
+            received_at=inbound.received_at,
+        )
+        .on_conflict_do_nothing()
+        .returning(inbound_events.c.id)
+    )
+    return (await conn.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def _open_survey(conn: AsyncConnection, inbound: Inbound) -> sa.Row[tuple[object, ...]] | None:
+    query = sa.select(surveys).with_for_update(of=surveys)
+    if inbound.survey_token is not None:
+        query = query.where(surveys.c.token == inbound.survey_token)
+    else:
+        contact = (
+            sa.select(contacts.c.id)
+            .where(contacts.c.channel == inbound.channel, contacts.c.address == inbound.address)
+            .scalar_subquery()
+        )
+        query = (
+            query.where(surveys.c.contact_id == contact, surveys.c.status == "active")
+            .order_by(surveys.c.sent_at.desc(), surveys.c.id.desc())
+            .limit(1)
+        )
+    return (await conn.execute(query)).one_or_none()
+
+
+def _current(flow: Flow, state: engine.State) -> str | None:
+    if state.status != "active" or state.position >= len(flow.questions):
+        return None
+    return flow.questions[state.position].id
+
+
+async def _store(
+    db: Database, conn: AsyncConnection, row: sa.Row[tuple[object, ...]], step: engine.Step, now: datetime
+) -> None:
+    if step.answers:
+        copied = {
+            "survey_id": row.id,
+            "ticket": row.ticket,
+            "agent": row.agent,
+            "team": row.team,
+            "channel": row.channel,
+            "flow_id": row.flow_id,
+            "language": row.language,
+        }
+        values = [
+            {
+                **copied,
+                "question_id": a.question_id,
+                "metric": a.metric,
+                "score": a.score,
+                "text": a.text,
+                "answered_at": a.answered_at,
+            }
+            for a in step.answers
+        ]
+        await conn.execute(upsert_insert(db, answers).values(values).on_conflict_do_nothing())
+    changes: dict[str, object] = {"state": step.state.to_json()}
+    status = _FINAL_STATUS.get(step.state.status)
+    if status is not None:
+        changes["status"] = status
+        if status == "completed":
+            changes["completed_at"] = now
+    await conn.execute(sa.update(surveys).where(surveys.c.id == row.id).values(**changes))

@@ -1,0 +1,55 @@
+"""The running service's parts, opened once and shared by the CLI, the web app and the channels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from bot.db import Database
+from bot.settings import Settings
+from flows.loader import load_flows
+from flows.schema import Flow
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class Service:
+    """Settings, database and flows, plus the clock every timestamp comes from."""
+
+    settings: Settings
+    db: Database
+    flows: dict[str, Flow]
+    clock: Callable[[], datetime] = field(default=utc_now)
+
+    @property
+    def survey_ttl(self) -> timedelta:
+        """How long a survey stays open after it is sent."""
+        return timedelta(hours=self.settings.survey_ttl_hours)
+
+    @classmethod
+    async def open(cls, settings: Settings, *, migrate_sqlite: bool = True) -> Service:
+        """Load the flows and connect; raise a clear error on a bad database or flow.
+
+        An embedded SQLite database is brought to the newest schema on the spot; a
+        PostgreSQL database shared by several workers is migrated only on purpose
+        (`afterword db upgrade`), so an outdated one is refused.
+        """
+        flows = load_flows(settings.flows_dir)
+        db = Database(settings.database)
+        try:
+            if db.is_sqlite and migrate_sqlite:
+                await db.upgrade()
+            await db.require_schema()
+        except BaseException:
+            await db.dispose()
+            raise
+        return cls(settings=settings, db=db, flows=flows)
+
+    async def close(self) -> None:
+        """Release the database connections."""
+        await self.db.dispose()

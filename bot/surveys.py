@@ -1,0 +1,135 @@
+"""Creating surveys: the service every trigger (CLI, API, Telegram, helpdesk) calls."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.db import Database, upsert_insert
+from bot.errors import ContactOptedOut
+from bot.tables import contacts, surveys
+from flows import engine
+from flows.loader import get_flow
+from flows.schema import Flow
+
+OPEN = ("pending", "active")
+
+
+@dataclass(frozen=True)
+class NewSurvey:
+    """What a trigger asks for: which flow, to whom, about which ticket."""
+
+    flow_id: str
+    channel: str
+    address: str | None = None
+    ticket: str | None = None
+    agent: str | None = None
+    team: str | None = None
+    language: str | None = None
+    meta: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Created:
+    """A survey as created (or found again for the same ticket and flow), with its first prompts."""
+
+    survey_id: int
+    token: str
+    status: str
+    language: str
+    prompts: tuple[engine.Prompt, ...]
+    created: bool
+
+
+async def create_survey(
+    db: Database, flows: Mapping[str, Flow], new: NewSurvey, *, now: datetime, ttl: timedelta
+) -> Created:
+    """Create and open a survey; the same ticket and flow give back the existing one.
+
+    The contact's older open survey on the same channel is closed as ``incomplete``, so a
+    reply always belongs to the newest question the contact was asked.
+    """
+    flow = get_flow(flows, new.flow_id)
+    async with db.write() as conn:
+        contact_id, contact_language = await _contact(db, conn, new, now)
+        if new.ticket is not None:
+            existing = await _by_ticket(conn, new.ticket, flow.id)
+            if existing is not None:
+                return existing
+        step = engine.start(flow, new.language or contact_language, expires_at=now + ttl)
+        if contact_id is not None:
+            await conn.execute(
+                sa.update(surveys)
+                .where(surveys.c.contact_id == contact_id, surveys.c.status.in_(OPEN))
+                .values(status="incomplete")
+            )
+        token = secrets.token_urlsafe(16)
+        stmt = (
+            upsert_insert(db, surveys)
+            .values(
+                token=token,
+                flow_id=flow.id,
+                flow_version=flow.version,
+                ticket=new.ticket,
+                agent=new.agent,
+                team=new.team,
+                channel=new.channel,
+                contact_id=contact_id,
+                language=step.state.language,
+                status="active",
+                created_at=now,
+                sent_at=now,
+                expires_at=now + ttl,
+                state=step.state.to_json(),
+                meta=dict(new.meta) if new.meta else None,
+            )
+            .on_conflict_do_nothing()
+            .returning(surveys.c.id)
+        )
+        survey_id = (await conn.execute(stmt)).scalar_one_or_none()
+        if survey_id is None:  # a concurrent trigger for the same ticket and flow won
+            found = await _by_ticket(conn, new.ticket or "", flow.id)
+            assert found is not None  # noqa: S101 - the conflict guarantees the row
+            return found
+    return Created(survey_id, token, "active", step.state.language, step.prompts, created=True)
+
+
+async def _contact(
+    db: Database, conn: AsyncConnection, new: NewSurvey, now: datetime
+) -> tuple[int | None, str | None]:
+    if new.address is None:
+        return None, None
+    await conn.execute(
+        upsert_insert(db, contacts)
+        .values(channel=new.channel, address=new.address, language=new.language, created_at=now)
+        .on_conflict_do_nothing()
+    )
+    row = (
+        await conn.execute(
+            sa.select(contacts.c.id, contacts.c.language, contacts.c.opted_out_at).where(
+                contacts.c.channel == new.channel, contacts.c.address == new.address
+            )
+        )
+    ).one()
+    if row.opted_out_at is not None:
+        raise ContactOptedOut(new.channel, new.address)
+    return row.id, row.language
+
+
+async def _by_ticket(conn: AsyncConnection, ticket: str, flow_id: str) -> Created | None:
+    row = (
+        await conn.execute(
+            sa.select(surveys.c.id, surveys.c.token, surveys.c.status, surveys.c.language).where(
+                surveys.c.ticket == ticket, surveys.c.flow_id == flow_id
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return Created(row.id, row.token, row.status, row.language, (), created=False)
