@@ -1,0 +1,264 @@
+"""The `afterword` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bot.errors import AfterwordError
+from bot.settings import Settings, load_settings
+from flows.errors import FlowError, FlowInvalid
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="Afterword: ask customers how a support contact went, and tell the team how it is doing.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
+flows_app = typer.Typer(help="List and check survey flows.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(flows_app, name="flows")
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]Error:[/] {message}", markup=True)
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except AfterwordError as exc:
+        _fail(str(exc), exc.exit_code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Our own errors become one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        yield
+    except FlowInvalid as exc:
+        for issue in exc.issues:
+            err.print(str(issue), markup=False)
+        _fail(f"flow file {exc.source} is invalid ({len(exc.issues)} problem(s))")
+    except (AfterwordError, FlowError) as exc:
+        _fail(str(exc), getattr(exc, "exit_code", 1))
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion under ``_errors``."""
+    with _errors():
+        return asyncio.run(coro)
+    raise AssertionError("unreachable: _errors exits on every error")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from bot.app import VERSION
+
+        typer.echo(f"afterword {VERSION}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Afterword: ask customers how a support contact went, and tell the team how it is doing."""
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on (default: HOST or 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default: PORT or 8000).")] = None,
+) -> None:
+    """Start the web app (webhooks, API, health check) with uvicorn.
+
+    A SQLite database is migrated on start; a PostgreSQL one must be migrated first
+    with `afterword db upgrade`.
+
+    Example: afterword serve --host 0.0.0.0 --port 8080
+    """
+    import uvicorn
+
+    from bot.app import create_app
+    from bot.service import Service
+
+    settings = _settings()
+
+    async def _serve() -> None:
+        # One event loop for start-up checks and serving: pooled connections belong to it.
+        service = await Service.open(settings)
+        config = uvicorn.Config(
+            create_app(settings, service),
+            host=host or settings.host,
+            port=port or settings.port,
+            log_level=settings.log_level.lower(),
+        )
+        try:
+            await uvicorn.Server(config).serve()
+        finally:
+            await service.close()
+
+    _run(_serve())
+
+
+@app.command()
+def chat(
+    flow: Annotated[str, typer.Option(help="Flow id (see `afterword flows list`).")] = "support-csat",
+    lang: Annotated[str | None, typer.Option(help="Language: de or en (default: the flow's).")] = None,
+    ticket: Annotated[str | None, typer.Option(help="Ticket reference stored with the answers.")] = None,
+    agent: Annotated[str | None, typer.Option(help="Agent who handled the ticket.")] = None,
+    team: Annotated[str | None, typer.Option(help="Team of the agent.")] = None,
+    contact: Annotated[
+        str | None,
+        typer.Option(help="Who answers; an open survey of this contact is resumed (default: your login)."),
+    ] = None,
+    new: Annotated[bool, typer.Option("--new", help="Start a new survey even if one is open.")] = False,
+) -> None:
+    """Answer a survey in the terminal; answers may also be piped in, one per line.
+
+    Example: printf '2\\n1\\n2\\nsehr freundlich\\n' | afterword chat --flow support-csat --lang de
+    """
+    from bot.channels.console import chat as run_chat
+    from bot.service import Service
+    from bot.surveys import NewSurvey
+
+    settings = _settings()
+    request = NewSurvey(
+        flow_id=flow,
+        channel="console",
+        address=contact or _login(),
+        ticket=ticket,
+        agent=agent,
+        team=team,
+        language=lang,
+    )
+
+    async def _chat() -> str:
+        service = await Service.open(settings)
+        try:
+            result = await run_chat(
+                service, request, stdin=sys.stdin, out=sys.stdout, echo=not sys.stdin.isatty(), new=new
+            )
+        finally:
+            await service.close()
+        return result.status
+
+    _run(_chat())
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations to DATABASE_URL (safe to run again).
+
+    Example: DATABASE_URL=postgresql+asyncpg://afterword@db/afterword afterword db upgrade
+    """
+    from bot.db import Database
+
+    settings = _settings()
+
+    async def _upgrade() -> str | None:
+        db = Database(settings.database)
+        try:
+            await db.upgrade()
+            return await db.revision()
+        finally:
+            await db.dispose()
+
+    revision = _run(_upgrade())
+    typer.echo(f"database {settings.database.render_as_string(hide_password=True)} is at revision {revision}")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Show the schema revision of DATABASE_URL and the one this version needs.
+
+    Example: afterword db status
+    """
+    from bot.db import Database, head_revision
+
+    settings = _settings()
+
+    async def _status() -> str | None:
+        db = Database(settings.database)
+        try:
+            return await db.revision()
+        finally:
+            await db.dispose()
+
+    current, head = _run(_status()), head_revision()
+    typer.echo(f"current: {current or 'empty'}\nneeded:  {head}")
+    if current != head:
+        raise typer.Exit(1)
+
+
+@flows_app.command("list")
+def flows_list() -> None:
+    """List the flows Afterword knows: built-in ones and those in FLOWS_DIR.
+
+    Example: afterword flows list
+    """
+    from flows.loader import load_flows
+
+    settings = _settings()
+    with _errors():
+        flows = load_flows(settings.flows_dir)
+    table = Table("id", "version", "languages", "questions", "title")
+    for flow in sorted(flows.values(), key=lambda f: f.id):
+        table.add_row(
+            flow.id,
+            str(flow.version),
+            ", ".join(flow.languages),
+            " → ".join(q.id for q in flow.questions),
+            flow.title or "",
+        )
+    Console(highlight=False).print(table)
+
+
+@flows_app.command("check")
+def flows_check(
+    paths: Annotated[list[Path], typer.Argument(help="Flow files or folders of them.", exists=True)],
+) -> None:
+    """Validate flow files; print every problem with file, line and field, exit 1 if any.
+
+    Example: afterword flows check flows/builtin my-flows/
+    """
+    from flows.loader import check_paths
+
+    issues = check_paths(paths)
+    for issue in issues:
+        typer.echo(str(issue), err=True)
+    if issues:
+        _fail(f"{len(issues)} problem(s) found")
+    typer.echo(f"ok: {len(paths)} path(s) checked, no problems")
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "console"
+
+
+def main() -> None:
+    """Entry point of the `afterword` script."""
+    app()

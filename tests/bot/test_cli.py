@@ -1,0 +1,274 @@
+"""The `afterword` command line, run as a real process against a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from bot.db import Database
+from bot.tables import answers, surveys
+from flows.loader import load_flows
+
+AFTERWORD = str(Path(sys.executable).parent / "afterword")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(
+    args: list[str], env: dict[str, str], cwd: Path, stdin: str = "", timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run `afterword ARGS` and capture its output."""
+    return subprocess.run(
+        [AFTERWORD, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
+
+
+async def query(url: str, stmt: sa.Select[tuple[object, ...]]) -> list[tuple[object, ...]]:
+    db = Database(make_url(url))
+    try:
+        async with db.read() as conn:
+            return [tuple(r) for r in (await conn.execute(stmt)).all()]
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+def migrated(cli_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """The CLI environment after `afterword db upgrade`, as the README has users do on PostgreSQL."""
+    result = run(["db", "upgrade"], cli_env, tmp_path)
+    assert 0 == result.returncode, result.stderr
+    return cli_env
+
+
+def test_piped_chat_completes_and_stores_answers(
+    migrated: dict[str, str], db_url: str, tmp_path: Path
+) -> None:
+    """`printf '2\\n1\\n2\\nsehr freundlich\\n' | afterword chat --flow support-csat --lang de` stores 2, 1, 2 and the comment."""
+    result = run(
+        ["chat", "--flow", "support-csat", "--lang", "de"],
+        migrated,
+        tmp_path,
+        stdin="2\n1\n2\nsehr freundlich\n",
+    )
+    assert 0 == result.returncode, result.stderr
+    assert "Wie zufrieden waren Sie mit unserem Kundenservice?" in result.stdout
+    rows = asyncio.run(
+        query(
+            db_url, sa.select(answers.c.question_id, answers.c.score, answers.c.text).order_by(answers.c.id)
+        )
+    )
+    assert [
+        ("satisfaction", 2, None),
+        ("resolution", 1, None),
+        ("speed", 2, None),
+        ("comment", None, "sehr freundlich"),
+    ] == rows
+    assert [("completed",)] == asyncio.run(query(db_url, sa.select(surveys.c.status)))
+
+
+def test_killed_chat_continues_at_question_two(migrated: dict[str, str], db_url: str, tmp_path: Path) -> None:
+    """A chat killed after question 1 continues at question 2 when started again."""
+    proc = subprocess.Popen(
+        [AFTERWORD, "chat", "--flow", "support-csat", "--lang", "en", "--contact", "kim"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=migrated,
+        cwd=tmp_path,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write("2\n")
+    proc.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not asyncio.run(query(db_url, sa.select(answers.c.id))):
+        assert time.monotonic() < deadline, "the first answer was never stored"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=10)
+
+    result = run(["chat", "--contact", "kim"], migrated, tmp_path, stdin="1\n2\n\n")
+    assert 0 == result.returncode, result.stderr
+    assert "resuming survey" in result.stdout
+    second = load_flows()["support-csat"].question("resolution").prompt["en"]
+    assert second in result.stdout.split("resuming survey")[1]
+    rows = asyncio.run(
+        query(db_url, sa.select(answers.c.question_id, answers.c.score).order_by(answers.c.id))
+    )
+    assert [("satisfaction", 2), ("resolution", 1), ("speed", 2)] == rows
+    assert [("completed",)] == asyncio.run(query(db_url, sa.select(surveys.c.status)))
+
+
+def test_flows_check_passes_builtin_flows(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """Every built-in flow passes `afterword flows check`."""
+    result = run(["flows", "check", str(ROOT / "flows" / "builtin")], cli_env, tmp_path)
+    assert (0, "") == (result.returncode, result.stderr)
+
+
+def test_flows_check_names_file_line_and_field(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """A broken flow fails `flows check` with exit 1, naming the file, line and field."""
+    broken = (
+        (ROOT / "flows" / "builtin" / "ces.yaml")
+        .read_text(encoding="utf-8")
+        .replace("kind: rating", "kind: ratng", 1)
+    )
+    path = tmp_path / "broken.yaml"
+    path.write_text(broken, encoding="utf-8")
+    line = next(i for i, text in enumerate(broken.splitlines(), 1) if "kind: ratng" in text)
+    result = run(["flows", "check", str(path)], cli_env, tmp_path)
+    assert 1 == result.returncode
+    assert f"{path}:{line}: questions[0].kind:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_flows_list_shows_builtin_flows(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """`afterword flows list` lists the three built-in flows."""
+    result = run(["flows", "list"], cli_env, tmp_path)
+    assert 0 == result.returncode, result.stderr
+    assert {"support-csat", "nps", "ces"} <= set(re.findall(r"[a-z][a-z-]+", result.stdout))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mysql://localhost/x", "DATABASE_URL: unsupported database 'mysql'"),
+        ("not a url", "DATABASE_URL: cannot read 'not a url'"),
+        (
+            "postgresql+asyncpg://postgres@127.0.0.1:1/test",
+            "cannot reach the database at postgresql+asyncpg://postgres@127.0.0.1:1/test",
+        ),
+    ],
+)
+def test_bad_database_url_stops_with_one_line(
+    cli_env: dict[str, str], tmp_path: Path, url: str, expected: str
+) -> None:
+    """A malformed or unreachable DATABASE_URL stops `serve` with one clear line and a non-zero exit."""
+    result = run(["serve", "--port", "1"], {**cli_env, "DATABASE_URL": url}, tmp_path)
+    assert result.returncode != 0
+    assert [f"Error: {expected}"] == [
+        line[: len(expected) + 7] for line in result.stderr.strip().splitlines()
+    ]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_unmigrated_postgres_is_refused(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """`serve` on an unmigrated PostgreSQL database says to run `afterword db upgrade`, then that fixes it."""
+    refused = run(["serve", "--port", "1"], cli_env, tmp_path)
+    assert (1, 1) == (refused.returncode, len(refused.stderr.strip().splitlines()))
+    assert "run `afterword db upgrade`" in refused.stderr
+    upgraded = run(["db", "upgrade"], cli_env, tmp_path)
+    assert 0 == upgraded.returncode, upgraded.stderr
+    assert 0 == run(["db", "status"], cli_env, tmp_path).returncode
+
+
+def test_broken_flow_dir_stops_chat_naming_the_field(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """A broken flow file in FLOWS_DIR stops the command with its problems and no traceback."""
+    flows_dir = tmp_path / "myflows"
+    flows_dir.mkdir()
+    (flows_dir / "x.yaml").write_text(
+        "id: x\nversion: 1\nlanguages: [de]\ndefault_language: de\n", encoding="utf-8"
+    )
+    result = run(["chat"], {**cli_env, "FLOWS_DIR": str(flows_dir)}, tmp_path)
+    assert 1 == result.returncode
+    assert "x.yaml" in result.stderr
+    assert "texts" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_serve_answers_healthz(migrated: dict[str, str], tmp_path: Path) -> None:
+    """`afterword serve` (after `db upgrade`) answers /healthz with the version and database status."""
+    cli_env = migrated
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    with (
+        log.open("w") as sink,
+        subprocess.Popen(
+            [AFTERWORD, "serve", "--port", str(port)], env=cli_env, cwd=tmp_path, stderr=sink
+        ) as proc,
+    ):
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                    break
+                except httpx.TransportError:
+                    assert proc.poll() is None, log.read_text()
+                    assert time.monotonic() < deadline, "serve did not come up"
+                    time.sleep(0.2)
+            assert 200 == response.status_code, (response.text, log.read_text())
+            body = response.json()
+            assert ("ok", "ok") == (body["status"], body["database"]["status"])
+            assert re.fullmatch(r"\d+\.\d+\.\d+.*", body["version"])
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=15)
+
+
+def test_every_command_has_help_with_example(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """Every command's --help ends with an Example: line and the README documents the command."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = [
+        ["serve"],
+        ["chat"],
+        ["db", "upgrade"],
+        ["db", "status"],
+        ["flows", "list"],
+        ["flows", "check"],
+    ]
+    missing = []
+    for command in commands:
+        result = run([*command, "--help"], {**cli_env, "COLUMNS": "200"}, tmp_path)
+        if (
+            result.returncode != 0
+            or "Example:" not in result.stdout
+            or f"afterword {' '.join(command)}" not in readme
+        ):
+            missing.append(" ".join(command))
+    assert [] == missing
+
+
+def test_sqlite_serve_migrates_by_itself(tmp_path: Path) -> None:
+    """Opening the service on a new SQLite file creates the schema without `db upgrade`."""
+    from bot.service import Service
+    from bot.settings import load_settings
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'sub' / 'fresh.db'}"
+
+    async def _open() -> str | None:
+        service = await Service.open(load_settings(_env_file=None, database_url=url))
+        try:
+            return await service.db.revision()
+        finally:
+            await service.close()
+
+    from bot.db import head_revision
+
+    assert head_revision() == asyncio.run(_open())
+    assert os.path.exists(tmp_path / "sub" / "fresh.db")
