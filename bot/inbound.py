@@ -132,6 +132,9 @@ async def _store(
                 "score": a.score,
                 "text": a.text,
                 "answered_at": a.answered_at,
+                "scale_min": a.scale.min if a.scale else None,
+                "scale_max": a.scale.max if a.scale else None,
+                "scale_best": a.scale.best if a.scale else None,
             }
             for a in step.answers
         ]

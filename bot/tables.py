@@ -93,10 +93,16 @@ answers = sa.Table(
     "answers",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("survey_id", sa.Integer, sa.ForeignKey("surveys.id", ondelete="CASCADE"), nullable=False),
+    # Imported answers have no survey; they carry the response id of the tool they came from.
+    sa.Column("survey_id", sa.Integer, sa.ForeignKey("surveys.id", ondelete="CASCADE")),
+    sa.Column("response_id", sa.String(128), unique=True),
     sa.Column("question_id", sa.String(64), nullable=False),
     sa.Column("metric", sa.String(8)),
     sa.Column("score", sa.Integer),
+    # The question's scale, so CSAT knows which end is best for every answer.
+    sa.Column("scale_min", sa.Integer),
+    sa.Column("scale_max", sa.Integer),
+    sa.Column("scale_best", sa.String(4)),
     sa.Column("text", sa.Text),
     sa.Column("answered_at", UTCDateTime(), nullable=False),
     # Copied from the survey so that every report reads one table.
@@ -108,6 +114,7 @@ answers = sa.Table(
     sa.Column("language", sa.String(8), nullable=False),
     sa.UniqueConstraint("survey_id", "question_id"),
     sa.Index(None, "metric", "answered_at"),
+    sa.Index(None, "answered_at"),
 )
 
 inbound_events = sa.Table(

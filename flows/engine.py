@@ -54,6 +54,7 @@ class Answer:
     score: int | None
     text: str | None
     answered_at: datetime
+    scale: Scale | None = None
 
 
 @dataclass(frozen=True)
@@ -170,17 +171,17 @@ def _read(question: Question, reply: Reply, language: str, now: datetime) -> Ans
         text = (reply.text or "").strip()
         if not text:
             return None
-        return Answer(question.id, question.metric, None, text[:MAX_TEXT], now)
+        return Answer(question.id, question.metric, None, text[:MAX_TEXT], now, None)
     if reply.choice is not None:
         if not scale.contains(reply.choice):
             return None
-        return Answer(question.id, question.metric, reply.choice, None, now)
+        return Answer(question.id, question.metric, reply.choice, None, now, scale)
     labels = question.labels.get(language, {})
     parsed = parse_score(reply.text or "", scale.min, scale.max, labels)
     if parsed.score is None:
         return None
     comment = parsed.comment[:MAX_TEXT] if parsed.comment else None
-    return Answer(question.id, question.metric, parsed.score, comment, now)
+    return Answer(question.id, question.metric, parsed.score, comment, now, scale)
 
 
 def _move_on(flow: Flow, state: State, answers: tuple[Answer, ...], outcome: Outcome) -> Step:
