@@ -1,0 +1,208 @@
+"""`afterword import`: answers collected with other tools, from CSV, all or nothing."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from bot.db import Database, upsert_insert
+from bot.errors import AfterwordError
+from bot.tables import answers
+
+REQUIRED = ("response_id", "submitted_at", "metric", "score")
+OPTIONAL = (
+    "ticket_id",
+    "channel",
+    "agent",
+    "team",
+    "flow",
+    "language",
+    "question",
+    "comment",
+    "scale_min",
+    "scale_max",
+    "best",
+)
+# Default scales when a row names none: csat 1-5 and ces 1-7 with the high end best, nps 0-10.
+DEFAULT_SCALES = {"csat": (1, 5, "high"), "nps": (0, 10, "high"), "ces": (1, 7, "high")}
+BATCH = 5_000
+MAX_REPORTED = 20
+
+
+class ImportFailed(AfterwordError):
+    """The file cannot be imported as it is; nothing of it was stored."""
+
+    def __init__(self, path: str, problems: list[str], total: int) -> None:
+        self.path = path
+        self.problems = problems
+        self.total = total
+        more = f"\n… and {total - len(problems)} more" if total > len(problems) else ""
+        super().__init__(
+            f"{path}: {total} bad row(s), nothing imported (use --skip-bad to import the good rows):\n"
+            + "\n".join(problems)
+            + more
+        )
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What an import did."""
+
+    rows: int
+    added: int
+    already_there: int
+    skipped_bad: int
+    problems: tuple[str, ...]
+
+
+class _BadRow(ValueError):
+    pass
+
+
+def parse_row(row: dict[str, str]) -> dict[str, Any]:
+    """One CSV row as answer values; raise ValueError naming the column and what is allowed."""
+    values = {k: (v or "").strip() for k, v in row.items() if k is not None}
+    response_id = values["response_id"]
+    if not response_id:
+        raise _BadRow("response_id: empty; every row needs a unique response id")
+    if len(response_id) > 128:
+        raise _BadRow("response_id: longer than 128 characters")
+    metric = values["metric"].lower()
+    if metric not in DEFAULT_SCALES:
+        raise _BadRow(f"metric: {values['metric']!r} is not one of csat, nps, ces")
+    answered_at = _timestamp(values["submitted_at"])
+    low, high, best = _scale(values, metric)
+    score = _int("score", values["score"])
+    if not low <= score <= high:
+        raise _BadRow(f"score: {score} is outside the {metric} scale {low}-{high}")
+    return {
+        "response_id": response_id,
+        "question_id": values.get("question") or metric,
+        "metric": metric,
+        "score": score,
+        "scale_min": low,
+        "scale_max": high,
+        "scale_best": best,
+        "text": values.get("comment") or None,
+        "answered_at": answered_at,
+        "ticket": values.get("ticket_id") or None,
+        "agent": values.get("agent") or None,
+        "team": values.get("team") or None,
+        "channel": values.get("channel") or "import",
+        "flow_id": values.get("flow") or "import",
+        "language": (values.get("language") or "und")[:8],
+    }
+
+
+def _timestamp(raw: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise _BadRow(
+            f"submitted_at: {raw!r} is not an ISO 8601 date or time such as 2026-11-23T14:05:00Z"
+        ) from exc
+    # A time without zone is taken as UTC, the zone Afterword stores.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _int(column: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise _BadRow(f"{column}: {raw!r} is not a whole number") from exc
+
+
+def _scale(values: dict[str, str], metric: str) -> tuple[int, int, str]:
+    low, high, best = DEFAULT_SCALES[metric]
+    if values.get("scale_min"):
+        low = _int("scale_min", values["scale_min"])
+    if values.get("scale_max"):
+        high = _int("scale_max", values["scale_max"])
+    if values.get("best"):
+        best = values["best"].lower()
+        if best not in ("high", "low"):
+            raise _BadRow(f"best: {values['best']!r} is not high or low")
+    if low >= high:
+        raise _BadRow(f"scale_min/scale_max: {low}-{high} is not a scale (min must be below max)")
+    if metric == "nps" and (low, high) != (0, 10):
+        raise _BadRow(f"scale_min/scale_max: nps is always 0-10, not {low}-{high}")
+    return low, high, best
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row) for each data row; ImportFailed on a bad file as a whole."""
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise ImportFailed(str(path), [f"cannot open: {exc.strerror}"], 1) from exc
+    with handle:
+        try:
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames or []
+            missing = [c for c in REQUIRED if c not in header]
+            if missing:
+                allowed = ", ".join(REQUIRED + OPTIONAL)
+                raise ImportFailed(
+                    str(path), [f"missing column(s) {', '.join(missing)}; the columns are: {allowed}"], 1
+                )
+            for row in reader:
+                yield reader.line_num, row
+        except UnicodeDecodeError as exc:
+            raise ImportFailed(
+                str(path),
+                [f"not UTF-8 text (byte {exc.object[exc.start]:#x}); save the file as UTF-8 CSV"],
+                1,
+            ) from exc
+        except csv.Error as exc:
+            raise ImportFailed(str(path), [f"line {reader.line_num}: not valid CSV: {exc}"], 1) from exc
+
+
+async def import_csv(
+    db: Database, path: Path, *, skip_bad: bool = False, progress: Callable[[int, int], None] | None = None
+) -> ImportResult:
+    """Import answers from ``path`` in one transaction; response ids seen before are not added again.
+
+    The file is read twice, so memory stays flat on large files: first to check every
+    row (with a bad row and no ``skip_bad``, nothing is stored), then to insert in batches.
+    """
+    problems: list[str] = []
+    bad = rows = 0
+    for line, row in read_rows(path):
+        rows += 1
+        try:
+            parse_row(row)
+        except _BadRow as exc:
+            bad += 1
+            if len(problems) < MAX_REPORTED:
+                problems.append(f"line {line}: {exc}")
+    if bad and not skip_bad:
+        raise ImportFailed(str(path), problems, bad)
+    count = sa.select(sa.func.count()).select_from(answers)
+    stmt = upsert_insert(db, answers).on_conflict_do_nothing(index_elements=["response_id"])
+    async with db.write() as conn:
+        before = (await conn.execute(count)).scalar_one()
+        batch: list[dict[str, Any]] = []
+        done, total = 0, rows - bad
+        for _line, row in read_rows(path):
+            try:
+                batch.append(parse_row(row))
+            except _BadRow:
+                continue
+            if len(batch) == BATCH:
+                await conn.execute(stmt, batch)
+                done += len(batch)
+                if progress is not None:
+                    progress(done, total)
+                batch = []
+        if batch:
+            await conn.execute(stmt, batch)
+            if progress is not None:
+                progress(done + len(batch), total)
+        added = (await conn.execute(count)).scalar_one() - before
+    return ImportResult(rows, added, rows - bad - added, bad, tuple(problems))
