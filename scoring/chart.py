@@ -23,11 +23,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from scoring.metrics import DEFAULT_TARGETS
+
 Language = Literal["de", "en"]
 Metric = Literal["csat", "nps"]
 
 SMALL_N = 30  # below this many answers a bucket's value is shaky; its marker is drawn hollow
-DEFAULT_TARGETS: Mapping[str, float] = {"csat": 80.0, "nps": 50.0}
 DPI = 100  # fixed, so that width_px x height_px is the PNG's exact size
 MIN_SIZE = (480, 270)  # px; smaller and the labels no longer fit beside the panels
 
