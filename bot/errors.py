@@ -53,3 +53,29 @@ class ContactOptedOut(SurveyError):
         self.channel = channel
         self.address = address
         super().__init__(f"the {channel} contact has opted out of surveys")
+
+
+class ReportError(AfterwordError):
+    """A report parameter is not allowed; ``field`` names it."""
+
+    exit_code = 2
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class ImportFailed(AfterwordError):
+    """The file cannot be imported as it is; nothing of it was stored."""
+
+    def __init__(self, path: str, problems: list[str], total: int) -> None:
+        self.path = path
+        self.problems = problems
+        self.total = total
+        more = f"\n… and {total - len(problems)} more" if total > len(problems) else ""
+        super().__init__(
+            f"{path}: {total} bad row(s), nothing imported (use --skip-bad to import the good rows):\n"
+            + "\n".join(problems)
+            + more
+        )
