@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
-from bot.errors import AfterwordError
+from bot.errors import AfterwordError, ReportError
+from bot.reports import build_report, report_query
 from bot.service import Service
 from bot.settings import Settings
 
@@ -31,6 +32,8 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
                 await app.state.service.close()
 
     app = FastAPI(title="Afterword", version=VERSION, lifespan=lifespan)
+    if service is not None:  # usable without running the lifespan (in-process test clients)
+        app.state.service = service
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(request: Request) -> JSONResponse:
@@ -46,5 +49,25 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         body["status"] = "ok"
         body["database"]["status"] = "ok"
         return JSONResponse(body)
+
+    @app.get("/api/report", tags=["reports"])
+    async def api_report(
+        request: Request,
+        since: str = "30d",
+        from_: Annotated[str | None, Query(alias="from")] = None,
+        to: str | None = None,
+        by: str | None = None,
+        trend: str | None = None,
+        rule: str = "top2",
+    ) -> JSONResponse:
+        """CSAT, NPS and CES with 95 % intervals, as `afterword report --format json`."""
+        svc: Service = request.app.state.service
+        try:
+            query = report_query(
+                now=svc.clock(), since=since, from_=from_, to=to, by=by, trend=trend, rule=rule
+            )
+        except ReportError as exc:
+            return JSONResponse({"error": {"field": exc.field, "message": exc.message}}, status_code=400)
+        return JSONResponse(await build_report(svc.db, query, svc.settings.targets))
 
     return app

@@ -166,6 +166,131 @@ def chat(
     _run(_chat())
 
 
+@app.command()
+def report(
+    since: Annotated[str, typer.Option(help="Period ending now: 7d, 30d, 90d, 365d or any Nd.")] = "30d",
+    from_: Annotated[
+        str | None, typer.Option("--from", help="First day, e.g. 2026-10-01 (instead of --since).")
+    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Last day, included (default: today).")] = None,
+    by: Annotated[
+        str | None, typer.Option(help="Group by agent, team, channel, flow, language or question.")
+    ] = None,
+    trend: Annotated[str | None, typer.Option(help="Trend buckets: day, week or month.")] = None,
+    rule: Annotated[
+        str, typer.Option(help="CSAT rule: top2 (two best points) or top1 (best point).")
+    ] = "top2",
+    fmt: Annotated[str, typer.Option("--format", help="table, json, csv or md.")] = "table",
+    csi_file: Annotated[
+        Path | None, typer.Option("--csi", help="YAML with CSI attributes: question, weight, expected.")
+    ] = None,
+) -> None:
+    """Show CSAT, NPS and CES with 95 % intervals, targets and change against the previous period.
+
+    Example: afterword report --since 90d --by agent --trend week --format json
+    """
+    from bot.report_format import FORMATS, render
+    from bot.reports import build_report, report_query
+    from bot.service import Service
+
+    if fmt not in FORMATS:
+        _fail(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}", 2)
+    settings = _settings()
+
+    async def _report() -> dict[str, Any]:
+        service = await Service.open(settings)
+        try:
+            query = report_query(
+                now=service.clock(), since=since, from_=from_, to=to, by=by, trend=trend, rule=rule
+            )
+            return await build_report(service.db, query, settings.targets)
+        finally:
+            await service.close()
+
+    typer.echo(render(_run(_report()), fmt, width=Console().width).rstrip("\n"))
+
+
+@app.command()
+def chart(
+    out: Annotated[Path, typer.Option(help="PNG file to write.")],
+    since: Annotated[str, typer.Option(help="Period ending now: 7d, 30d, 90d, 365d or any Nd.")] = "90d",
+    trend: Annotated[str, typer.Option(help="Buckets: day, week or month.")] = "week",
+    lang: Annotated[str, typer.Option(help="Chart language: de or en.")] = "en",
+) -> None:
+    """Draw the CSAT and NPS trend with 95 % bands and target lines as a PNG.
+
+    Example: afterword chart --since 90d --trend week --out trend.png
+    """
+    from bot.reports import build_report, report_query, trend_points
+    from bot.service import Service
+    from scoring.chart import trend_chart
+
+    if lang not in ("de", "en"):
+        _fail(f"--lang: {lang!r} is not de or en", 2)
+    settings = _settings()
+
+    async def _chart() -> bytes:
+        service = await Service.open(settings)
+        try:
+            query = report_query(now=service.clock(), since=since, trend=trend)
+            data = await build_report(service.db, query, settings.targets)
+        finally:
+            await service.close()
+        return trend_chart(trend_points(data), targets=settings.targets, language=lang)  # type: ignore[arg-type]
+
+    png = _run(_chart())
+    try:
+        out.write_bytes(png)
+    except OSError as exc:
+        _fail(f"--out: cannot write {out}: {exc.strerror}")
+    typer.echo(f"wrote {out} ({len(png):,} bytes)")
+
+
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="CSV file, UTF-8, one answer per row.")],
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Import the good rows even if some are bad.")
+    ] = False,
+) -> None:
+    """Import answers collected with other tools from CSV; response_ids seen before are skipped.
+
+    Required columns: response_id, submitted_at (ISO 8601), metric (csat, nps, ces), score.
+    Optional: ticket_id, channel, agent, team, flow, language, question, comment,
+    scale_min, scale_max, best (high or low). A bad row stops the import with its line
+    and reason, and nothing is stored, unless --skip-bad is given.
+
+    Example: afterword import answers.csv
+    """
+    from rich.progress import Progress
+
+    from bot.importer import import_csv
+    from bot.service import Service
+
+    settings = _settings()
+
+    async def _import() -> Any:
+        service = await Service.open(settings)
+        try:
+            with Progress(console=err, transient=True) as bar:
+                task = bar.add_task("importing", total=None)
+                return await import_csv(
+                    service.db,
+                    path,
+                    skip_bad=skip_bad,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
+        finally:
+            await service.close()
+
+    result = _run(_import())
+    for problem in result.problems:
+        err.print(f"skipped {problem}", markup=False)
+    typer.echo(
+        f"{result.added} answer(s) added, {result.already_there} already there, {result.skipped_bad} bad row(s) skipped"
+    )
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the schema migrations to DATABASE_URL (safe to run again).

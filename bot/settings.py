@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     flows_dir: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     survey_ttl_hours: float = Field(default=48, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Targets: seed 004 (../shared/seeds/004_…): NPS not below 50, CSAT near 80 %.
+    target_csat: float = Field(default=80.0, ge=0, le=100)
+    target_nps: float = Field(default=50.0, ge=-100, le=100)
+    target_ces: float | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -63,6 +67,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [Path(part) for part in value.split(":") if part.strip()]
         return value
+
+    @property
+    def targets(self) -> dict[str, float]:
+        """The score targets by metric; CES has one only when set."""
+        found = {"csat": self.target_csat, "nps": self.target_nps}
+        if self.target_ces is not None:
+            found["ces"] = self.target_ces
+        return found
 
     @property
     def database(self) -> URL:

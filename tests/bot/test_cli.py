@@ -272,3 +272,50 @@ def test_sqlite_serve_migrates_by_itself(tmp_path: Path) -> None:
 
     assert head_revision() == asyncio.run(_open())
     assert os.path.exists(tmp_path / "sub" / "fresh.db")
+
+
+def test_report_cli_json_and_bad_by(migrated: dict[str, str], tmp_path: Path) -> None:
+    """`afterword import` then `afterword report --format json` show the imported answer; a bad --by exits 2 naming it."""
+    csv_path = tmp_path / "a.csv"
+    csv_path.write_text(
+        "response_id,submitted_at,metric,score\nr1,2026-11-01T10:00:00Z,nps,10\n", encoding="utf-8"
+    )
+    imported = run(["import", str(csv_path)], migrated, tmp_path)
+    assert (0, "1 answer(s) added, 0 already there, 0 bad row(s) skipped\n") == (
+        imported.returncode,
+        imported.stdout,
+    )
+    shown = run(["report", "--since", "3650d", "--format", "json"], migrated, tmp_path)
+    assert 0 == shown.returncode, shown.stderr
+    import json
+
+    body = json.loads(shown.stdout)
+    assert (100.0, 1, 1) == (body["nps"]["value"], body["nps"]["n"], body["nps"]["promoters"])
+    bad = run(["report", "--by", "agnt"], migrated, tmp_path)
+    assert (2, "Error: by: 'agnt' is not one of agent, team, channel, flow, language, question") == (
+        bad.returncode,
+        bad.stderr.strip(),
+    )
+
+
+def test_import_bad_file_exits_1_and_stores_nothing(
+    migrated: dict[str, str], db_url: str, tmp_path: Path
+) -> None:
+    """A CSV with a bad score exits 1 naming the line and stores nothing."""
+    csv_path = tmp_path / "a.csv"
+    csv_path.write_text(
+        "response_id,submitted_at,metric,score\nr1,2026-11-01,csat,4\nr2,2026-11-01,csat,9\n",
+        encoding="utf-8",
+    )
+    result = run(["import", str(csv_path)], migrated, tmp_path)
+    assert 1 == result.returncode
+    assert "line 3: score: 9 is outside the csat scale 1-5" in result.stderr
+    assert [] == asyncio.run(query(db_url, sa.select(answers.c.id)))
+
+
+def test_chart_writes_png(migrated: dict[str, str], tmp_path: Path) -> None:
+    """`afterword chart --out trend.png` writes a PNG even with no answers yet."""
+    out = tmp_path / "trend.png"
+    result = run(["chart", "--out", str(out)], migrated, tmp_path)
+    assert 0 == result.returncode, result.stderr
+    assert b"\x89PNG\r\n\x1a\n" == out.read_bytes()[:8]

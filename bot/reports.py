@@ -1,0 +1,363 @@
+"""Reports: SQL histograms (GROUP BY score) for a period, its groups and buckets, scored by scoring/."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+import yaml
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.db import Database
+from bot.errors import ReportError
+from bot.tables import answers, surveys
+from scoring.chart import Band, TrendPoint
+from scoring.metrics import DEFAULT_TARGETS, CsatRule, CsiAttribute, Histogram, Scale, csi, mean, sci
+from scoring.report import HistogramRow, Scores, sci_json, scores, scores_json
+
+GROUPS: dict[str, sa.ColumnElement[Any]] = {
+    "agent": answers.c.agent,
+    "team": answers.c.team,
+    "channel": answers.c.channel,
+    "flow": answers.c.flow_id,
+    "language": answers.c.language,
+    "question": answers.c.question_id,
+}
+Trend = Literal["day", "week", "month"]
+TRENDS: tuple[Trend, ...] = ("day", "week", "month")
+SINCE = re.compile(r"^(\d{1,4})d$")
+COMMENTS = 10
+
+
+@dataclass(frozen=True)
+class CsiSpec:
+    """One CSI attribute: a question, its weight and its expected level (seed 004)."""
+
+    question: str
+    weight: float
+    expected: float
+
+
+def load_csi_config(path: Path) -> tuple[CsiSpec, ...]:
+    """CSI attributes from a YAML file ``attributes: [{question, weight, expected}, …]``."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ReportError("csi", f"cannot read {path}: {exc}") from exc
+    items = data.get("attributes") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not items:
+        raise ReportError(
+            "csi", f"{path} needs a non-empty list 'attributes' of {{question, weight, expected}}"
+        )
+    specs = []
+    for i, item in enumerate(items, 1):
+        try:
+            specs.append(CsiSpec(str(item["question"]), float(item["weight"]), float(item["expected"])))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ReportError(
+                "csi", f"{path}: attribute {i} needs question, weight and expected (numbers): {exc}"
+            ) from exc
+    return tuple(specs)
+
+
+@dataclass(frozen=True)
+class ReportQuery:
+    """What to report: a half-open period [start, end), an optional grouping and trend."""
+
+    start: datetime
+    end: datetime
+    by: str | None = None
+    trend: Trend | None = None
+    rule: CsatRule = "top2"
+    csi: tuple[CsiSpec, ...] = ()
+
+    @property
+    def previous(self) -> tuple[datetime, datetime]:
+        """The period of the same length just before this one."""
+        return self.start - (self.end - self.start), self.start
+
+
+def report_query(
+    *,
+    now: datetime,
+    since: str | None = "30d",
+    from_: str | None = None,
+    to: str | None = None,
+    by: str | None = None,
+    trend: str | None = None,
+    rule: str = "top2",
+    csi: tuple[CsiSpec, ...] = (),
+) -> ReportQuery:
+    """Check the user's report parameters; ReportError names the first one not allowed."""
+    if by is not None and by not in GROUPS:
+        raise ReportError("by", f"{by!r} is not one of {', '.join(GROUPS)}")
+    if trend is not None and trend not in TRENDS:
+        raise ReportError("trend", f"{trend!r} is not one of {', '.join(TRENDS)}")
+    if rule not in ("top2", "top1"):
+        raise ReportError("rule", f"{rule!r} is not top2 or top1")
+    if from_ is not None or to is not None:
+        end = _day("to", to) + timedelta(days=1) if to else now
+        start = _day("from", from_) if from_ else end - timedelta(days=30)
+    else:
+        match = SINCE.match(since or "")
+        if not match or int(match.group(1)) == 0:
+            raise ReportError("since", f"{since!r} is not a number of days such as 7d, 30d, 90d or 365d")
+        end, start = now, now - timedelta(days=int(match.group(1)))
+    if start >= end:
+        raise ReportError(
+            "from", f"the period {start.date()} … {end.date()} is empty: from must be before to"
+        )
+    return ReportQuery(start, end, by, trend, rule, csi)  # type: ignore[arg-type]
+
+
+def _day(field: str, raw: str) -> datetime:
+    try:
+        return datetime.combine(date.fromisoformat(raw), time(), tzinfo=UTC)
+    except ValueError as exc:
+        raise ReportError(field, f"{raw!r} is not a date in the form 2026-11-23") from exc
+
+
+async def build_report(
+    db: Database, query: ReportQuery, targets: Mapping[str, float] = DEFAULT_TARGETS
+) -> dict[str, Any]:
+    """The whole report as JSON-ready data."""
+    async with db.read() as conn:
+        # With a grouping, the overall histogram is the sum of the groups': one scan, not two.
+        grouped = await _histograms(conn, query.start, query.end, GROUPS[query.by]) if query.by else None
+        current = grouped if grouped is not None else await _histograms(conn, query.start, query.end)
+        previous = await _histograms(conn, *query.previous)
+        report: dict[str, Any] = {
+            "period": {
+                "from": query.start.isoformat(),
+                "to": query.end.isoformat(),
+                "previous_from": query.previous[0].isoformat(),
+            },
+            "rule": query.rule,
+            "targets": dict(targets),
+            **scores_json(_score(current, query), _score(previous, query), targets),
+            "sci": sci_json(sci(*await _secure(conn, query.start, query.end))),
+            "response_rate": await _response_rate(conn, query.start, query.end),
+            "comments": await _comments(conn, query.start, query.end),
+        }
+        # Per-question means only when asked for: GROUP BY question has no covering index.
+        per_question = grouped if query.by == "question" else None
+        if per_question is None and query.csi:
+            per_question = await _histograms(conn, query.start, query.end, answers.c.question_id)
+        if per_question is not None:
+            report["questions"] = _question_means(per_question)
+        if query.csi:
+            report["csi"] = _csi(query.csi, report["questions"])
+        if grouped is not None:
+            report["by"] = query.by
+            report["groups"] = [
+                {"key": key, **scores_json(scores(rows, query.rule), None, targets)}
+                for key, rows in sorted(_split(grouped).items(), key=lambda kv: (kv[0] is None, str(kv[0])))
+            ]
+        if query.trend is not None:
+            buckets = await _histograms(conn, query.start, query.end, _bucket(db, query.trend))
+            report["trend_by"] = query.trend
+            report["trend"] = [
+                {"start": str(key), **scores_json(scores(rows, query.rule), None, targets)}
+                for key, rows in sorted(_split(buckets).items(), key=lambda kv: str(kv[0]))
+            ]
+    return report
+
+
+def _question_means(rows: Sequence[tuple[Any, HistogramRow]]) -> list[dict[str, Any]]:
+    """Mean with t interval of every rating question, on the scale most of its answers used."""
+    by_question: dict[tuple[str, str, Scale], dict[int, int]] = defaultdict(dict)
+    for key, row in rows:
+        counts = by_question[(str(key), row.metric, row.scale)]
+        counts[row.score] = counts.get(row.score, 0) + row.count
+    best: dict[str, tuple[str, Scale, dict[int, int]]] = {}
+    for (question, metric, scale), counts in by_question.items():
+        if question not in best or sum(counts.values()) > sum(best[question][2].values()):
+            best[question] = (metric, scale, counts)
+    return [
+        {
+            "question": question,
+            "metric": metric,
+            "scale": {"min": scale.min, "max": scale.max, "best": scale.best},
+            "mean": asdict(mean(Histogram(scale, counts))),
+        }
+        for question, (metric, scale, counts) in sorted(best.items())
+    ]
+
+
+def _csi(specs: Sequence[CsiSpec], questions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Σ w_j (P_j − E_j) over the configured attributes (seed 004); None while one has no answers."""
+    perceived = {q["question"]: q["mean"]["value"] for q in questions}
+    missing = [s.question for s in specs if perceived.get(s.question) is None]
+    if missing:
+        return {"value": None, "parts": [], "missing": missing}
+    result = csi([CsiAttribute(s.question, s.weight, perceived[s.question], s.expected) for s in specs])
+    return {"value": result.value, "parts": [list(p) for p in result.parts], "missing": []}
+
+
+def _score(rows: Sequence[tuple[Any, HistogramRow]], query: ReportQuery) -> Scores:
+    return scores((row for _key, row in rows), query.rule)
+
+
+def _split(rows: Sequence[tuple[Any, HistogramRow]]) -> dict[Any, list[HistogramRow]]:
+    groups: dict[Any, list[HistogramRow]] = defaultdict(list)
+    for key, row in rows:
+        groups[key].append(row)
+    return groups
+
+
+async def _histograms(
+    conn: AsyncConnection, start: datetime, end: datetime, key: sa.ColumnElement[Any] | None = None
+) -> list[tuple[Any, HistogramRow]]:
+    a = answers.c
+    cols: list[sa.ColumnElement[Any]] = [a.metric, a.scale_min, a.scale_max, a.scale_best, a.score]
+    key_col = (key if key is not None else sa.literal(None)).label("key")
+    stmt = (
+        sa.select(key_col, *cols, sa.func.count().label("n"))
+        .where(
+            a.answered_at >= start,
+            a.answered_at < end,
+            a.metric.is_not(None),
+            a.score.is_not(None),
+            a.scale_min.is_not(None),
+        )
+        .group_by(*([key_col] if key is not None else []), *cols)
+    )
+    result = await conn.execute(stmt)
+    return [
+        (
+            row.key,
+            HistogramRow(row.metric, Scale(row.scale_min, row.scale_max, row.scale_best), row.score, row.n),
+        )
+        for row in result
+    ]
+
+
+def _bucket(db: Database, trend: Trend) -> sa.ColumnElement[Any]:
+    """The first day of each answer's day, ISO week (Monday) or month, as text YYYY-MM-DD."""
+    at = answers.c.answered_at
+    if db.is_sqlite:
+        # Stored as 'YYYY-MM-DD HH:MM:SS' in UTC; 'weekday 0' moves to Sunday, -6 days to Monday.
+        modifiers = {"day": (), "week": ("weekday 0", "-6 days"), "month": ("start of month",)}[trend]
+        return sa.func.date(at, *modifiers)
+    return sa.func.to_char(sa.func.date_trunc(trend, sa.func.timezone("UTC", at)), "YYYY-MM-DD")
+
+
+async def _response_rate(conn: AsyncConnection, start: datetime, end: datetime) -> dict[str, Any]:
+    s = surveys.c
+    answered = sa.exists().where(answers.c.survey_id == s.id)
+    row = (
+        await conn.execute(
+            sa.select(
+                sa.func.count().label("sent"),
+                sa.func.count().filter(s.status == "completed").label("completed"),
+                sa.func.count().filter(answered).label("answered"),
+            ).where(s.sent_at >= start, s.sent_at < end)
+        )
+    ).one()
+    sent = int(row.sent)
+    return {
+        "sent": sent,
+        "completed": int(row.completed),
+        "answered": int(row.answered),
+        "completion_rate": round(100 * row.completed / sent, 1) if sent else None,
+        "answer_rate": round(100 * row.answered / sent, 1) if sent else None,
+    }
+
+
+def _detractor(table: sa.FromClause) -> sa.ColumnElement[bool]:
+    """NPS 0-6, or CSAT/CES on the worst two points of the answer's own scale."""
+    c = table.c
+    worst_low_best = sa.and_(c.scale_best == "low", c.score >= c.scale_max - 1)
+    worst_high_best = sa.and_(c.scale_best == "high", c.score <= c.scale_min + 1)
+    return sa.or_(
+        sa.and_(c.metric == "nps", c.score <= 6),
+        sa.and_(c.metric.in_(("csat", "ces")), sa.or_(worst_low_best, worst_high_best)),
+    )
+
+
+async def _comments(conn: AsyncConnection, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """The latest comments, detractors' first: two newest-first reads of the comments index."""
+    a = answers.c
+    scored = answers.alias("scored")
+    detractor = sa.or_(
+        sa.and_(a.score.is_not(None), _detractor(answers)),
+        sa.exists().where(scored.c.survey_id == a.survey_id, a.survey_id.is_not(None), _detractor(scored)),
+    )
+    base = sa.select(a.text, a.answered_at, a.ticket, a.agent, a.channel, a.question_id).where(
+        a.text.is_not(None), a.answered_at >= start, a.answered_at < end, a.text != ""
+    )
+    found: list[dict[str, Any]] = []
+    for is_detractor, condition in ((True, detractor), (False, sa.not_(detractor))):
+        stmt = base.where(condition).order_by(a.answered_at.desc()).limit(COMMENTS - len(found))
+        found.extend(
+            {
+                "text": row.text,
+                "answered_at": row.answered_at.isoformat(),
+                "ticket": row.ticket,
+                "agent": row.agent,
+                "channel": row.channel,
+                "question": row.question_id,
+                "detractor": is_detractor,
+            }
+            for row in await conn.execute(stmt)
+        )
+        if len(found) >= COMMENTS:
+            break
+    return found
+
+
+async def _secure(conn: AsyncConnection, start: datetime, end: datetime) -> tuple[int, int]:
+    """(secure, n) over surveys sent in the period that answered satisfaction and recommendation (seed 004)."""
+    a = answers.c
+    best_point = sa.case((a.scale_best == "low", a.scale_min), else_=a.scale_max)
+    is_csat, is_nps = a.metric == "csat", a.metric == "nps"
+    per_survey = (
+        sa.select(
+            sa.func.max(sa.case((is_csat, 1), else_=0)).label("has_csat"),
+            sa.func.max(sa.case((is_nps, 1), else_=0)).label("has_nps"),
+            sa.func.min(sa.case((is_csat, sa.case((a.score == best_point, 1), else_=0)), else_=1)).label(
+                "csat_best"
+            ),
+            sa.func.min(sa.case((is_nps, sa.case((a.score == 10, 1), else_=0)), else_=1)).label("nps_best"),
+        )
+        .where(
+            a.survey_id.in_(
+                sa.select(surveys.c.id).where(surveys.c.sent_at >= start, surveys.c.sent_at < end)
+            ),
+            a.score.is_not(None),
+        )
+        .group_by(a.survey_id)
+        .subquery()
+    )
+    both = sa.and_(per_survey.c.has_csat == 1, per_survey.c.has_nps == 1)
+    row = (
+        await conn.execute(
+            sa.select(
+                sa.func.count().filter(both).label("n"),
+                sa.func.count()
+                .filter(both, per_survey.c.csat_best == 1, per_survey.c.nps_best == 1)
+                .label("secure"),
+            )
+        )
+    ).one()
+    return int(row.secure), int(row.n)
+
+
+def trend_points(report: Mapping[str, Any]) -> list[TrendPoint]:
+    """The report's trend buckets as chart points."""
+
+    def band(item: Mapping[str, Any]) -> Band | None:
+        if item["value"] is None:
+            return None
+        return Band(item["value"], item["ci95_low"], item["ci95_high"], item["n"])
+
+    return [
+        TrendPoint(date.fromisoformat(b["start"]), band(b["csat"]), band(b["nps"]))
+        for b in report.get("trend", [])
+    ]

@@ -1,0 +1,194 @@
+"""Reports from SQL histograms: the numbers are the hand-counted ones, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.app import create_app
+from bot.errors import ReportError
+from bot.importer import import_csv
+from bot.inbound import Inbound, handle
+from bot.report_format import render
+from bot.reports import build_report, load_csi_config, report_query
+from bot.service import Service
+from bot.surveys import NewSurvey, create_survey
+from tests.support import Clock
+
+# now = 2026-11-23 10:00 UTC (tests.support.Clock). anna answered on Tue 2026-11-10 (ISO week
+# of Mon 11-09), ben on Fri 2026-11-20 (week of Mon 11-16); two CSAT answers fall in the
+# previous 30 days.
+ROWS = [
+    *[("anna", "2026-11-10T09:00:00Z", "csat", s, "") for s in (5, 5, 4, 3)],
+    *[("ben", "2026-11-20T09:00:00Z", "csat", s, "") for s in (4, 2, 1, 5, 4, 3)],
+    ("anna", "2026-11-10T09:00:00Z", "nps", 10, ""),
+    ("anna", "2026-11-10T09:00:00Z", "nps", 9, ""),
+    ("anna", "2026-11-10T09:00:00Z", "nps", 6, ""),
+    ("ben", "2026-11-20T09:00:00Z", "nps", 8, "super Service"),
+    ("ben", "2026-11-19T09:00:00Z", "nps", 0, "viel zu langsam"),
+    *[("ben", "2026-11-20T09:00:00Z", "ces", s, "") for s in (7, 5, 6)],
+    *[("anna", "2026-10-10T09:00:00Z", "csat", s, "") for s in (1, 1)],
+]
+
+
+async def load(service: Service, tmp_path: Path) -> None:
+    lines = ["response_id,agent,submitted_at,metric,score,comment"]
+    lines += [f"r{i},{a},{t},{m},{s},{c}" for i, (a, t, m, s, c) in enumerate(ROWS)]
+    path = tmp_path / "rows.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    await import_csv(service.db, path)
+
+
+async def report(service: Service, **params: Any) -> dict[str, Any]:
+    return await build_report(service.db, report_query(now=service.clock(), **params))
+
+
+async def test_overall_scores_match_hand_counts(service: Service, tmp_path: Path) -> None:
+    """CSAT 6 of 10 on the two best points = 60 %; NPS (2 − 2) / 5 = 0; CES mean (7+5+6)/3 = 6."""
+    await load(service, tmp_path)
+    data = await report(service)
+    assert (60.0, 10, 6) == (data["csat"]["value"], data["csat"]["n"], data["csat"]["satisfied"])
+    assert (0.0, 5, 2, 1, 2) == tuple(
+        data["nps"][k] for k in ("value", "n", "promoters", "passives", "detractors")
+    )
+    assert (6.0, 3) == (data["ces"]["value"], data["ces"]["n"])
+    assert data["csat"]["ci95_low"] < 60.0 < data["csat"]["ci95_high"]
+    assert (True, True) == (data["csat"]["too_few"], data["nps"]["too_few"])
+
+
+async def test_change_against_previous_period(service: Service, tmp_path: Path) -> None:
+    """The previous 30 days hold two CSAT answers of 1, so CSAT moved from 0 % to 60 %: +60 points."""
+    await load(service, tmp_path)
+    data = await report(service)
+    assert (0.0, 2, 60.0) == (
+        data["csat"]["previous"]["value"],
+        data["csat"]["previous"]["n"],
+        data["csat"]["change"]["delta"],
+    )
+
+
+async def test_targets_are_checked(service: Service, tmp_path: Path) -> None:
+    """CSAT 60 % misses the default 80 % target; NPS 0 misses 50."""
+    await load(service, tmp_path)
+    data = await report(service)
+    assert (80.0, False, 50.0, False) == (
+        data["csat"]["target"]["target"],
+        data["csat"]["target"]["met"],
+        data["nps"]["target"]["target"],
+        data["nps"]["target"]["met"],
+    )
+
+
+async def test_grouped_by_agent(service: Service, tmp_path: Path) -> None:
+    """anna: CSAT 3/4 = 75 %, NPS (2 − 1)/3 = 33.3; ben: CSAT 3/6 = 50 %, NPS (0 − 1)/2 = −50."""
+    await load(service, tmp_path)
+    data = await report(service, by="agent")
+    got = {g["key"]: (g["csat"]["value"], round(g["nps"]["value"], 6)) for g in data["groups"]}
+    assert {"anna": (75.0, 33.333333), "ben": (50.0, -50.0)} == got
+
+
+async def test_trend_by_week_starts_on_monday(service: Service, tmp_path: Path) -> None:
+    """Weekly buckets start on Monday: anna's answers in the week of 11-09, ben's in the week of 11-16."""
+    await load(service, tmp_path)
+    data = await report(service, trend="week")
+    assert [("2026-11-09", 75.0), ("2026-11-16", 50.0)] == [
+        (b["start"], b["csat"]["value"]) for b in data["trend"]
+    ]
+
+
+async def test_comments_put_detractors_first(service: Service, tmp_path: Path) -> None:
+    """The detractor's comment (NPS 0) comes before a later passive's comment."""
+    await load(service, tmp_path)
+    data = await report(service)
+    assert [("viel zu langsam", True), ("super Service", False)] == [
+        (c["text"], c["detractor"]) for c in data["comments"]
+    ]
+
+
+async def test_empty_period_says_no_answers(service: Service, tmp_path: Path) -> None:
+    """A period without answers has value None everywhere and the table says 'no answers', never 0 %."""
+    await load(service, tmp_path)
+    data = await report(service, since=None, from_="2025-01-01", to="2025-01-31")
+    assert (None, None, None, 0) == (
+        data["csat"]["value"],
+        data["nps"]["value"],
+        data["ces"]["value"],
+        data["csat"]["n"],
+    )
+    assert "no answers" in render(data, "table")
+    assert "0.0 %" not in render(data, "table")
+
+
+async def test_school_grade_answers_from_a_flow(service: Service, clock: Clock) -> None:
+    """support-csat answers 1, 2 and 3 (1 best) give CSAT 2 of 3 = 66.7 %."""
+    await create_survey(
+        service.db,
+        service.flows,
+        NewSurvey(flow_id="support-csat", channel="sms", address="+4915112345678"),
+        now=service.clock(),
+        ttl=service.survey_ttl,
+    )
+    for text in ("1", "2", "3"):
+        await handle(
+            service.db,
+            service.flows,
+            Inbound(channel="sms", address="+4915112345678", received_at=service.clock(), text=text),
+        )
+    clock.advance(minutes=1)  # periods are half-open: [now - 1d, now)
+    data = await report(service, since="1d")
+    assert (pytest.approx(200 / 3), 3) == (data["csat"]["value"], data["csat"]["n"])
+
+
+async def test_api_report_matches_cli_json(service: Service, tmp_path: Path) -> None:
+    """GET /api/report returns the same JSON as the report builder, and 400 naming a bad parameter."""
+    await load(service, tmp_path)
+    app = create_app(service.settings, service)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        ok = await client.get("/api/report", params={"by": "agent", "trend": "week"})
+        bad = await client.get("/api/report", params={"by": "agnt"})
+    assert (200, await report(service, by="agent", trend="week")) == (ok.status_code, ok.json())
+    assert (400, "by") == (bad.status_code, bad.json()["error"]["field"])
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"by": "agnt"}, "by"),
+        ({"trend": "hour"}, "trend"),
+        ({"since": "30"}, "since"),
+        ({"since": None, "from_": "2026-13-01"}, "from"),
+        ({"since": None, "from_": "2026-11-20", "to": "2026-11-01"}, "from"),
+        ({"rule": "top3"}, "rule"),
+    ],
+)
+def test_bad_report_parameters_name_the_field(params: dict[str, Any], field: str) -> None:
+    """Each bad report parameter raises ReportError naming that parameter."""
+    with pytest.raises(ReportError) as raised:
+        report_query(now=Clock()(), **params)
+    assert field == raised.value.field
+
+
+async def test_question_means_and_csi(service: Service, tmp_path: Path) -> None:
+    """Per-question means are reported; CSI = Σ w (P − E) = 0.5·(3.6 − 2.6) + 0.5·(6 − 5) = 1.0."""
+    await load(service, tmp_path)
+    # csat answers in the period: 5,5,4,3 and 4,2,1,5,4,3 → mean 36/10 = 3.6; ces: 7,5,6 → mean 6.
+    config = tmp_path / "csi.yaml"
+    config.write_text(
+        "attributes:\n  - {question: csat, weight: 0.5, expected: 2.6}\n  - {question: ces, weight: 0.5, expected: 5}\n",
+        encoding="utf-8",
+    )
+    data = await report(service, csi=load_csi_config(config))
+    means = {q["question"]: q["mean"]["value"] for q in data["questions"]}
+    assert {"csat": pytest.approx(3.6), "ces": pytest.approx(6.0), "nps": pytest.approx(33 / 5)} == means
+    assert (pytest.approx(1.0), []) == (data["csi"]["value"], data["csi"]["missing"])
+
+
+def test_csi_config_errors_name_the_problem(tmp_path: Path) -> None:
+    """A CSI file without numbers for weight and expected is refused, naming the attribute."""
+    config = tmp_path / "csi.yaml"
+    config.write_text("attributes:\n  - {question: csat, weight: heavy, expected: 2}\n", encoding="utf-8")
+    with pytest.raises(ReportError, match="attribute 1 needs question, weight and expected"):
+        load_csi_config(config)
