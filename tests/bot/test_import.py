@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from bot.importer import ImportFailed, import_csv
+from bot.errors import ImportFailed
+from bot.importer import import_csv
 from bot.service import Service
 from bot.tables import answers
 
