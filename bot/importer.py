@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from bot.db import Database, upsert_insert
 from bot.errors import ImportFailed
-from bot.tables import answers
+from bot.tables import REPORT_INDEXES, answers
 
 REQUIRED = ("response_id", "submitted_at", "metric", "score")
 OPTIONAL = (
@@ -33,6 +33,7 @@ OPTIONAL = (
 DEFAULT_SCALES = {"csat": (1, 5, "high"), "nps": (0, 10, "high"), "ces": (1, 7, "high")}
 BATCH = 5_000
 ANALYZE_AFTER = 10_000
+REBUILD_INDEXES_FROM = 50_000  # rows; below this, updating the indexes row by row is cheaper
 MAX_REPORTED = 20
 
 
@@ -150,7 +151,12 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
 
 
 async def import_csv(
-    db: Database, path: Path, *, skip_bad: bool = False, progress: Callable[[int, int], None] | None = None
+    db: Database,
+    path: Path,
+    *,
+    skip_bad: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    rebuild_from: int = REBUILD_INDEXES_FROM,
 ) -> ImportResult:
     """Import answers from ``path`` in one transaction; response ids seen before are not added again.
 
@@ -171,8 +177,11 @@ async def import_csv(
         raise ImportFailed(str(path), problems, bad)
     count = sa.select(sa.func.count()).select_from(answers)
     stmt = upsert_insert(db, answers).on_conflict_do_nothing(index_elements=["response_id"])
+    rebuild = db.is_sqlite and rows - bad >= rebuild_from
     async with db.write() as conn:
         before = (await conn.execute(count)).scalar_one()
+        if rebuild:  # inside the transaction: a failed import leaves the indexes as they were
+            await conn.run_sync(_drop_report_indexes)
         batch: list[dict[str, Any]] = []
         done, total = 0, rows - bad
         for _line, row in read_rows(path):
@@ -190,9 +199,21 @@ async def import_csv(
             await conn.execute(stmt, batch)
             if progress is not None:
                 progress(done + len(batch), total)
+        if rebuild:
+            await conn.run_sync(_create_report_indexes)
         added = (await conn.execute(count)).scalar_one() - before
     if added >= ANALYZE_AFTER:
         # Fresh statistics, so the planner picks the covering report indexes at once.
         async with db.write() as conn:
             await conn.exec_driver_sql("ANALYZE answers")
     return ImportResult(rows, added, rows - bad - added, bad, tuple(problems))
+
+
+def _drop_report_indexes(conn: sa.Connection) -> None:
+    for index in REPORT_INDEXES:
+        index.drop(conn)
+
+
+def _create_report_indexes(conn: sa.Connection) -> None:
+    for index in REPORT_INDEXES:
+        index.create(conn)

@@ -130,6 +130,13 @@ answers = sa.Table(
             ("_channel", ("channel",)),
         )
     ),
+    # Only answers with a comment: "latest comments" reads a few rows, not the table.
+    sa.Index(
+        "ix_answers_comments",
+        "answered_at",
+        sqlite_where=sa.text("text IS NOT NULL"),
+        postgresql_where=sa.text("text IS NOT NULL"),
+    ),
 )
 
 inbound_events = sa.Table(
@@ -140,4 +147,12 @@ inbound_events = sa.Table(
     sa.Column("event_id", sa.String(255), nullable=False),
     sa.Column("received_at", UTCDateTime(), nullable=False),
     sa.UniqueConstraint("provider", "event_id"),
+)
+
+# Indexes only reports read: a large SQLite import rebuilds them once instead of updating
+# them a million times (bot.importer).
+REPORT_INDEXES = tuple(
+    index
+    for index in answers.indexes
+    if index.name and index.name.startswith(("ix_answers_report", "ix_answers_comments"))
 )

@@ -109,3 +109,19 @@ async def test_wrong_encoding_and_missing_columns_are_one_clear_error(
     with pytest.raises(ImportFailed, match="missing column\\(s\\) metric"):
         await import_csv(service.db, missing)
     assert 0 == await count(service)
+
+
+async def test_large_import_rebuilds_report_indexes(service: Service, tmp_path: Path) -> None:
+    """An import past the rebuild threshold leaves every report index in place on SQLite and PostgreSQL."""
+
+    def index_names(sync: sa.Connection) -> set[str]:
+        return {i["name"] for i in sa.inspect(sync).get_indexes("answers") if i["name"]}
+
+    async with service.db.read() as conn:
+        before = await conn.run_sync(index_names)
+    path = write(tmp_path, "".join(f"r{i},2026-11-20T10:00:00Z,nps,{i % 11},,,,,\n" for i in range(30)))
+    result = await import_csv(service.db, path, rebuild_from=10)
+    async with service.db.read() as conn:
+        after = await conn.run_sync(index_names)
+    assert (30, before) == (result.added, after)
+    assert {"ix_answers_report", "ix_answers_report_agent", "ix_answers_comments"} <= after
