@@ -29,14 +29,14 @@ def render(report: dict[str, Any], fmt: Format, width: int = 120) -> str:
 
 
 def metric_cell(name: str, item: dict[str, Any]) -> str:
-    """'72.0 % (61.3–80.6), n=50' or 'no answers'; '*' marks fewer than 30 answers."""
+    """'72.0 % [61.3, 80.6], n=50' or 'no answers'; '*' marks fewer than 30 answers."""
     if item["value"] is None:
         return NO_ANSWERS
     unit = " %" if name == "csat" else ""
     few = "*" if item["too_few"] else ""
     interval = ""
     if item["ci95_low"] is not None and item["ci95_high"] is not None:
-        interval = f" ({item['ci95_low']:.1f}–{item['ci95_high']:.1f})"
+        interval = f" [{item['ci95_low']:.1f}, {item['ci95_high']:.1f}]"
     return f"{item['value']:.1f}{unit}{interval}, n={item['n']}{few}"
 
 

@@ -192,3 +192,15 @@ def test_csi_config_errors_name_the_problem(tmp_path: Path) -> None:
     config.write_text("attributes:\n  - {question: csat, weight: heavy, expected: 2}\n", encoding="utf-8")
     with pytest.raises(ReportError, match="attribute 1 needs question, weight and expected"):
         load_csi_config(config)
+
+
+def test_metric_cell_shows_value_interval_and_n() -> None:
+    """A table cell reads '-44.1 [-48.8, -39.1], n=1000'; fewer than 30 answers get a star."""
+    from bot.report_format import metric_cell
+
+    item = {"value": -44.1, "ci95_low": -48.8, "ci95_high": -39.1, "n": 1000, "too_few": False}
+    few = {"value": 40.0, "ci95_low": 11.8, "ci95_high": 76.9, "n": 5, "too_few": True}
+    assert ("-44.1 [-48.8, -39.1], n=1000", "40.0 % [11.8, 76.9], n=5*") == (
+        metric_cell("nps", item),
+        metric_cell("csat", few),
+    )
