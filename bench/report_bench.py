@@ -35,10 +35,6 @@ def write_csv(path: Path, rows: int, seed: int = 7) -> None:
             out.writerow([f"r{i}", at.isoformat(), metric, score, rnd.choice(AGENTS), f"team-{i % 4}", "sms"])
 
 
-def _best(samples: list[float]) -> float:
-    return min(samples)
-
-
 async def run(rows: int) -> list[str]:
     """The benchmark rows of the BENCHMARKS.md table."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,7 +65,7 @@ async def run(rows: int) -> list[str]:
                 (await conn.execute(raw)).all()
             raw_times.append(time.perf_counter() - started)
         await db.dispose()
-    report_s, raw_s = _best(report_times), _best(raw_times)
+    report_s, raw_s = min(report_times), min(raw_times)
     return [
         f"| import {rows:,} answers (`afterword import`) | {import_s:.1f} s ({rows / import_s:,.0f} rows/s) | – | – | well under 60 s |",
         f"| report --since 365d --by agent, {rows:,} answers (best of {REPEATS}) | {report_s * 1000:.0f} ms "

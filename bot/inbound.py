@@ -46,6 +46,7 @@ class Handled:
     answers: tuple[engine.Answer, ...] = ()
     survey_id: int | None = None
     language: str | None = None
+    status: str | None = None  # the survey's status after this message, when one was found
 
 
 async def handle(db: Database, flows: Mapping[str, Flow], inbound: Inbound) -> Handled:
@@ -66,11 +67,11 @@ async def handle(db: Database, flows: Mapping[str, Flow], inbound: Inbound) -> H
             return Handled("no_survey", survey_id=row.id)
         state = engine.State.from_json(row.state)
         if inbound.question_id is not None and _current(flow, state) != inbound.question_id:
-            return Handled("already_answered", survey_id=row.id, language=state.language)
+            return Handled("already_answered", survey_id=row.id, language=state.language, status=row.status)
         reply = engine.Reply(text=inbound.text, choice=inbound.choice, command=inbound.command)
         step = engine.step(flow, state, reply, inbound.received_at)
-        await _store(db, conn, row, step, inbound.received_at)
-    return Handled(step.outcome, step.prompts, step.answers, row.id, step.state.language)
+        status = await _store(db, conn, row, step, inbound.received_at)
+    return Handled(step.outcome, step.prompts, step.answers, row.id, step.state.language, status)
 
 
 async def _first_delivery(db: Database, conn: AsyncConnection, inbound: Inbound) -> bool:
@@ -113,7 +114,7 @@ def _current(flow: Flow, state: engine.State) -> str | None:
 
 async def _store(
     db: Database, conn: AsyncConnection, row: sa.Row[tuple[object, ...]], step: engine.Step, now: datetime
-) -> None:
+) -> str:
     if step.answers:
         copied = {
             "survey_id": row.id,
@@ -146,3 +147,4 @@ async def _store(
         if status == "completed":
             changes["completed_at"] = now
     await conn.execute(sa.update(surveys).where(surveys.c.id == row.id).values(**changes))
+    return status or str(row.status)

@@ -19,7 +19,7 @@ from bot.errors import ReportError
 from bot.tables import answers, surveys
 from scoring.chart import Band, TrendPoint
 from scoring.metrics import DEFAULT_TARGETS, CsatRule, CsiAttribute, Histogram, Scale, csi, mean, sci
-from scoring.report import HistogramRow, Scores, sci_json, scores, scores_json
+from scoring.report import HistogramRow, Scores, scores, scores_json
 
 GROUPS: dict[str, sa.ColumnElement[Any]] = {
     "agent": answers.c.agent,
@@ -141,7 +141,7 @@ async def build_report(
             "rule": query.rule,
             "targets": dict(targets),
             **scores_json(_score(current, query), _score(previous, query), targets),
-            "sci": sci_json(sci(*await _secure(conn, query.start, query.end))),
+            "sci": asdict(sci(*await _secure(conn, query.start, query.end))),
             "response_rate": await _response_rate(conn, query.start, query.end),
             "comments": await _comments(conn, query.start, query.end),
         }

@@ -19,7 +19,6 @@ from scoring.metrics import (
     Histogram,
     Nps,
     Scale,
-    Sci,
     ces,
     check_target,
     csat,
@@ -87,11 +86,6 @@ def scores_json(
         out["nps"]["previous"] = _brief(previous.nps)
         out["ces"]["previous"] = _brief(previous.ces)
     return out
-
-
-def sci_json(result: Sci) -> dict[str, Any]:
-    """The SCI object of a report."""
-    return asdict(result)
 
 
 def _brief(result: Csat | Nps | Ces) -> dict[str, Any]:

@@ -105,7 +105,7 @@ async def chat(
         )
         prompts = handled.prompts
         await channel.deliver(request.address, prompts, handled.language or language)
-        status = await _status(service, survey_id)
+        status = handled.status or "closed"
     return ChatResult(survey_id, await _status(service, survey_id), resumed=found is not None)
 
 
