@@ -70,6 +70,26 @@ class Scale:
 NPS_SCALE = Scale(0, 10, "high")  # seed 004: likelihood to recommend, 0 to 10
 
 
+def worst_points(scale: Scale, k: int = 2) -> tuple[int, ...]:
+    """The `k` worst points, worst first: (5, 4) on 1–5 with best low, (1, 2) with best high."""
+    flipped = Scale(scale.min, scale.max, "low" if scale.best == "high" else "high")
+    return flipped.best_points(k)
+
+
+def is_detractor(metric: str, score: int, scale: Scale) -> bool:
+    """Whether one answer calls for an alert: NPS 0–6, or CSAT/CES on the worst two points.
+
+    NPS detractors are 0–6 (seed 004). For CSAT and CES the seeds name no detractor group;
+    we mirror the top-two box: the two worst points of the answer's own scale, so 4 and 5
+    on the school-grade scale with 1 best (seed 000) and 1 and 2 on 1–5 with 5 best (seed 004).
+    """
+    if metric == "nps":
+        return score <= 6
+    if metric in ("csat", "ces"):
+        return score in worst_points(scale)
+    return False
+
+
 @dataclass(frozen=True)
 class Histogram:
     """How many answers each score got, ``{score: count}``, on one scale.

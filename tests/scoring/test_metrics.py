@@ -22,6 +22,7 @@ from statsmodels.stats.proportion import proportion_confint, proportions_ztest
 from scoring.metrics import (
     DEFAULT_TARGETS,
     MIN_TRUSTED_N,
+    NPS_SCALE,
     Z95,
     Change,
     Csat,
@@ -36,12 +37,14 @@ from scoring.metrics import (
     csat,
     csat_change,
     csi,
+    is_detractor,
     mean,
     nps,
     nps_change,
     sci,
     t_quantile,
     wilson,
+    worst_points,
 )
 
 REF = {"rel": 1e-9, "abs": 1e-9}  # tolerance against independent implementations
@@ -68,6 +71,36 @@ def test_best_points_follow_the_good_end() -> None:
         FIVE_HIGH.best_points(2),
         SEVEN_HIGH.best_points(1),
     )
+
+
+def test_worst_points_mirror_the_best() -> None:
+    """The worst points are the opposite end of the best ones, worst first."""
+    assert ((5, 4), (1, 2), (1, 2)) == (
+        worst_points(GRADES),
+        worst_points(FIVE_HIGH),
+        worst_points(SEVEN_HIGH),
+    )
+
+
+@pytest.mark.parametrize(
+    ("metric", "score", "scale", "expected"),
+    [
+        ("nps", 6, NPS_SCALE, True),  # seed 004: detractors are 0-6
+        ("nps", 0, NPS_SCALE, True),
+        ("nps", 7, NPS_SCALE, False),  # passive
+        ("csat", 5, GRADES, True),  # school grades, 1 best: 4 and 5 are the worst two
+        ("csat", 4, GRADES, True),
+        ("csat", 3, GRADES, False),
+        ("csat", 1, FIVE_HIGH, True),  # 5 best: 1 and 2 are the worst two
+        ("csat", 3, FIVE_HIGH, False),
+        ("ces", 2, SEVEN_HIGH, True),
+        ("ces", 3, SEVEN_HIGH, False),
+        ("other", 1, FIVE_HIGH, False),  # an unscored metric never alerts
+    ],
+)
+def test_is_detractor_hand_cases(metric: str, score: int, scale: Scale, expected: bool) -> None:
+    """NPS 0-6 and CSAT/CES on the two worst points of their own scale are detractors."""
+    assert expected == is_detractor(metric, score, scale)
 
 
 def test_points_cover_the_scale() -> None:
