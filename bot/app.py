@@ -2,38 +2,81 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from bot.errors import AfterwordError, ReportError
 from bot.reports import build_report, report_query
 from bot.service import Service
 from bot.settings import Settings
 
+if TYPE_CHECKING:  # python-telegram-bot is imported only when the channel is on
+    from bot.telegram_bot import TelegramBot
+
 VERSION = version("afterword")
 
 
-def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
-    """The ASGI app; it opens its own Service unless one is passed in (tests, the CLI)."""
+def create_app(
+    settings: Settings,
+    service: Service | None = None,
+    *,
+    telegram: TelegramBot | None = None,
+    telegram_polling: bool = False,
+) -> FastAPI:
+    """The ASGI app; it opens its own Service unless one is passed in (tests, the CLI).
+
+    With TELEGRAM_BOT_TOKEN set, the Telegram bot starts and stops with the app, unless a
+    started one is passed in (the CLI starts it first, to report a refused token in one line).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = service is None
         app.state.service = service if service is not None else await Service.open(settings)
+        app.state.telegram = telegram
+        own_bot = telegram is None and settings.telegram_enabled
         try:
+            if own_bot:
+                from bot.telegram_bot import TelegramBot
+
+                app.state.telegram = TelegramBot(app.state.service, polling=telegram_polling)
+                await app.state.telegram.start()
             yield
         finally:
+            if own_bot and app.state.telegram is not None:
+                await app.state.telegram.stop()
             if owned:
                 await app.state.service.close()
 
     app = FastAPI(title="Afterword", version=VERSION, lifespan=lifespan)
     if service is not None:  # usable without running the lifespan (in-process test clients)
         app.state.service = service
+    app.state.telegram = None
+
+    @app.post("/telegram/webhook", include_in_schema=False)
+    async def telegram_webhook(request: Request) -> Response:
+        """Updates from Telegram; only with the secret token set by `afterword telegram set-webhook`."""
+        bot = request.app.state.telegram
+        secret = settings.telegram_webhook_secret
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if bot is None:
+            return JSONResponse({"error": "the Telegram channel is off"}, status_code=404)
+        if secret is None or not hmac.compare_digest(given.encode(), secret.get_secret_value().encode()):
+            return JSONResponse({"error": "forbidden"}, status_code=403)
+        try:
+            data = await request.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or "update_id" not in data:
+            return JSONResponse({"error": "the body must be a Telegram update (JSON with update_id)"}, 400)
+        await bot.process(data)
+        return Response(status_code=200)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(request: Request) -> JSONResponse:

@@ -28,8 +28,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 flows_app = typer.Typer(help="List and check survey flows.", no_args_is_help=True)
+staff_app = typer.Typer(help="Manage who may use the staff commands.", no_args_is_help=True)
+telegram_app = typer.Typer(help="Set up the Telegram bot.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(flows_app, name="flows")
+app.add_typer(staff_app, name="staff")
+app.add_typer(telegram_app, name="telegram")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -89,11 +93,19 @@ def serve(
         str | None, typer.Option(help="Interface to listen on (default: HOST or 127.0.0.1).")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default: PORT or 8000).")] = None,
+    telegram_polling: Annotated[
+        bool,
+        typer.Option(
+            "--telegram-polling",
+            help="Fetch Telegram updates by long polling instead of the webhook: "
+            "for one process without a public URL.",
+        ),
+    ] = False,
 ) -> None:
-    """Start the web app (webhooks, API, health check) with uvicorn.
+    """Start the web app (webhooks, API, health check) with uvicorn, and the Telegram bot.
 
     A SQLite database is migrated on start; a PostgreSQL one must be migrated first
-    with `afterword db upgrade`.
+    with `afterword db upgrade`. Each channel says in one line whether it is on.
 
     Example: afterword serve --host 0.0.0.0 --port 8080
     """
@@ -107,15 +119,35 @@ def serve(
     async def _serve() -> None:
         # One event loop for start-up checks and serving: pooled connections belong to it.
         service = await Service.open(settings)
-        config = uvicorn.Config(
-            create_app(settings, service),
-            host=host or settings.host,
-            port=port or settings.port,
-            log_level=settings.log_level.lower(),
-        )
+        telegram = None
         try:
+            if settings.telegram_enabled:
+                from bot.telegram_bot import WEBHOOK_PATH, TelegramBot
+
+                telegram = TelegramBot(service, polling=telegram_polling)
+                await telegram.start()
+                mode = "long polling" if telegram_polling else f"webhook at {WEBHOOK_PATH}"
+                alerts = settings.telegram_alert_chat_id
+                err.print(
+                    f"Telegram: on as @{telegram.application.bot.username} ({mode}; "
+                    + (
+                        f"detractor alerts to chat {alerts})"
+                        if alerts
+                        else "no TELEGRAM_ALERT_CHAT_ID, no alerts)"
+                    )
+                )
+            else:
+                err.print("Telegram: off (TELEGRAM_BOT_TOKEN is not set)")
+            config = uvicorn.Config(
+                create_app(settings, service, telegram=telegram),
+                host=host or settings.host,
+                port=port or settings.port,
+                log_level=settings.log_level.lower(),
+            )
             await uvicorn.Server(config).serve()
         finally:
+            if telegram is not None:
+                await telegram.stop()
             await service.close()
 
     _run(_serve())
@@ -375,6 +407,130 @@ def flows_check(
     if issues:
         _fail(f"{len(issues)} problem(s) found")
     typer.echo(f"ok: {len(paths)} path(s) checked, no problems")
+
+
+@staff_app.command("add")
+def staff_add(
+    telegram: Annotated[int, typer.Option("--telegram", help="The person's Telegram user id (a number).")],
+    role: Annotated[str, typer.Option(help="manager (/report and /survey) or agent (/survey only).")],
+    name: Annotated[
+        str | None,
+        typer.Option(help="Name stored as the agent of surveys they create (default: Telegram name)."),
+    ] = None,
+) -> None:
+    """Give a Telegram user a staff role, or change it.
+
+    Telegram user ids are numbers; a user sees theirs by sending /start to @userinfobot.
+
+    Example: afterword staff add --telegram 123456789 --role manager --name Anna
+    """
+    from bot.service import Service
+    from bot.settings import STAFF_ROLES
+    from bot.staff import add_staff
+
+    if role not in STAFF_ROLES:
+        _fail(f"--role: {role!r} is not one of {', '.join(STAFF_ROLES)}", 2)
+    settings = _settings()
+
+    async def _add() -> bool:
+        service = await Service.open(settings)
+        try:
+            return await add_staff(
+                service.db,
+                telegram_id=telegram,
+                role=role,
+                name=name,
+                now=service.clock(),
+            )
+        finally:
+            await service.close()
+
+    created = _run(_add())
+    typer.echo(f"{'added' if created else 'updated'}: Telegram user {telegram} is {role}")
+
+
+@staff_app.command("remove")
+def staff_remove(
+    telegram: Annotated[int, typer.Option("--telegram", help="The Telegram user id to remove.")],
+) -> None:
+    """Take the staff role from a Telegram user added with `staff add`.
+
+    Example: afterword staff remove --telegram 123456789
+    """
+    from bot.service import Service
+    from bot.staff import remove_staff
+
+    settings = _settings()
+
+    async def _remove() -> bool:
+        service = await Service.open(settings)
+        try:
+            return await remove_staff(service.db, telegram)
+        finally:
+            await service.close()
+
+    if not _run(_remove()):
+        hint = " (it is in TELEGRAM_STAFF: remove it there)" if telegram in settings.telegram_staff else ""
+        _fail(f"--telegram: no staff member {telegram} was added with `staff add`{hint}")
+    typer.echo(f"removed: Telegram user {telegram}")
+
+
+@staff_app.command("list")
+def staff_list() -> None:
+    """List the staff: added with `staff add` and from TELEGRAM_STAFF.
+
+    Example: afterword staff list
+    """
+    from bot.service import Service
+    from bot.staff import list_staff
+
+    settings = _settings()
+
+    async def _list() -> list[Any]:
+        service = await Service.open(settings)
+        try:
+            return await list_staff(service.db, settings)
+        finally:
+            await service.close()
+
+    members = _run(_list())
+    table = Table("telegram user", "role", "name", "from")
+    for member in members:
+        table.add_row(str(member.telegram_id), member.role, member.name or "", member.source)
+    Console(highlight=False).print(table)
+
+
+@telegram_app.command("set-webhook")
+def telegram_set_webhook() -> None:
+    """Tell Telegram to post updates to PUBLIC_BASE_URL/telegram/webhook, with the secret.
+
+    Needs TELEGRAM_BOT_TOKEN, TELEGRAM_WEBHOOK_SECRET and PUBLIC_BASE_URL (https).
+
+    Example: afterword telegram set-webhook
+    """
+    from bot.errors import ConfigError
+    from bot.service import Service
+
+    settings = _settings()
+    if not settings.telegram_enabled:
+        _fail(str(ConfigError("TELEGRAM_BOT_TOKEN", "not set; the Telegram channel is off")), 2)
+
+    async def _set() -> str:
+        from bot.telegram_bot import TelegramBot
+
+        service = await Service.open(settings)
+        try:
+            bot = TelegramBot(service)
+            await bot.application.initialize()
+            try:
+                return await bot.set_webhook()
+            finally:
+                await bot.application.shutdown()
+        finally:
+            await service.close()
+
+    url = _run(_set())
+    typer.echo(f"webhook set: {url} (updates: message, callback_query)")
 
 
 def _login() -> str:

@@ -42,6 +42,15 @@ class SchemaOutdated(AfterwordError):
         )
 
 
+class ChannelUnavailable(AfterwordError):
+    """A channel's provider cannot be used right now (refused token, unreachable API)."""
+
+    def __init__(self, channel: str, reason: str) -> None:
+        self.channel = channel
+        self.reason = reason
+        super().__init__(f"{channel}: {reason}")
+
+
 class SurveyError(AfterwordError):
     """A survey cannot be created or continued as asked."""
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.alerts import queue_alerts
 from bot.db import Database, upsert_insert
 from bot.tables import answers, contacts, inbound_events, surveys
 from flows import engine
@@ -35,6 +36,7 @@ class Inbound:
     event_id: str | None = None
     question_id: str | None = None
     survey_token: str | None = None
+    survey_id: int | None = None  # a button names its survey; it must belong to this contact
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Handled:
     survey_id: int | None = None
     language: str | None = None
     status: str | None = None  # the survey's status after this message, when one was found
+    channel_ref: str | None = None  # the channel's handle of the question shown before this message
 
 
 async def handle(db: Database, flows: Mapping[str, Flow], inbound: Inbound) -> Handled:
@@ -66,12 +69,28 @@ async def handle(db: Database, flows: Mapping[str, Flow], inbound: Inbound) -> H
         if flow is None:
             return Handled("no_survey", survey_id=row.id)
         state = engine.State.from_json(row.state)
+        if row.status == "expired" and state.status == "active":
+            state = replace(state, status="expired")  # expired by the scheduler, not yet by time
+        elif row.status != "active" and state.status == "active":
+            # Closed from outside the conversation (a newer survey, a failed delivery): no answers.
+            return Handled("closed", survey_id=row.id, language=state.language, status=row.status)
         if inbound.question_id is not None and _current(flow, state) != inbound.question_id:
             return Handled("already_answered", survey_id=row.id, language=state.language, status=row.status)
         reply = engine.Reply(text=inbound.text, choice=inbound.choice, command=inbound.command)
         step = engine.step(flow, state, reply, inbound.received_at)
         status = await _store(db, conn, row, step, inbound.received_at)
-    return Handled(step.outcome, step.prompts, step.answers, row.id, step.state.language, status)
+    return Handled(
+        step.outcome, step.prompts, step.answers, row.id, step.state.language, status, row.channel_ref
+    )
+
+
+async def first_delivery(db: Database, provider: str, event_id: str, received_at: datetime) -> bool:
+    """Record a provider event that is not an answer (a command); False when it came before."""
+    async with db.write() as conn:
+        seen = Inbound(
+            channel=provider, address="", received_at=received_at, provider=provider, event_id=event_id
+        )
+        return await _first_delivery(db, conn, seen)
 
 
 async def _first_delivery(db: Database, conn: AsyncConnection, inbound: Inbound) -> bool:
@@ -90,14 +109,16 @@ async def _first_delivery(db: Database, conn: AsyncConnection, inbound: Inbound)
 
 async def _open_survey(conn: AsyncConnection, inbound: Inbound) -> sa.Row[tuple[object, ...]] | None:
     query = sa.select(surveys).with_for_update(of=surveys)
+    contact = (
+        sa.select(contacts.c.id)
+        .where(contacts.c.channel == inbound.channel, contacts.c.address == inbound.address)
+        .scalar_subquery()
+    )
     if inbound.survey_token is not None:
         query = query.where(surveys.c.token == inbound.survey_token)
+    elif inbound.survey_id is not None:
+        query = query.where(surveys.c.id == inbound.survey_id, surveys.c.contact_id == contact)
     else:
-        contact = (
-            sa.select(contacts.c.id)
-            .where(contacts.c.channel == inbound.channel, contacts.c.address == inbound.address)
-            .scalar_subquery()
-        )
         query = (
             query.where(surveys.c.contact_id == contact, surveys.c.status == "active")
             .order_by(surveys.c.sent_at.desc(), surveys.c.id.desc())
@@ -140,6 +161,7 @@ async def _store(
             for a in step.answers
         ]
         await conn.execute(upsert_insert(db, answers).values(values).on_conflict_do_nothing())
+        await queue_alerts(conn, int(row.id), step.answers, now)
     changes: dict[str, object] = {"state": step.state.to_json()}
     status = _FINAL_STATUS.get(step.state.status)
     if status is not None:

@@ -40,7 +40,7 @@ def metric_cell(name: str, item: dict[str, Any]) -> str:
     return f"{item['value']:.1f}{unit}{interval}, n={item['n']}{few}"
 
 
-def _target_cell(item: dict[str, Any]) -> str:
+def target_cell(item: dict[str, Any]) -> str:
     target = item.get("target")
     if not target or item["value"] is None:
         return ""
@@ -49,7 +49,7 @@ def _target_cell(item: dict[str, Any]) -> str:
     return f"{verdict} {target['target']:g}{sure}"
 
 
-def _change_cell(item: dict[str, Any]) -> str:
+def change_cell(item: dict[str, Any]) -> str:
     change = item.get("change")
     if not change or change["delta"] is None:
         return ""
@@ -76,7 +76,7 @@ def _table(report: dict[str, Any], width: int) -> str:
     overall = Table("metric", "value (95 % CI), n", "target", "change vs previous", title="Overall")
     for name in METRICS:
         item = report[name]
-        overall.add_row(name.upper(), metric_cell(name, item), _target_cell(item), _change_cell(item))
+        overall.add_row(name.upper(), metric_cell(name, item), target_cell(item), change_cell(item))
     console.print(overall)
     for section, key_name, entries in (
         ("groups", report.get("by"), report.get("groups", [])),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -21,6 +23,10 @@ _ASYNC_DRIVERS = {
     "postgresql": "postgresql+asyncpg",
     "postgresql+asyncpg": "postgresql+asyncpg",
 }
+StaffRole = Literal["manager", "agent"]
+STAFF_ROLES: tuple[StaffRole, ...] = ("manager", "agent")
+# Telegram allows these characters in a webhook's secret token, 1 to 256 of them.
+_SECRET_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _URL_HELP = (
     "use sqlite+aiosqlite:///path/to/afterword.db or postgresql+asyncpg://user:password@host:5432/dbname"
 )
@@ -55,6 +61,13 @@ class Settings(BaseSettings):
     target_csat: float = Field(default=80.0, ge=0, le=100)
     target_nps: float = Field(default=50.0, ge=-100, le=100)
     target_ces: float | None = None
+    default_flow: str = "support-csat"
+    public_base_url: str | None = None
+    telegram_bot_token: SecretStr | None = None
+    telegram_webhook_secret: SecretStr | None = None
+    telegram_api_base_url: str | None = None
+    telegram_staff: Annotated[dict[int, StaffRole], NoDecode] = Field(default_factory=dict)
+    telegram_alert_chat_id: int | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -67,6 +80,50 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [Path(part) for part in value.split(":") if part.strip()]
         return value
+
+    @field_validator("public_base_url", "telegram_api_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{value!r} is not an http(s) URL such as https://survey.example.com")
+        return value
+
+    @field_validator("telegram_bot_token", "telegram_webhook_secret", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _telegram_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _SECRET_TOKEN.match(value.get_secret_value()):
+            raise ValueError("use 1 to 256 characters A-Z, a-z, 0-9, _ and - (Telegram's rule)")
+        return value
+
+    @field_validator("telegram_staff", mode="before")
+    @classmethod
+    def _staff_list(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        staff: dict[int, str] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            user, _, role = item.partition(":")
+            if not user.strip().lstrip("-").isdigit() or role.strip() not in STAFF_ROLES:
+                raise ValueError(
+                    f"{item!r} is not <telegram user id>:<role> with role manager or agent, "
+                    "e.g. 123456789:manager,987654321:agent"
+                )
+            staff[int(user)] = role.strip()
+        return staff
+
+    @property
+    def telegram_enabled(self) -> bool:
+        """Whether the Telegram channel runs: only with a bot token."""
+        return self.telegram_bot_token is not None
 
     @property
     def targets(self) -> dict[str, float]:

@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -88,6 +88,7 @@ async def create_survey(
                 expires_at=now + ttl,
                 state=step.state.to_json(),
                 meta=dict(new.meta) if new.meta else None,
+                requested_language=new.language,
             )
             .on_conflict_do_nothing()
             .returning(surveys.c.id)
@@ -133,3 +134,77 @@ async def _by_ticket(conn: AsyncConnection, ticket: str, flow_id: str) -> Create
     if row is None:
         return None
     return Created(row.id, row.token, row.status, row.language, (), created=False)
+
+
+LinkOutcome = Literal["started", "resumed", "expired", "closed", "used", "unknown"]
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What opening a survey link did: the prompts to show, or why there are none."""
+
+    outcome: LinkOutcome
+    survey_id: int | None = None
+    language: str | None = None
+    prompts: tuple[engine.Prompt, ...] = ()
+
+
+async def open_link(
+    db: Database,
+    flows: Mapping[str, Flow],
+    token: str,
+    *,
+    channel: str,
+    address: str,
+    language: str | None,
+    now: datetime,
+) -> Opened:
+    """Open a survey by its link token for the contact at ``address``.
+
+    The first contact to open a link owns the survey; the same contact opening it again
+    sees the current question, anyone else is told the link is used. A survey created
+    without a language takes ``language`` (the customer's own) when the flow has it.
+    """
+    async with db.write() as conn:
+        row = (
+            await conn.execute(sa.select(surveys).where(surveys.c.token == token).with_for_update(of=surveys))
+        ).one_or_none()
+        flow = flows.get(row.flow_id) if row is not None else None
+        if row is None or flow is None:
+            return Opened("unknown")
+        state = engine.State.from_json(row.state)
+        contact_id, _ = await _contact(
+            db, conn, NewSurvey(row.flow_id, channel, address, language=language), now
+        )
+        if row.contact_id is not None and row.contact_id != contact_id:
+            return Opened("used", row.id, state.language)
+        if row.status == "expired" or (row.status == "active" and row.expires_at and now >= row.expires_at):
+            await conn.execute(sa.update(surveys).where(surveys.c.id == row.id).values(status="expired"))
+            expired = engine.Prompt("expired", flow.texts[state.language].expired)
+            return Opened("expired", row.id, state.language, (expired,))
+        if row.status != "active":
+            return Opened("closed", row.id, state.language)
+        if row.contact_id is not None:
+            return Opened("resumed", row.id, state.language, engine.resume(flow, state))
+        if state.scores:  # answered before it had a contact (a web link): carry on
+            started, prompts = state, engine.resume(flow, state)
+        else:
+            step = engine.start(flow, row.requested_language or language, expires_at=row.expires_at)
+            started, prompts = step.state, step.prompts
+        await conn.execute(
+            sa.update(surveys)
+            .where(surveys.c.contact_id == contact_id, surveys.c.status.in_(OPEN), surveys.c.id != row.id)
+            .values(status="incomplete")
+        )
+        await conn.execute(
+            sa.update(surveys)
+            .where(surveys.c.id == row.id)
+            .values(contact_id=contact_id, language=started.language, state=started.to_json())
+        )
+    return Opened("started", row.id, started.language, prompts)
+
+
+async def remember_ref(db: Database, survey_id: int, ref: str | None) -> None:
+    """Store the channel's handle of the question just shown (a Telegram message id)."""
+    async with db.write() as conn:
+        await conn.execute(sa.update(surveys).where(surveys.c.id == survey_id).values(channel_ref=ref))

@@ -87,6 +87,12 @@ surveys = sa.Table(
     sa.Column("expires_at", UTCDateTime()),
     sa.Column("state", sa.JSON, nullable=False),
     sa.Column("meta", sa.JSON),
+    # The language the trigger asked for; None lets the customer's own language decide when
+    # a link survey is opened (Telegram's language_code), else the flow's default stays.
+    sa.Column("requested_language", sa.String(8)),
+    # The channel's handle of the question last shown (a Telegram message id), so that
+    # its buttons can be removed once it is answered.
+    sa.Column("channel_ref", sa.String(64)),
     sa.UniqueConstraint("ticket", "flow_id"),
     sa.Index(None, "contact_id", "status"),
     sa.Index(None, "status", "expires_at"),
@@ -147,6 +153,38 @@ inbound_events = sa.Table(
     sa.Column("event_id", sa.String(255), nullable=False),
     sa.Column("received_at", UTCDateTime(), nullable=False),
     sa.UniqueConstraint("provider", "event_id"),
+)
+
+# Durable work for later: alerts now, sends, reminders and expiry with the scheduler.
+# Queued in the same transaction as the answer that caused it, so nothing is lost.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("survey_id", sa.Integer, sa.ForeignKey("surveys.id", ondelete="CASCADE")),
+    sa.Column("payload", sa.JSON),
+    # pending → done | failed | skipped
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("due_at", UTCDateTime(), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("locked_until", UTCDateTime()),
+    sa.Column("last_error", sa.Text),
+    sa.Column("result", sa.JSON),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("done_at", UTCDateTime()),
+    sa.Index(None, "status", "due_at"),
+    sa.Index(None, "survey_id", "kind"),
+)
+
+staff = sa.Table(
+    "staff",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(128)),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("telegram_id", sa.BigInteger, unique=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
 )
 
 # Indexes only reports read: a large SQLite import rebuilds them once instead of updating

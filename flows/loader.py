@@ -31,6 +31,7 @@ _Checked = tuple[Flow | None, list[FlowIssue], yaml.Node | None]
 # Schema patterns in words; an unlisted pattern falls back to pydantic's own message.
 _PATTERNS = {
     r"^[a-z][a-z0-9_-]{0,63}$": "must be a lowercase letter, then up to 63 of a-z, 0-9, '_', '-'",
+    r"^[a-z][a-z0-9_-]{0,39}$": "must be a lowercase letter, then up to 39 of a-z, 0-9, '_', '-'",
     r"^[a-z]{2}$": "must be a two-letter lowercase language code such as 'de'",
 }
 # pydantic speaks of Python types; flow authors write YAML lists and mappings.

@@ -19,6 +19,9 @@ Metric = Literal["csat", "nps", "ces"]
 Best = Literal["high", "low"]
 
 _ID = r"^[a-z][a-z0-9_-]{0,63}$"
+# Shorter, so that a Telegram button's data (64 bytes at most) holds the survey id, the
+# question id and the value.
+_QUESTION_ID = r"^[a-z][a-z0-9_-]{0,39}$"
 _LANG = r"^[a-z]{2}$"
 
 
@@ -107,7 +110,7 @@ class Variant(_Model):
 class Question(_Model):
     """One question of a flow."""
 
-    id: str = Field(pattern=_ID)
+    id: str = Field(pattern=_QUESTION_ID)
     kind: QuestionKind
     metric: Metric | None = None
     scale: Scale | None = None

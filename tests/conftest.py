@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ from bot.db import Database
 from bot.service import Service
 from bot.settings import Settings, load_settings
 from flows.loader import load_flows
+from tests.fakes.telegram import FakeBotApi
 from tests.support import BACKENDS, PG_URL, Clock, reset_postgres
 
 
@@ -54,3 +55,10 @@ def cli_env(db_url: str) -> dict[str, str]:
     env["DATABASE_URL"] = db_url
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.fixture
+def fake_telegram() -> Iterator[FakeBotApi]:
+    """A fake Telegram Bot API on 127.0.0.1 that the real library talks to."""
+    with FakeBotApi() as fake:
+        yield fake

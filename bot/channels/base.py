@@ -15,5 +15,7 @@ class Channel(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    async def deliver(self, address: str, prompts: Sequence[Prompt], language: str) -> None:
-        """Show ``prompts`` to the customer at ``address``."""
+    async def deliver(
+        self, address: str, prompts: Sequence[Prompt], language: str, *, survey_id: int | None = None
+    ) -> None:
+        """Show ``prompts`` to the customer at ``address``; ``survey_id`` lets answers name their survey."""

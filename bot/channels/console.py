@@ -50,7 +50,9 @@ class ConsoleChannel(Channel):
     def __init__(self, out: TextIO) -> None:
         self.out = out
 
-    async def deliver(self, address: str, prompts: Sequence[Prompt], language: str) -> None:
+    async def deliver(
+        self, address: str, prompts: Sequence[Prompt], language: str, *, survey_id: int | None = None
+    ) -> None:
         """Print each prompt, separated by blank lines."""
         for prompt in prompts:
             self.out.write(render(prompt, language) + "\n\n")

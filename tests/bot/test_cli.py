@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from sqlalchemy.engine import make_url
 from bot.db import Database
 from bot.tables import answers, surveys
 from flows.loader import load_flows
+from tests.fakes.telegram import FakeBotApi
 
 AFTERWORD = str(Path(sys.executable).parent / "afterword")
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,22 +228,34 @@ def test_serve_answers_healthz(migrated: dict[str, str], tmp_path: Path) -> None
             body = response.json()
             assert ("ok", "ok") == (body["status"], body["database"]["status"])
             assert re.fullmatch(r"\d+\.\d+\.\d+.*", body["version"])
+            assert "Telegram: off (TELEGRAM_BOT_TOKEN is not set)" in log.read_text()
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=15)
 
 
+def _commands() -> list[list[str]]:
+    """Every leaf command of the `afterword` app, as its words."""
+    import typer.main
+
+    from bot.cli import app
+
+    def walk(command: Any, words: list[str]) -> list[list[str]]:
+        # Typer 0.29 vendors click, so groups are told by their sub-commands, not by class.
+        subs = getattr(command, "commands", None)
+        if subs:
+            return [found for name, sub in subs.items() for found in walk(sub, [*words, name])]
+        return [words]
+
+    return walk(typer.main.get_command(app), [])
+
+
 def test_every_command_has_help_with_example(cli_env: dict[str, str], tmp_path: Path) -> None:
     """Every command's --help ends with an Example: line and the README documents the command."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    commands = [
-        ["serve"],
-        ["chat"],
-        ["db", "upgrade"],
-        ["db", "status"],
-        ["flows", "list"],
-        ["flows", "check"],
-    ]
+    commands = _commands()
+    assert ["serve"] in commands
+    assert ["staff", "add"] in commands
     missing = []
     for command in commands:
         result = run([*command, "--help"], {**cli_env, "COLUMNS": "200"}, tmp_path)
@@ -319,3 +333,84 @@ def test_chart_writes_png(migrated: dict[str, str], tmp_path: Path) -> None:
     result = run(["chart", "--out", str(out)], migrated, tmp_path)
     assert 0 == result.returncode, result.stderr
     assert b"\x89PNG\r\n\x1a\n" == out.read_bytes()[:8]
+
+
+def test_staff_add_list_update_remove(migrated: dict[str, str], tmp_path: Path) -> None:
+    """`staff add` stores a role, a second add changes it, `list` shows it, `remove` takes it away."""
+    env = {**migrated, "TELEGRAM_STAFF": "999:agent", "COLUMNS": "200"}
+    assert (
+        "added: Telegram user 123 is agent"
+        in run(
+            ["staff", "add", "--telegram", "123", "--role", "agent", "--name", "Anna"], env, tmp_path
+        ).stdout
+    )
+    assert (
+        "updated: Telegram user 123 is manager"
+        in run(["staff", "add", "--telegram", "123", "--role", "manager"], env, tmp_path).stdout
+    )
+    listed = run(["staff", "list"], env, tmp_path).stdout
+    assert [["123", "manager", "Anna", "database"], ["999", "agent", "settings"]] == [
+        line.replace("│", " ").split() for line in listed.splitlines() if re.search(r"\d{3}", line)
+    ]
+    assert 0 == run(["staff", "remove", "--telegram", "123"], env, tmp_path).returncode
+    again = run(["staff", "remove", "--telegram", "123"], env, tmp_path)
+    assert (1, "no staff member 123") == (
+        again.returncode,
+        re.search(r"no staff member \d+", again.stderr).group(0),
+    )  # type: ignore[union-attr]
+
+
+def test_staff_add_refuses_an_unknown_role(migrated: dict[str, str], tmp_path: Path) -> None:
+    """A role other than manager or agent is refused, naming the option and the allowed values."""
+    result = run(["staff", "add", "--telegram", "1", "--role", "boss"], migrated, tmp_path)
+    assert (2, "Error: --role: 'boss' is not one of manager, agent") == (
+        result.returncode,
+        result.stderr.strip(),
+    )
+
+
+def test_telegram_set_webhook_registers_url_secret_and_updates(
+    migrated: dict[str, str], tmp_path: Path, fake_telegram: FakeBotApi
+) -> None:
+    """`telegram set-webhook` registers PUBLIC_BASE_URL/telegram/webhook with the secret and update kinds."""
+    env = {
+        **migrated,
+        "TELEGRAM_BOT_TOKEN": fake_telegram.token,
+        "TELEGRAM_API_BASE_URL": fake_telegram.base_url,
+        "TELEGRAM_WEBHOOK_SECRET": "s3cret",
+        "PUBLIC_BASE_URL": "https://survey.example.com/",
+    }
+    result = run(["telegram", "set-webhook"], env, tmp_path)
+    assert 0 == result.returncode, result.stderr
+    [call] = fake_telegram.sent("setWebhook")
+    assert ("https://survey.example.com/telegram/webhook", "s3cret", ["message", "callback_query"]) == (
+        call.params["url"],
+        call.params["secret_token"],
+        call.params["allowed_updates"],
+    )
+    assert fake_telegram.token not in result.stdout + result.stderr
+
+
+def test_telegram_set_webhook_without_public_url_names_the_setting(
+    migrated: dict[str, str], tmp_path: Path, fake_telegram: FakeBotApi
+) -> None:
+    """Without PUBLIC_BASE_URL, `telegram set-webhook` says which setting is missing and registers nothing."""
+    env = {
+        **migrated,
+        "TELEGRAM_BOT_TOKEN": fake_telegram.token,
+        "TELEGRAM_API_BASE_URL": fake_telegram.base_url,
+        "TELEGRAM_WEBHOOK_SECRET": "s3cret",
+    }
+    result = run(["telegram", "set-webhook"], env, tmp_path)
+    assert (2, []) == (result.returncode, fake_telegram.sent("setWebhook"))
+    assert result.stderr.startswith("Error: PUBLIC_BASE_URL: not set")
+
+
+def test_serve_with_token_but_no_secret_stops_with_one_line(migrated: dict[str, str], tmp_path: Path) -> None:
+    """A bot token without TELEGRAM_WEBHOOK_SECRET stops `serve` with one line naming the setting."""
+    env = {**migrated, "TELEGRAM_BOT_TOKEN": "123:abc"}
+    result = run(["serve", "--port", "1"], env, tmp_path)
+    assert 2 == result.returncode
+    assert [
+        "Error: TELEGRAM_WEBHOOK_SECRET: required to accept Telegram webhooks; set it, or run `afterword serve --telegram-polling`"
+    ] == result.stderr.strip().splitlines()

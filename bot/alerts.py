@@ -1,0 +1,142 @@
+"""Detractor alerts: queued with the answer that causes them, sent to staff within seconds.
+
+An answer that is a detractor (``scoring.metrics.is_detractor``) queues an ``alert`` job in
+the same transaction that stores it; a comment that arrives later in that survey queues an
+``alert_comment``, sent as a reply to the alert. A sender (the Telegram alert chat) takes
+them from the jobs table, so an alert survives a restart and is sent once by one worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot import jobs
+from bot.service import Service
+from bot.tables import answers
+from bot.tables import jobs as jobs_table
+from flows.engine import Answer
+from scoring.metrics import Scale, is_detractor
+
+log = logging.getLogger(__name__)
+
+ALERT = "alert"
+ALERT_COMMENT = "alert_comment"
+KINDS = (ALERT, ALERT_COMMENT)
+POLL_SECONDS = 1.0
+STALE_HOURS = 24  # an alert not sent within a day (no alert chat then) is skipped, not sent late
+
+# Sends one alert text, as a reply to an earlier message when given; returns the new message's id.
+Send = Callable[[str, int | None], Awaitable[int | None]]
+
+
+def _is_detractor(answer: Answer) -> bool:
+    if answer.score is None or answer.metric is None or answer.scale is None:
+        return False
+    scale = Scale(answer.scale.min, answer.scale.max, answer.scale.best)
+    return is_detractor(answer.metric, answer.score, scale)
+
+
+async def queue_alerts(
+    conn: AsyncConnection, survey_id: int, stored: Sequence[Answer], now: datetime
+) -> None:
+    """Queue an alert for each detractor answer, and a follow-up for each later comment."""
+    alerted = False
+    for answer in stored:
+        if _is_detractor(answer):
+            await jobs.enqueue(
+                conn, ALERT, now=now, survey_id=survey_id, payload={"question": answer.question_id}
+            )
+            alerted = True
+    comments = [a for a in stored if a.text and not _is_detractor(a)]
+    if comments and (alerted or await _was_alerted(conn, survey_id)):
+        for answer in comments:
+            await jobs.enqueue(
+                conn, ALERT_COMMENT, now=now, survey_id=survey_id, payload={"question": answer.question_id}
+            )
+
+
+async def _was_alerted(conn: AsyncConnection, survey_id: int) -> bool:
+    found = await conn.execute(
+        sa.select(jobs_table.c.id)
+        .where(jobs_table.c.survey_id == survey_id, jobs_table.c.kind == ALERT)
+        .limit(1)
+    )
+    return found.first() is not None
+
+
+async def alert_text(conn: AsyncConnection, job: jobs.Job) -> str | None:
+    """The message for one alert job; None when its answer is gone."""
+    a = answers.c
+    row = (
+        await conn.execute(
+            sa.select(
+                a.ticket, a.agent, a.team, a.channel, a.metric, a.score, a.scale_min, a.scale_max, a.text
+            ).where(a.survey_id == job.survey_id, a.question_id == job.payload.get("question"))
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    ticket = row.ticket or "(no ticket)"
+    if job.kind == ALERT_COMMENT:
+        return f"💬 Comment on ticket {ticket} ({row.agent or 'no agent'}): “{row.text}”"
+    lines = [
+        f"⚠️ Detractor: {str(row.metric).upper()} {row.score} on {row.scale_min}–{row.scale_max}",
+        f"Ticket: {ticket}",
+        f"Agent: {row.agent or '-'}" + (f" (team {row.team})" if row.team else ""),
+        f"Channel: {row.channel}",
+    ]
+    if row.text:
+        lines.append(f"Comment: “{row.text}”")
+    return "\n".join(lines)
+
+
+class Alerter:
+    """Sends due alert jobs through ``send``; one loop per process, safe with several."""
+
+    def __init__(self, service: Service, send: Send) -> None:
+        self.service = service
+        self.send = send
+
+    async def run_once(self) -> int:
+        """Send every due alert; returns how many were sent."""
+        now = self.service.clock()
+        sent = 0
+        for job in await jobs.claim(self.service.db, KINDS, now=now):
+            if (now - job.created_at).total_seconds() > STALE_HOURS * 3600:
+                await jobs.finish(self.service.db, job, now=now, status="skipped", error="stale")
+                continue
+            async with self.service.db.read() as conn:
+                text = await alert_text(conn, job)
+                reply_to = None
+                if job.kind == ALERT_COMMENT and job.survey_id is not None:
+                    earlier = await jobs.latest_result(conn, job.survey_id, ALERT)
+                    reply_to = earlier.get("message_id") if earlier else None
+            if text is None:
+                await jobs.finish(self.service.db, job, now=now, status="skipped", error="answer not found")
+                continue
+            try:
+                message_id = await self.send(text, reply_to)
+            except Exception as exc:  # any provider failure is retried later
+                log.warning("alert %s not sent (attempt %s): %s", job.id, job.attempts, exc)
+                await jobs.retry_later(self.service.db, job, now=self.service.clock(), error=str(exc))
+                continue
+            await jobs.finish(
+                self.service.db, job, now=self.service.clock(), result={"message_id": message_id}
+            )
+            sent += 1
+        return sent
+
+    async def run(self, interval: float = POLL_SECONDS) -> None:
+        """Send due alerts until cancelled, looking every ``interval`` seconds."""
+        while True:
+            try:
+                await self.run_once()
+            except Exception:  # the loop must outlive a database hiccup
+                log.exception("alert loop failed; trying again in %s s", interval)
+            await asyncio.sleep(interval)

@@ -1,0 +1,337 @@
+"""The Telegram channel: rating buttons, typed answers and deep-link starts for customers.
+
+python-telegram-bot's ``Application`` does the Bot API work (requests, the rate limiter
+that waits out a 429); its handlers only translate updates into an ``Inbound`` for the one
+inbound path. Survey state stays in the database, never in the Application, so any worker
+can take any update and a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+from aiolimiter import AsyncLimiter
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update, User
+from telegram.error import TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from bot.channels.base import Channel
+from bot.errors import ConfigError, SurveyError
+from bot.inbound import Handled, Inbound, first_delivery, handle
+from bot.service import Service
+from bot.surveys import open_link, remember_ref
+from flows.engine import Prompt
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "telegram"
+ALLOWED_UPDATES = ("message", "callback_query")
+ONE_ROW_MAX = 7  # scales with more points (0-10) are split over two rows, to stay tappable
+MAX_RETRIES = 5  # a 429 is waited out (retry_after) and tried again this many times
+_NEW_MESSAGES = frozenset({"sendMessage", "sendPhoto"})
+
+TEXTS: dict[str, dict[str, str]] = {
+    "de": {
+        "already": "Schon beantwortet, danke!",
+        "closed": "Diese Umfrage ist bereits geschlossen.",
+        "used": "Dieser Umfrage-Link wurde schon in einem anderen Chat geöffnet.",
+        "unknown": "Diesen Umfrage-Link kennen wir leider nicht.",
+        "hello": (
+            "Hallo! Nach einem Kontakt mit unserem Support fragen wir hier kurz, wie es war. "
+            "Gerade ist keine Umfrage für Sie offen."
+        ),
+        "skip": "(/skip überspringt diese Frage)",
+    },
+    "en": {
+        "already": "Already answered, thank you!",
+        "closed": "This survey is already closed.",
+        "used": "This survey link was already opened in another chat.",
+        "unknown": "Sorry, we do not know this survey link.",
+        "hello": (
+            "Hello! After a contact with our support team we ask here how it went. "
+            "There is no survey open for you right now."
+        ),
+        "skip": "(/skip skips this question)",
+    },
+}
+
+
+def callback_data(survey_id: int, question_id: str, value: int) -> str:
+    """A button's data: its survey, question and value (at most 64 bytes, Telegram's limit)."""
+    return f"a:{survey_id}:{question_id}:{value}"
+
+
+def parse_callback(data: str | None) -> tuple[int, str, int] | None:
+    """The (survey id, question id, value) of a button; None for data we did not make."""
+    parts = (data or "").split(":")
+    if len(parts) != 4 or parts[0] != "a":
+        return None
+    try:
+        return int(parts[1]), parts[2], int(parts[3])
+    except ValueError:
+        return None
+
+
+def keyboard(prompt: Prompt, survey_id: int) -> InlineKeyboardMarkup | None:
+    """The rating buttons of a question: one row up to 7 points, else two rows."""
+    if prompt.kind != "question" or prompt.scale is None or prompt.question_id is None:
+        return None
+    buttons = [
+        InlineKeyboardButton(str(value), callback_data=callback_data(survey_id, prompt.question_id, value))
+        for value in range(prompt.scale.min, prompt.scale.max + 1)
+    ]
+    if len(buttons) <= ONE_ROW_MAX:
+        return InlineKeyboardMarkup([buttons])
+    half = (len(buttons) + 1) // 2
+    return InlineKeyboardMarkup([buttons[:half], buttons[half:]])
+
+
+def message_text(prompts: Sequence[Prompt], language: str) -> str:
+    """The prompts as one message: intro or reprompt, then the question with its labels."""
+    texts = TEXTS.get(language, TEXTS["en"])
+    parts = []
+    for prompt in prompts:
+        lines = [prompt.text]
+        if prompt.kind == "question" and prompt.scale is not None and prompt.labels:
+            lines.append("")
+            lines.extend(f"{value} = {label}" for value, label in sorted(prompt.labels.items()))
+        if prompt.kind == "question" and prompt.optional:
+            lines.append(texts["skip"])
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+class ChatRateLimiter(AIORateLimiter):
+    """Telegram's limits: 30 messages/s overall and, on top, one new message per second per chat.
+
+    AIORateLimiter keeps the overall limit and retries after a 429 (``retry_after``); it
+    limits private chats only through the overall rate, so the per-chat second is added here.
+    """
+
+    def __init__(self, max_retries: int = MAX_RETRIES) -> None:
+        super().__init__(max_retries=max_retries)
+        self._chats: OrderedDict[str, AsyncLimiter] = OrderedDict()
+
+    def _chat(self, chat_id: object) -> AsyncLimiter:
+        key = str(chat_id)
+        limiter = self._chats.pop(key, None) or AsyncLimiter(1, 1)
+        self._chats[key] = limiter
+        while len(self._chats) > 10_000:  # forget the quietest chats
+            self._chats.popitem(last=False)
+        return limiter
+
+    async def process_request(
+        self,
+        callback: Any,
+        args: Any,
+        kwargs: dict[str, Any],
+        endpoint: str,
+        data: dict[str, Any],
+        rate_limit_args: int | None,
+    ) -> bool | dict[str, Any] | list[dict[str, Any]]:
+        """Wait for the chat's slot for a new message, then let AIORateLimiter do the rest."""
+        chat_id = data.get("chat_id")
+        if endpoint in _NEW_MESSAGES and chat_id is not None:
+            async with self._chat(chat_id):
+                return await super().process_request(callback, args, kwargs, endpoint, data, rate_limit_args)
+        return await super().process_request(callback, args, kwargs, endpoint, data, rate_limit_args)
+
+
+def build_application(
+    service: Service, *, polling: bool = False
+) -> Application[Any, Any, Any, Any, Any, Any]:
+    """A python-telegram-bot Application for TELEGRAM_BOT_TOKEN; an updater only for polling."""
+    settings = service.settings
+    if settings.telegram_bot_token is None:
+        raise ConfigError("TELEGRAM_BOT_TOKEN", "not set; the Telegram channel is off")
+    builder = ApplicationBuilder().token(settings.telegram_bot_token.get_secret_value())
+    if settings.telegram_api_base_url:
+        builder = builder.base_url(settings.telegram_api_base_url)
+    limited = builder.rate_limiter(ChatRateLimiter())
+    if not polling:
+        limited = limited.updater(None)
+    return limited.build()
+
+
+class TelegramChannel(Channel):
+    """Sends prompts as Telegram messages, a question with its rating buttons."""
+
+    name: ClassVar[str] = "telegram"
+
+    def __init__(self, service: Service, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        self.service = service
+        self.application = application
+
+    async def deliver(
+        self, address: str, prompts: Sequence[Prompt], language: str, *, survey_id: int | None = None
+    ) -> None:
+        """Send the prompts as one message; remember it when its buttons must go later."""
+        if not prompts:
+            return
+        markup = keyboard(prompts[-1], survey_id) if survey_id is not None else None
+        sent = await self.application.bot.send_message(
+            chat_id=int(address), text=message_text(prompts, language), reply_markup=markup
+        )
+        if survey_id is not None and any(p.kind == "question" for p in prompts):
+            await remember_ref(self.service.db, survey_id, str(sent.message_id) if markup else None)
+
+
+def customer_language(service: Service, user: User | None, survey_language: str | None = None) -> str:
+    """The survey's language, else the user's Telegram language (de, en), else the default flow's."""
+    if survey_language:
+        return survey_language
+    code = ((user.language_code if user else None) or "")[:2].lower()
+    if code in TEXTS:
+        return code
+    flow = service.flows.get(service.settings.default_flow)
+    return flow.default_language if flow else "de"
+
+
+class CustomerHandlers:
+    """The customer side: /start with a survey link, buttons, typed answers, /skip and /stop."""
+
+    def __init__(self, service: Service, channel: TelegramChannel) -> None:
+        self.service = service
+        self.channel = channel
+
+    def register(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        """Add the handlers; staff commands are registered before these by the caller."""
+        application.add_handler(CommandHandler("start", self.start))
+        application.add_handler(CommandHandler(["skip", "stop"], self.command))
+        application.add_handler(CallbackQueryHandler(self.button))
+        application.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self.text))
+
+    async def start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """`/start <token>` from a survey link opens that survey in this chat."""
+        chat, user = update.effective_chat, update.effective_user
+        if chat is None or update.effective_message is None:
+            return
+        if not await first_delivery(self.service.db, PROVIDER, str(update.update_id), self.service.clock()):
+            return
+        language = customer_language(self.service, user)
+        token = context.args[0] if context.args else None
+        if token is None:
+            await update.effective_message.reply_text(TEXTS[language]["hello"])
+            return
+        try:
+            opened = await open_link(
+                self.service.db,
+                self.service.flows,
+                token,
+                channel=self.channel.name,
+                address=str(chat.id),
+                language=language,
+                now=self.service.clock(),
+            )
+        except SurveyError:  # an opted-out contact gets no survey
+            await update.effective_message.reply_text(TEXTS[language]["closed"])
+            return
+        language = opened.language or language
+        if opened.prompts:
+            await self.channel.deliver(str(chat.id), opened.prompts, language, survey_id=opened.survey_id)
+        else:
+            await update.effective_message.reply_text(TEXTS[language][opened.outcome])
+
+    async def command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/skip and /stop act on the chat's open survey."""
+        message = update.effective_message
+        if message is None or message.text is None:
+            return
+        stop = message.text.lstrip("/").lower().startswith("stop")
+        await self._answer(update, command="stop" if stop else "skip")
+
+    async def text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A typed answer goes through the shared parser, like an SMS."""
+        message = update.effective_message
+        if message is not None and message.text is not None:
+            await self._answer(update, text=message.text)
+
+    async def _answer(
+        self, update: Update, *, text: str | None = None, command: Literal["skip", "stop"] | None = None
+    ) -> None:
+        chat, message = update.effective_chat, update.effective_message
+        if chat is None or message is None:
+            return
+        handled = await self._handle(update, chat.id, text=text, command=command)
+        language = customer_language(self.service, update.effective_user, handled.language)
+        if handled.outcome == "duplicate":
+            return
+        if handled.outcome in ("no_survey", "closed"):
+            await message.reply_text(TEXTS[language]["hello" if handled.outcome == "no_survey" else "closed"])
+            return
+        if handled.channel_ref:  # a new message follows; the old buttons would only confuse
+            await self._drop_buttons(chat.id, int(handled.channel_ref))
+        await self.channel.deliver(str(chat.id), handled.prompts, language, survey_id=handled.survey_id)
+
+    async def button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A tap on a rating button; every tap is answered, a stale one stores nothing."""
+        query = update.callback_query
+        chat = update.effective_chat
+        if query is None:
+            return
+        parsed = parse_callback(query.data)
+        if parsed is None or chat is None:
+            await query.answer()
+            return
+        survey_id, question_id, value = parsed
+        handled = await self._handle(
+            update, chat.id, choice=value, question_id=question_id, survey_id=survey_id
+        )
+        language = customer_language(self.service, update.effective_user, handled.language)
+        message_id = query.message.message_id if query.message else None
+        if handled.outcome == "duplicate":
+            await query.answer()
+            return
+        if handled.outcome in ("already_answered", "closed", "no_survey"):
+            await query.answer(
+                TEXTS[language]["already" if handled.outcome == "already_answered" else "closed"]
+            )
+            await self._drop_buttons(chat.id, message_id)
+            return
+        await query.answer()
+        if handled.answers and isinstance(query.message, Message):
+            await self._show_choice(query.message, value)
+        else:
+            await self._drop_buttons(chat.id, message_id)
+        await self.channel.deliver(str(chat.id), handled.prompts, language, survey_id=handled.survey_id)
+
+    async def _show_choice(self, message: Message, value: int) -> None:
+        """Edit the question to show the answer given, without its buttons."""
+        try:
+            await message.edit_text(f"{message.text or ''}\n\n✅ {value}", reply_markup=None)
+        except TelegramError as exc:  # an edited or deleted message must not lose the next question
+            log.info("could not edit question message %s: %s", message.message_id, exc)
+
+    async def _handle(self, update: Update, chat_id: int, **reply: Any) -> Handled:
+        """The one inbound path, with the update id as the event id that makes it idempotent."""
+        inbound = Inbound(
+            channel=self.channel.name,
+            address=str(chat_id),
+            received_at=self.service.clock(),
+            provider=PROVIDER,
+            event_id=str(update.update_id),
+            **reply,
+        )
+        return await handle(self.service.db, self.service.flows, inbound)
+
+    async def _drop_buttons(self, chat_id: int, message_id: int | None) -> None:
+        if message_id is None:
+            return
+        try:
+            await self.channel.application.bot.edit_message_reply_markup(
+                chat_id=chat_id, message_id=message_id, reply_markup=None
+            )
+        except TelegramError as exc:  # already without buttons, or too old to edit
+            log.info("could not remove buttons of message %s: %s", message_id, exc)

@@ -1,0 +1,145 @@
+"""Durable jobs: work queued in a transaction and done later by whichever process claims it.
+
+A job is claimed by taking a lease (``locked_until``): on PostgreSQL with
+``FOR UPDATE SKIP LOCKED``, so several workers never take the same row; on SQLite the
+write lock serialises the claim. A worker that dies mid-job leaves the lease to run out,
+and the job is taken again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.db import Database
+from bot.tables import jobs
+
+LEASE = timedelta(minutes=2)  # longer than any single job may take
+MAX_ATTEMPTS = 8
+_FIRST_RETRY = timedelta(seconds=5)
+_LONGEST_RETRY = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed job."""
+
+    id: int
+    kind: str
+    survey_id: int | None
+    payload: Mapping[str, Any]
+    attempts: int  # including this one
+    created_at: datetime
+
+
+async def enqueue(
+    conn: AsyncConnection,
+    kind: str,
+    *,
+    now: datetime,
+    survey_id: int | None = None,
+    payload: Mapping[str, Any] | None = None,
+    due_at: datetime | None = None,
+) -> None:
+    """Queue a job inside the caller's transaction, so it exists exactly when that commits."""
+    await conn.execute(
+        sa.insert(jobs).values(
+            kind=kind,
+            survey_id=survey_id,
+            payload=dict(payload) if payload else None,
+            status="pending",
+            due_at=due_at or now,
+            created_at=now,
+        )
+    )
+
+
+async def claim(db: Database, kinds: Sequence[str], *, now: datetime, limit: int = 20) -> list[Job]:
+    """Take up to ``limit`` due jobs of ``kinds``, oldest first, leasing them for ``LEASE``."""
+    j = jobs.c
+    query = (
+        sa.select(j.id, j.kind, j.survey_id, j.payload, j.attempts, j.created_at)
+        .where(
+            j.status == "pending",
+            j.kind.in_(kinds),
+            j.due_at <= now,
+            sa.or_(j.locked_until.is_(None), j.locked_until <= now),
+        )
+        .order_by(j.due_at, j.id)
+        .limit(limit)
+    )
+    if not db.is_sqlite:
+        query = query.with_for_update(skip_locked=True)
+    async with db.write() as conn:
+        rows = (await conn.execute(query)).all()
+        if not rows:
+            return []
+        await conn.execute(
+            sa.update(jobs)
+            .where(j.id.in_([row.id for row in rows]))
+            .values(locked_until=now + LEASE, attempts=j.attempts + 1)
+        )
+    return [
+        Job(row.id, row.kind, row.survey_id, row.payload or {}, row.attempts + 1, row.created_at)
+        for row in rows
+    ]
+
+
+async def finish(
+    db: Database,
+    job: Job,
+    *,
+    now: datetime,
+    status: str = "done",
+    result: Mapping[str, Any] | None = None,
+    error: str | None = None,
+) -> None:
+    """Record a job's end: done, skipped (with the reason) or failed."""
+    async with db.write() as conn:
+        await conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == job.id)
+            .values(
+                status=status,
+                done_at=now,
+                locked_until=None,
+                result=dict(result) if result else None,
+                last_error=error,
+            )
+        )
+
+
+async def retry_later(db: Database, job: Job, *, now: datetime, error: str) -> bool:
+    """Put a failed attempt back with exponential backoff; after ``MAX_ATTEMPTS``, mark it failed.
+
+    Returns whether the job will be tried again.
+    """
+    if job.attempts >= MAX_ATTEMPTS:
+        await finish(db, job, now=now, status="failed", error=error)
+        return False
+    delay = min(_FIRST_RETRY * 2 ** (job.attempts - 1), _LONGEST_RETRY)
+    async with db.write() as conn:
+        await conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == job.id)
+            .values(due_at=now + delay, locked_until=None, last_error=error)
+        )
+    return True
+
+
+async def latest_result(conn: AsyncConnection, survey_id: int, kind: str) -> Mapping[str, Any] | None:
+    """The result of the survey's newest finished job of ``kind``, if any."""
+    row = (
+        await conn.execute(
+            sa.select(jobs.c.result)
+            .where(jobs.c.survey_id == survey_id, jobs.c.kind == kind, jobs.c.status == "done")
+            .order_by(jobs.c.id.desc())
+            .limit(1)
+        )
+    ).one_or_none()
+    return row.result if row is not None else None

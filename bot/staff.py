@@ -1,0 +1,83 @@
+"""Staff: who may use the staff commands, from TELEGRAM_STAFF and from `afterword staff add`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import sqlalchemy as sa
+
+from bot.db import Database, upsert_insert
+from bot.settings import Settings, StaffRole
+from bot.tables import staff
+
+
+@dataclass(frozen=True)
+class StaffMember:
+    """One member of staff and where the entry comes from."""
+
+    telegram_id: int
+    role: StaffRole
+    name: str | None
+    source: Literal["settings", "database"]
+
+
+async def find_staff(db: Database, settings: Settings, telegram_id: int) -> StaffMember | None:
+    """The staff member with this Telegram user id; a database entry wins over TELEGRAM_STAFF."""
+    async with db.read() as conn:
+        row = (
+            await conn.execute(
+                sa.select(staff.c.role, staff.c.name).where(staff.c.telegram_id == telegram_id)
+            )
+        ).one_or_none()
+    if row is not None:
+        return StaffMember(telegram_id, row.role, row.name, "database")
+    role = settings.telegram_staff.get(telegram_id)
+    return StaffMember(telegram_id, role, None, "settings") if role else None
+
+
+async def add_staff(
+    db: Database, *, telegram_id: int, role: StaffRole, name: str | None, now: datetime
+) -> bool:
+    """Add a staff member, or change the role and name of an existing one; True when new."""
+    async with db.write() as conn:
+        inserted = (
+            await conn.execute(
+                upsert_insert(db, staff)
+                .values(telegram_id=telegram_id, role=role, name=name, created_at=now)
+                .on_conflict_do_nothing()
+                .returning(staff.c.id)
+            )
+        ).scalar_one_or_none()
+        if inserted is None:
+            changes: dict[str, object] = {"role": role}
+            if name is not None:
+                changes["name"] = name
+            await conn.execute(sa.update(staff).where(staff.c.telegram_id == telegram_id).values(**changes))
+    return inserted is not None
+
+
+async def remove_staff(db: Database, telegram_id: int) -> bool:
+    """Remove a staff member added with `staff add`; True when one was removed."""
+    async with db.write() as conn:
+        result = await conn.execute(sa.delete(staff).where(staff.c.telegram_id == telegram_id))
+    return bool(result.rowcount)
+
+
+async def list_staff(db: Database, settings: Settings) -> list[StaffMember]:
+    """Everyone with a staff role, database entries first, then those only in TELEGRAM_STAFF."""
+    async with db.read() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(staff.c.telegram_id, staff.c.role, staff.c.name).order_by(staff.c.telegram_id)
+            )
+        ).all()
+    found = [StaffMember(row.telegram_id, row.role, row.name, "database") for row in rows]
+    known = {member.telegram_id for member in found}
+    found.extend(
+        StaffMember(user, role, None, "settings")
+        for user, role in sorted(settings.telegram_staff.items())
+        if user not in known
+    )
+    return found

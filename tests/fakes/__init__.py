@@ -1,0 +1,1 @@
+"""Test doubles for the services Afterword talks to."""
