@@ -376,3 +376,25 @@ async def test_tap_naming_another_chats_survey_stores_nothing(tg: Harness) -> No
     call, _ = tg.question(CUSTOMER)
     await tg.post(callback_update(tg.update_id(), 9999, 1, button(call, 1), message_text="q"))
     assert [] == await stored(tg.service)
+
+
+async def test_stop_ends_the_survey_and_later_text_is_not_an_answer(tg: Harness) -> None:
+    """/stop ends the survey with the flow's stopped text; a later "1" is not stored."""
+    await survey_for(tg)
+    await tg.say(CUSTOMER, "/stop")
+    await tg.say(CUSTOMER, "1")
+    texts = [c.params["text"] for c in tg.to_chat(CUSTOMER)]
+    assert texts[1].startswith("Die Umfrage wurde beendet.")
+    assert [] == await stored(tg.service)
+
+
+async def test_link_expires_with_the_survey(tg: Harness, clock: Clock) -> None:
+    """A survey link opened after the survey's time gets the expired text and no question."""
+    await tg.say(AGENT, "/survey T-5", user_id=AGENT)
+    match = LINK.search(tg.to_chat(AGENT)[-1].params["text"])
+    assert match is not None
+    clock.advance(hours=49)
+    await tg.say(CUSTOMER, f"/start {match.group(1)}")
+    sent = tg.to_chat(CUSTOMER)
+    assert (1, None) == (len(sent), sent[0].params.get("reply_markup"))
+    assert sent[0].params["text"].startswith("Diese Umfrage ist leider abgelaufen.")
