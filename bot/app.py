@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from bot.channels import sms, voice
+from bot.channels.registry import open_channels
 from bot.errors import AfterwordError, ReportError
 from bot.reports import build_report, report_query
 from bot.service import Service
@@ -40,6 +42,7 @@ def create_app(
         owned = service is None
         app.state.service = service if service is not None else await Service.open(settings)
         app.state.telegram = telegram
+        app.state.twilio = None
         own_bot = telegram is None and settings.telegram_enabled
         try:
             if own_bot:
@@ -47,8 +50,17 @@ def create_app(
 
                 app.state.telegram = TelegramBot(app.state.service, polling=telegram_polling)
                 await app.state.telegram.start()
+            if settings.twilio_enabled:
+                from bot.channels.twilio import TwilioAccount
+
+                app.state.twilio = TwilioAccount(settings)
+            app.state.channels = open_channels(
+                app.state.service, telegram=app.state.telegram, twilio=app.state.twilio
+            )
             yield
         finally:
+            if app.state.twilio is not None:
+                await app.state.twilio.close()
             if own_bot and app.state.telegram is not None:
                 await app.state.telegram.stop()
             if owned:
@@ -58,6 +70,10 @@ def create_app(
     if service is not None:  # usable without running the lifespan (in-process test clients)
         app.state.service = service
     app.state.telegram = None
+    app.state.twilio = None
+    app.state.channels = {}
+    app.include_router(sms.router)
+    app.include_router(voice.router)
 
     @app.post("/telegram/webhook", include_in_schema=False)
     async def telegram_webhook(request: Request) -> Response:

@@ -112,6 +112,9 @@ def serve(
     import uvicorn
 
     from bot.app import create_app
+    from bot.channels.registry import twilio_summary
+    from bot.errors import ConfigError
+    from bot.phones import install_log_masking
     from bot.service import Service
 
     settings = _settings()
@@ -138,12 +141,18 @@ def serve(
                 )
             else:
                 err.print("Telegram: off (TELEGRAM_BOT_TOKEN is not set)")
+            if settings.twilio_enabled and settings.public_base_url is None:
+                raise ConfigError(
+                    "PUBLIC_BASE_URL", "required with Twilio: webhooks are signed over this address"
+                )
+            err.print(twilio_summary(settings))
             config = uvicorn.Config(
                 create_app(settings, service, telegram=telegram),
                 host=host or settings.host,
                 port=port or settings.port,
                 log_level=settings.log_level.lower(),
             )
+            install_log_masking(settings.log_level)  # after uvicorn's Config set up its own loggers
             await uvicorn.Server(config).serve()
         finally:
             if telegram is not None:

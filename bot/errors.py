@@ -51,6 +51,30 @@ class ChannelUnavailable(AfterwordError):
         super().__init__(f"{channel}: {reason}")
 
 
+class DeliveryFailed(AfterwordError):
+    """A provider refused or failed to deliver a message or call; ``retry_after`` when it may work later."""
+
+    def __init__(
+        self, channel: str, code: int | None, message: str, retry_after: float | None = None
+    ) -> None:
+        self.channel = channel
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+        super().__init__(f"{channel}: {message}" + (f" (code {code})" if code else ""))
+
+
+class InvalidPhone(AfterwordError):
+    """A phone number that cannot be read as a valid number."""
+
+    exit_code = 2
+
+    def __init__(self, raw: str, reason: str) -> None:
+        self.raw = raw
+        self.reason = reason
+        super().__init__(f"{raw!r} is not a phone number we can reach: {reason}")
+
+
 class SurveyError(AfterwordError):
     """A survey cannot be created or continued as asked."""
 

@@ -92,10 +92,11 @@ def _table(report: dict[str, Any], width: int) -> str:
             )
         console.print(table)
     rate = report["response_rate"]
-    if rate["sent"]:
+    if rate["delivered"]:
         console.print(
             f"Response rate: {rate['completion_rate']} % completed, {rate['answer_rate']} % answered "
-            f"({rate['completed']} and {rate['answered']} of {rate['sent']} surveys sent)"
+            f"({rate['completed']} and {rate['answered']} of {rate['delivered']} surveys delivered; "
+            f"{rate['not_delivered']} of {rate['sent']} not delivered)"
         )
     csi = report.get("csi")
     if csi is not None:

@@ -248,25 +248,32 @@ def _bucket(db: Database, trend: Trend) -> sa.ColumnElement[Any]:
     return sa.func.to_char(sa.func.date_trunc(trend, sa.func.timezone("UTC", at)), "YYYY-MM-DD")
 
 
+NOT_DELIVERED = ("failed", "no_answer", "skipped")  # the customer never got the survey
+
+
 async def _response_rate(conn: AsyncConnection, start: datetime, end: datetime) -> dict[str, Any]:
+    """Completed and answered surveys as shares of those delivered (sent minus not delivered)."""
     s = surveys.c
     answered = sa.exists().where(answers.c.survey_id == s.id)
     row = (
         await conn.execute(
             sa.select(
                 sa.func.count().label("sent"),
+                sa.func.count().filter(s.status.in_(NOT_DELIVERED)).label("not_delivered"),
                 sa.func.count().filter(s.status == "completed").label("completed"),
                 sa.func.count().filter(answered).label("answered"),
             ).where(s.sent_at >= start, s.sent_at < end)
         )
     ).one()
-    sent = int(row.sent)
+    delivered = int(row.sent) - int(row.not_delivered)
     return {
-        "sent": sent,
+        "sent": int(row.sent),
+        "not_delivered": int(row.not_delivered),
+        "delivered": delivered,
         "completed": int(row.completed),
         "answered": int(row.answered),
-        "completion_rate": round(100 * row.completed / sent, 1) if sent else None,
-        "answer_rate": round(100 * row.answered / sent, 1) if sent else None,
+        "completion_rate": round(100 * row.completed / delivered, 1) if delivered else None,
+        "answer_rate": round(100 * row.answered / delivered, 1) if delivered else None,
     }
 
 

@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     telegram_api_base_url: str | None = None
     telegram_staff: Annotated[dict[int, StaffRole], NoDecode] = Field(default_factory=dict)
     telegram_alert_chat_id: int | None = None
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from_number: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_whatsapp_from: str | None = None
+    twilio_api_base_url: str | None = None
+    phone_region: str = Field(default="DE", pattern=r"^[A-Z]{2}$")
 
     @field_validator("database_url")
     @classmethod
@@ -81,7 +88,7 @@ class Settings(BaseSettings):
             return [Path(part) for part in value.split(":") if part.strip()]
         return value
 
-    @field_validator("public_base_url", "telegram_api_base_url")
+    @field_validator("public_base_url", "telegram_api_base_url", "twilio_api_base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
@@ -92,7 +99,16 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not an http(s) URL such as https://survey.example.com")
         return value
 
-    @field_validator("telegram_bot_token", "telegram_webhook_secret", mode="before")
+    @field_validator(
+        "telegram_bot_token",
+        "telegram_webhook_secret",
+        "twilio_account_sid",
+        "twilio_auth_token",
+        "twilio_from_number",
+        "twilio_messaging_service_sid",
+        "twilio_whatsapp_from",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -119,6 +135,27 @@ class Settings(BaseSettings):
                 )
             staff[int(user)] = role.strip()
         return staff
+
+    @field_validator("twilio_account_sid")
+    @classmethod
+    def _account_sid(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"AC[0-9a-fA-F]{32}", value.strip()):
+            raise ValueError("an account SID is AC followed by 32 hex digits (Twilio console, Account Info)")
+        return value.strip() if value else value
+
+    @field_validator("twilio_from_number", "twilio_whatsapp_from")
+    @classmethod
+    def _e164(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(
+            r"\+[1-9]\d{6,14}", value.strip().removeprefix("whatsapp:")
+        ):
+            raise ValueError(f"{value!r} is not a number in E.164 form such as +4930123456789")
+        return value.strip().removeprefix("whatsapp:") if value else value
+
+    @property
+    def twilio_enabled(self) -> bool:
+        """Whether the Twilio channels run: only with an account SID and auth token."""
+        return self.twilio_account_sid is not None and self.twilio_auth_token is not None
 
     @property
     def telegram_enabled(self) -> bool:

@@ -208,3 +208,46 @@ async def remember_ref(db: Database, survey_id: int, ref: str | None) -> None:
     """Store the channel's handle of the question just shown (a Telegram message id)."""
     async with db.write() as conn:
         await conn.execute(sa.update(surveys).where(surveys.c.id == survey_id).values(channel_ref=ref))
+
+
+async def close_survey(db: Database, survey_id: int, status: str) -> bool:
+    """Set an open survey's final status (failed, no_answer, incomplete, skipped); True if it was open."""
+    async with db.write() as conn:
+        result = await conn.execute(
+            sa.update(surveys)
+            .where(surveys.c.id == survey_id, surveys.c.status.in_(OPEN))
+            .values(status=status)
+        )
+    return bool(result.rowcount)
+
+
+@dataclass(frozen=True)
+class Current:
+    """Where an open survey stands: its language and the prompts that ask the current question."""
+
+    survey_id: int
+    status: str
+    language: str
+    prompts: tuple[engine.Prompt, ...]
+    started: bool  # whether anything was answered yet
+
+
+async def current(db: Database, flows: Mapping[str, Flow], survey_id: int) -> Current | None:
+    """The survey's current question as prompts (with the intro before the first answer)."""
+    async with db.read() as conn:
+        row = (
+            await conn.execute(
+                sa.select(surveys.c.flow_id, surveys.c.status, surveys.c.state).where(
+                    surveys.c.id == survey_id
+                )
+            )
+        ).one_or_none()
+    flow = flows.get(row.flow_id) if row is not None else None
+    if row is None or flow is None:
+        return None
+    state = engine.State.from_json(row.state)
+    prompts = engine.resume(flow, state) if row.status == "active" else ()
+    started = bool(state.scores) or state.position > 0
+    if not started and prompts:
+        prompts = (engine.Prompt("intro", flow.texts[state.language].intro), *prompts)
+    return Current(survey_id, str(row.status), state.language, prompts, started)

@@ -71,9 +71,9 @@ def report_message(report: dict[str, Any], period: str) -> str:
             cells = "; ".join(f"{m.upper()} {metric_cell(m, group[m])}" for m in METRICS if group[m]["n"])
             lines.append(f"• {html.escape(str(key))}: {html.escape(cells or 'no answers')}")
     rate = report["response_rate"]
-    if rate["sent"]:
+    if rate["delivered"]:
         lines.append(
-            f"\nAnswered: {rate['answered']} of {rate['sent']} surveys sent ({rate['answer_rate']} %)"
+            f"\nAnswered: {rate['answered']} of {rate['delivered']} surveys delivered ({rate['answer_rate']} %)"
         )
     lines.append("<i>95 % intervals in brackets; * fewer than 30 answers.</i>")
     return "\n".join(lines)

@@ -229,6 +229,7 @@ def test_serve_answers_healthz(migrated: dict[str, str], tmp_path: Path) -> None
             assert ("ok", "ok") == (body["status"], body["database"]["status"])
             assert re.fullmatch(r"\d+\.\d+\.\d+.*", body["version"])
             assert "Telegram: off (TELEGRAM_BOT_TOKEN is not set)" in log.read_text()
+            assert "Twilio: off (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set)" in log.read_text()
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=15)
@@ -414,3 +415,15 @@ def test_serve_with_token_but_no_secret_stops_with_one_line(migrated: dict[str, 
     assert [
         "Error: TELEGRAM_WEBHOOK_SECRET: required to accept Telegram webhooks; set it, or run `afterword serve --telegram-polling`"
     ] == result.stderr.strip().splitlines()
+
+
+def test_serve_with_twilio_but_no_public_url_stops_with_one_line(
+    migrated: dict[str, str], tmp_path: Path
+) -> None:
+    """Twilio credentials without PUBLIC_BASE_URL stop `serve`: signatures could not be checked."""
+    env = {**migrated, "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "x" * 32}
+    result = run(["serve", "--port", "1"], env, tmp_path)
+    assert (2, "Error: PUBLIC_BASE_URL: required with Twilio: webhooks are signed over this address") == (
+        result.returncode,
+        result.stderr.strip().splitlines()[-1],
+    )

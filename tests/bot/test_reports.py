@@ -15,7 +15,7 @@ from bot.inbound import Inbound, handle
 from bot.report_format import render
 from bot.reports import build_report, load_csi_config, report_query
 from bot.service import Service
-from bot.surveys import NewSurvey, create_survey
+from bot.surveys import NewSurvey, close_survey, create_survey
 from tests.support import Clock
 
 # now = 2026-11-23 10:00 UTC (tests.support.Clock). anna answered on Tue 2026-11-10 (ISO week
@@ -204,3 +204,33 @@ def test_metric_cell_shows_value_interval_and_n() -> None:
         metric_cell("nps", item),
         metric_cell("csat", few),
     )
+
+
+async def test_response_rate_counts_only_delivered_surveys(service: Service, clock: Clock) -> None:
+    """4 sent, 1 failed: 2 answered of 3 delivered is 66.7 %, 1 completed is 33.3 %."""
+    ids = []
+    for i in range(4):
+        created = await create_survey(
+            service.db,
+            service.flows,
+            NewSurvey("nps", "sms", f"+4915100000{i:03d}", ticket=f"T-{i}", language="de"),
+            now=service.clock(),
+            ttl=service.survey_ttl,
+        )
+        ids.append(created.survey_id)
+    for i, replies in ((0, ["9", "super"]), (1, ["3"])):
+        for text in replies:
+            inbound = Inbound("sms", f"+4915100000{i:03d}", service.clock(), text=text)
+            await handle(service.db, service.flows, inbound)
+    await close_survey(service.db, ids[3], "failed")
+    clock.advance(minutes=1)  # the period ends before now; the surveys were sent at now
+    rate = (await report(service))["response_rate"]
+    assert {
+        "sent": 4,
+        "not_delivered": 1,
+        "delivered": 3,
+        "completed": 1,
+        "answered": 2,
+        "completion_rate": 33.3,
+        "answer_rate": 66.7,
+    } == rate

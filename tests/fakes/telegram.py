@@ -19,20 +19,19 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from tests.fakes.server import LocalServer
 
 DEFAULT_TOKEN = "123456:TEST-TOKEN"
 _DEFAULT_BOT_USERNAME = "afterword_test_bot"
@@ -138,7 +137,7 @@ def _inline_markup(params: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-class FakeBotApi:
+class FakeBotApi(LocalServer):
     """A Telegram Bot API server for tests; use as ``with FakeBotApi() as fake:``."""
 
     def __init__(self, token: str = DEFAULT_TOKEN, bot_username: str = _DEFAULT_BOT_USERNAME) -> None:
@@ -169,7 +168,7 @@ class FakeBotApi:
                 "getUpdates": self._get_updates,
             }.items()
         }
-        self._app = Starlette(
+        app = Starlette(
             routes=[
                 Route("/bot{token}/{method}", self._endpoint, methods=["GET", "POST"]),
                 # Anything else (e.g. a URL without the "bot" prefix) answers like Telegram does,
@@ -177,89 +176,14 @@ class FakeBotApi:
                 Route("/{path:path}", self._not_found, methods=["GET", "POST"]),
             ]
         )
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
-        self._port: int | None = None
-        # Set when stopping, so a pending long poll answers at once instead of holding up
-        # uvicorn's graceful shutdown.
-        self._stopping = threading.Event()
+        super().__init__(app, "fake-telegram-bot-api")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
         """The ``base_url`` to give python-telegram-bot; it appends the token itself."""
-        if self._port is None:
-            raise RuntimeError("FakeBotApi is not started")
-        return f"http://127.0.0.1:{self._port}/bot"
-
-    def start(self) -> None:
-        """Serve on a free port of 127.0.0.1 in a daemon thread; return once it accepts requests."""
-        if self._thread is not None:
-            raise RuntimeError("FakeBotApi is already started")
-        # Binding the socket here, rather than asking uvicorn for port 0, makes the port known
-        # before the thread starts and leaves no window for another process to take it.
-        # The explicit IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets
-        # whose proto is IPPROTO_TCP (a default socket() says 0), and without it every response
-        # stalls ~40 ms on Nagle's algorithm meeting delayed ACKs.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self._socket = sock
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self._app,
-            host="127.0.0.1",
-            port=self._port,
-            loop="asyncio",
-            http="h11",
-            ws="none",  # never import websockets: its deprecation warnings are errors in pytest
-            lifespan="off",
-            log_level="warning",
-            log_config=None,  # leave the process's logging configuration alone
-            access_log=False,
-            timeout_graceful_shutdown=5,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-telegram-bot-api", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the fake Telegram Bot API server did not start")
-            time.sleep(0.005)
-
-    def stop(self) -> None:
-        """Stop the server and wait for its thread to end."""
-        self._stopping.set()
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            if self._thread.is_alive():
-                raise RuntimeError("the fake Telegram Bot API server did not stop")
-        if self._socket is not None:
-            self._socket.close()  # uvicorn closes it too; closing twice is harmless
-        self._server = None
-        self._thread = None
-        self._socket = None
-        self._stopping.clear()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return f"{self.origin}/bot"
 
     # -- inspection and control from tests --------------------------------------------------
 
@@ -510,7 +434,7 @@ class FakeBotApi:
                 if self._updates:
                     batch, self._updates = self._updates[:limit], self._updates[limit:]
                     return batch
-            if time.monotonic() >= deadline or self._stopping.is_set():
+            if time.monotonic() >= deadline or self.stopping.is_set():
                 return []
             await asyncio.sleep(_POLL_STEP)
 

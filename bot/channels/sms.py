@@ -1,0 +1,187 @@
+"""SMS and WhatsApp through Twilio: one short message per question, replies answered in TwiML.
+
+A survey starts with messages sent through the Messages API; every reply arrives at
+`POST /twilio/sms` and is answered in the same HTTP response, one webhook round trip per
+answer. WhatsApp is the same webhook with ``whatsapp:`` addresses. Opt-out keywords are
+honoured before anything else and get no reply from us (the carrier or Twilio answers).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import ClassVar
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from starlette.datastructures import FormData
+from twilio.base.exceptions import TwilioRestException
+from twilio.twiml.messaging_response import MessagingResponse
+
+from bot import contacts
+from bot.channels.base import Channel
+from bot.channels.twilio import OPTED_OUT, PROVIDER, TwilioAccount, delivery_failed, form_text, signed_form
+from bot.errors import ContactOptedOut, InvalidPhone
+from bot.inbound import Inbound, handle
+from bot.phones import mask, normalize
+from bot.service import Service
+from bot.surveys import close_survey
+from flows.engine import Prompt
+
+log = logging.getLogger(__name__)
+
+OPT_OUT = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "STOPP", "ABMELDEN"})
+OPT_IN = frozenset({"START", "YES", "UNSTOP"})
+HELP = frozenset({"HELP", "INFO"})
+FAILED = frozenset({"failed", "undelivered"})
+
+TEXTS: dict[str, dict[str, str]] = {
+    "de": {
+        "help": "Kurze Umfrage nach Ihrem Kontakt mit unserem Support. Antworten Sie mit einer Zahl. "
+        "STOP: keine Umfragen mehr.",
+        "skip": "Optional: weiter = überspringen.",
+    },
+    "en": {
+        "help": "A short survey after your contact with our support team. Reply with a number. "
+        "STOP: no more surveys.",
+        "skip": "Optional: reply skip to skip.",
+    },
+}
+
+# GSM 03.38: the basic set costs one of 160 characters, the extension set two; any other
+# character turns the whole message into UCS-2 (70 characters).
+_GSM7 = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿"
+    "abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM7_EXTENSION = set("^{}\\[~]|€\f")
+
+
+def segments(text: str) -> tuple[int, str]:
+    """How many SMS segments ``text`` takes, and its encoding (GSM-7 or UCS-2)."""
+    if all(ch in _GSM7 or ch in _GSM7_EXTENSION for ch in text):
+        length = len(text) + sum(ch in _GSM7_EXTENSION for ch in text)
+        return (1 if length <= 160 else math.ceil(length / 153)), "GSM-7"
+    units = len(text.encode("utf-16-le")) // 2
+    return (1 if units <= 70 else math.ceil(units / 67)), "UCS-2"
+
+
+def sms_text(prompt: Prompt, language: str) -> str:
+    """A prompt as one short message; a rating question ends in its scale: "1 = … ... 5 = …"."""
+    lines = [prompt.text]
+    if prompt.kind == "question" and prompt.scale is not None:
+        low, high = prompt.scale.min, prompt.scale.max
+        ends = [f"{v} = {prompt.labels[v]}" if v in prompt.labels else str(v) for v in (low, high)]
+        lines.append(" ... ".join(ends))
+    if prompt.kind == "question" and prompt.optional:
+        lines.append(TEXTS.get(language, TEXTS["en"])["skip"])
+    return "\n".join(lines)
+
+
+def address_of(raw: str, region: str) -> tuple[str, str]:
+    """(channel, E.164 address) of a Twilio ``From``: ``whatsapp:+49…`` is WhatsApp."""
+    channel = "whatsapp" if raw.startswith("whatsapp:") else "sms"
+    return channel, normalize(raw, region)
+
+
+class SmsChannel(Channel):
+    """Sends prompts as SMS, or as WhatsApp messages when made with ``whatsapp=True``."""
+
+    name: ClassVar[str] = "sms"
+
+    def __init__(self, service: Service, account: TwilioAccount, *, whatsapp: bool = False) -> None:
+        self.service = service
+        self.account = account
+        self.whatsapp = whatsapp
+        self.channel = "whatsapp" if whatsapp else "sms"
+
+    def _sender(self) -> dict[str, str]:
+        settings = self.service.settings
+        if self.whatsapp:
+            return {"from_": f"whatsapp:{settings.twilio_whatsapp_from}"}
+        if settings.twilio_messaging_service_sid:
+            return {"messaging_service_sid": settings.twilio_messaging_service_sid}
+        return {"from_": str(settings.twilio_from_number)}
+
+    async def deliver(
+        self, address: str, prompts: Sequence[Prompt], language: str, *, survey_id: int | None = None
+    ) -> None:
+        """Send each prompt as one message through the Messages API, with a status callback."""
+        to = f"whatsapp:{address}" if self.whatsapp else address
+        callback = self.account.url("/twilio/status", survey=survey_id)
+        for prompt in prompts:
+            try:
+                await self.account.client.messages.create_async(
+                    to=to, body=sms_text(prompt, language), status_callback=callback, **self._sender()
+                )
+            except TwilioRestException as exc:
+                if exc.code == OPTED_OUT:  # never reached the customer: skipped, not stopped
+                    if survey_id is not None:
+                        await close_survey(self.service.db, survey_id, "skipped")
+                    await contacts.opt_out(self.service.db, self.channel, address, now=self.service.clock())
+                    raise ContactOptedOut(self.channel, mask(address)) from exc
+                raise delivery_failed(self.channel, exc) from exc
+        log.info("sent %d %s message(s) to %s", len(prompts), self.channel, mask(address))
+
+
+def _twiml(response: MessagingResponse | None = None) -> Response:
+    return Response(str(response or MessagingResponse()), media_type="application/xml")
+
+
+router = APIRouter(tags=["twilio"], include_in_schema=False)
+
+
+@router.post("/twilio/sms")
+async def on_message(request: Request, form: FormData = Depends(signed_form)) -> Response:  # noqa: B008
+    """An SMS or WhatsApp reply: opt-out keywords first, then the one inbound path; TwiML back."""
+    service: Service = request.app.state.service
+    try:
+        channel, address = address_of(form_text(form, "From"), service.settings.phone_region)
+    except InvalidPhone:
+        return _twiml()  # a short code or an unreadable sender: nothing to survey
+    body = form_text(form, "Body")
+    keyword = body.strip().strip(".!").upper()
+    if keyword in OPT_OUT:
+        ended = await contacts.opt_out(service.db, channel, address, now=service.clock())
+        log.info("%s opted out of %s surveys (%d open ended)", mask(address), channel, ended)
+        return _twiml()
+    if keyword in OPT_IN:
+        await contacts.opt_in(service.db, channel, address)
+        return _twiml()
+    if keyword in HELP:
+        language = await contacts.contact_language(service.db, channel, address) or "de"
+        reply = MessagingResponse()
+        reply.message(TEXTS.get(language, TEXTS["en"])["help"])
+        return _twiml(reply)
+    handled = await handle(
+        service.db,
+        service.flows,
+        Inbound(
+            channel=channel,
+            address=address,
+            received_at=service.clock(),
+            text=body,
+            provider=PROVIDER,
+            event_id=form_text(form, "MessageSid") or None,
+        ),
+    )
+    reply = MessagingResponse()
+    if handled.outcome not in ("duplicate", "no_survey", "closed"):
+        for prompt in handled.prompts:
+            reply.message(sms_text(prompt, handled.language or "de"))
+    return _twiml(reply)
+
+
+@router.post("/twilio/status")
+async def on_status(request: Request, survey: int, form: FormData = Depends(signed_form)) -> Response:  # noqa: B008
+    """Delivery status of a message we sent: failed or undelivered marks the survey failed."""
+    service: Service = request.app.state.service
+    status = form_text(form, "MessageStatus")
+    if form_text(form, "ErrorCode") == str(OPTED_OUT):
+        channel, address = address_of(form_text(form, "To"), service.settings.phone_region)
+        await contacts.opt_out(service.db, channel, address, now=service.clock())
+    if status in FAILED:
+        await close_survey(service.db, survey, "failed")
+        log.info("survey %s: message %s (error %s)", survey, status, form_text(form, "ErrorCode") or "-")
+    return Response(status_code=204)

@@ -1,0 +1,218 @@
+"""Voice surveys through Twilio: an outbound call, keypad or speech answers, TwiML replies.
+
+The call is placed with answering-machine detection; a machine gets no survey. Each
+question is a ``<Gather>`` in the survey's language, read by a voice of that language; its
+action URL names the survey, the question and the attempt, so a retried webhook or a late
+key press answers nothing twice. The engine decides reprompts and when to move on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import ClassVar, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from starlette.datastructures import FormData
+from twilio.base.exceptions import TwilioRestException
+from twilio.twiml.voice_response import Gather, VoiceResponse
+
+from bot.channels.base import Channel
+from bot.channels.twilio import TwilioAccount, delivery_failed, form_text, signed_form
+from bot.errors import InvalidPhone
+from bot.inbound import Inbound, handle
+from bot.phones import mask, normalize
+from bot.service import Service
+from bot.surveys import close_survey, current
+from flows.engine import Prompt
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "twilio-voice"
+GATHER_SECONDS = 6  # silence after which a question counts as unanswered
+# Amazon Polly voices Twilio offers for each survey language.
+VOICES: dict[str, tuple[str, str]] = {"de": ("Polly.Vicki", "de-DE"), "en": ("Polly.Joanna", "en-US")}
+MACHINES = frozenset({"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"})
+# How a call that ended on its own leaves a survey still open.
+CALL_ENDED: dict[str, str] = {
+    "completed": "incomplete",
+    "no-answer": "no_answer",
+    "busy": "no_answer",
+    "failed": "failed",
+    "canceled": "failed",
+}
+
+PHRASES: dict[str, dict[str, str]] = {
+    "de": {
+        "press": "Drücken Sie {value} für {label}.",
+        "keys": "Tippen Sie eine Zahl von {min} bis {max} und dann die Rautetaste.",
+        "say": "Oder sagen Sie die Zahl.",
+        "speak": "Bitte sprechen Sie nach dem Ton. Wenn Sie nichts sagen möchten, warten Sie einfach.",
+    },
+    "en": {
+        "press": "Press {value} for {label}.",
+        "keys": "Enter a number from {min} to {max}, then the hash key.",
+        "say": "Or say the number.",
+        "speak": "Please speak after the tone. If you would rather not, just wait.",
+    },
+}
+
+
+def spoken_question(prompt: Prompt, language: str) -> str:
+    """What is said for a question: its text, then how to answer it by key or by voice."""
+    phrases = PHRASES.get(language, PHRASES["en"])
+    if prompt.scale is None:
+        return f"{prompt.text} {phrases['speak']}"
+    points = range(prompt.scale.min, prompt.scale.max + 1)
+    if prompt.scale.max <= 9 and len(prompt.labels) == len(points):
+        keys = " ".join(phrases["press"].format(value=v, label=prompt.labels[v]) for v in points)
+    else:
+        keys = phrases["keys"].format(min=prompt.scale.min, max=prompt.scale.max)
+    return f"{prompt.text} {keys} {phrases['say']}"
+
+
+def twiml(
+    account: TwilioAccount, survey_id: int, prompts: Sequence[Prompt], language: str, attempt: int
+) -> str:
+    """The prompts as TwiML: statements said, a question gathered, the end said and hung up."""
+    voice, locale = VOICES.get(language, VOICES["en"])
+    response = VoiceResponse()
+    question = prompts[-1] if prompts and prompts[-1].kind == "question" else None
+    for prompt in prompts:
+        if prompt is not question:
+            response.say(prompt.text, voice=voice, language=locale)
+    if question is None:
+        response.hangup()
+        return str(response)
+    single_key = question.scale is not None and question.scale.max <= 9
+    gather = Gather(
+        input="dtmf speech" if question.scale is not None else "speech",
+        action=account.url("/twilio/voice/answer", survey=survey_id, q=question.question_id, n=attempt),
+        method="POST",
+        language=locale,
+        timeout=GATHER_SECONDS,
+        speech_timeout="auto",
+        action_on_empty_result=True,
+        **({"num_digits": 1} if single_key else {"finish_on_key": "#"}),
+    )
+    gather.say(spoken_question(question, language), voice=voice, language=locale)
+    response.append(gather)
+    return str(response)
+
+
+def reply_of(form: FormData) -> tuple[int | None, str | None, Literal["skip"] | None]:
+    """(keys as a number, speech, or skip when there was neither) from a Gather's post."""
+    digits = form_text(form, "Digits").rstrip("#")
+    if digits.isdigit():
+        return int(digits), None, None
+    speech = form_text(form, "SpeechResult").strip()
+    if speech:
+        return None, speech, None
+    return None, None, "skip"  # silence: an optional question is skipped, a required one reprompted
+
+
+class VoiceChannel(Channel):
+    """Places the call; the survey is spoken when the call is answered."""
+
+    name: ClassVar[str] = "voice"
+
+    def __init__(self, service: Service, account: TwilioAccount) -> None:
+        self.service = service
+        self.account = account
+
+    async def deliver(
+        self, address: str, prompts: Sequence[Prompt], language: str, *, survey_id: int | None = None
+    ) -> None:
+        """Call ``address``; Twilio asks `/twilio/voice` what to say once someone answers."""
+        try:
+            await self.account.client.calls.create_async(
+                to=address,
+                from_=str(self.service.settings.twilio_from_number),
+                url=self.account.url("/twilio/voice", survey=survey_id),
+                machine_detection="Enable",
+                status_callback=self.account.url("/twilio/voice/status", survey=survey_id),
+                status_callback_event=["completed"],
+            )
+        except TwilioRestException as exc:
+            raise delivery_failed(self.name, exc) from exc
+        log.info("calling %s for survey %s", mask(address), survey_id)
+
+
+def _xml(body: str) -> Response:
+    return Response(body, media_type="application/xml")
+
+
+def _hangup() -> Response:
+    response = VoiceResponse()
+    response.hangup()
+    return _xml(str(response))
+
+
+router = APIRouter(tags=["twilio"], include_in_schema=False)
+
+
+@router.post("/twilio/voice")
+async def on_answered(request: Request, survey: int, form: FormData = Depends(signed_form)) -> Response:  # noqa: B008
+    """The call was answered: a machine gets nothing, a person the intro and first question."""
+    service: Service = request.app.state.service
+    if form_text(form, "AnsweredBy") in MACHINES:
+        await close_survey(service.db, survey, "no_answer")
+        return _hangup()
+    now = await current(service.db, service.flows, survey)
+    if now is None or not now.prompts:
+        return _hangup()
+    return _xml(twiml(request.app.state.twilio, survey, now.prompts, now.language, attempt=0))
+
+
+@router.post("/twilio/voice/answer")
+async def on_answer(
+    request: Request,
+    survey: int,
+    q: str,
+    n: int = 0,
+    form: FormData = Depends(signed_form),  # noqa: B008
+) -> Response:
+    """Keys or speech for question ``q`` (attempt ``n``): stored through the one inbound path."""
+    service: Service = request.app.state.service
+    account: TwilioAccount = request.app.state.twilio
+    try:
+        address = normalize(form_text(form, "To"), service.settings.phone_region)
+    except InvalidPhone:
+        return _hangup()
+    choice, text, command = reply_of(form)
+    handled = await handle(
+        service.db,
+        service.flows,
+        Inbound(
+            channel="voice",
+            address=address,
+            received_at=service.clock(),
+            text=text,
+            choice=choice,
+            command=command,
+            provider=PROVIDER,
+            event_id=f"{form_text(form, 'CallSid')}:{q}:{n}",
+            question_id=q,
+            survey_id=survey,
+        ),
+    )
+    if handled.outcome in ("duplicate", "already_answered"):
+        again = await current(service.db, service.flows, survey)  # a retried webhook: ask what is open
+        if again is None or not again.prompts:
+            return _hangup()
+        return _xml(twiml(account, survey, again.prompts, again.language, attempt=n + 1))
+    if handled.outcome in ("no_survey", "closed"):
+        return _hangup()
+    attempt = n + 1 if handled.outcome == "reprompted" else 0
+    return _xml(twiml(account, survey, handled.prompts, handled.language or "de", attempt))
+
+
+@router.post("/twilio/voice/status")
+async def on_call_status(request: Request, survey: int, form: FormData = Depends(signed_form)) -> Response:  # noqa: B008
+    """The call ended: a survey still open keeps its answers and is marked by how the call ended."""
+    service: Service = request.app.state.service
+    status = CALL_ENDED.get(form_text(form, "CallStatus"))
+    if status is not None and await close_survey(service.db, survey, status):
+        log.info("survey %s: call ended (%s) before the survey did", survey, form_text(form, "CallStatus"))
+    return Response(status_code=204)

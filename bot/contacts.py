@@ -1,0 +1,65 @@
+"""Contacts' consent: an opt-out ends their open surveys and keeps new ones from being sent."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from bot.db import Database, upsert_insert
+from bot.surveys import OPEN
+from bot.tables import contacts, surveys
+
+
+async def opt_out(db: Database, channel: str, address: str, *, now: datetime) -> int:
+    """Record that the contact wants no more surveys; returns how many open surveys were ended."""
+    async with db.write() as conn:
+        await conn.execute(
+            upsert_insert(db, contacts)
+            .values(channel=channel, address=address, created_at=now, opted_out_at=now)
+            .on_conflict_do_update(index_elements=["channel", "address"], set_={"opted_out_at": now})
+        )
+        contact = (
+            sa.select(contacts.c.id)
+            .where(contacts.c.channel == channel, contacts.c.address == address)
+            .scalar_subquery()
+        )
+        ended = await conn.execute(
+            sa.update(surveys)
+            .where(surveys.c.contact_id == contact, surveys.c.status.in_(OPEN))
+            .values(status="stopped")
+        )
+    return int(ended.rowcount or 0)
+
+
+async def opt_in(db: Database, channel: str, address: str) -> bool:
+    """Undo an opt-out (START); True when the contact had opted out."""
+    async with db.write() as conn:
+        result = await conn.execute(
+            sa.update(contacts)
+            .where(
+                contacts.c.channel == channel,
+                contacts.c.address == address,
+                contacts.c.opted_out_at.is_not(None),
+            )
+            .values(opted_out_at=None)
+        )
+    return bool(result.rowcount)
+
+
+async def contact_language(db: Database, channel: str, address: str) -> str | None:
+    """The language of the contact's newest survey, else the one stored with the contact."""
+    async with db.read() as conn:
+        row = (
+            await conn.execute(
+                sa.select(surveys.c.language, contacts.c.language.label("own"))
+                .select_from(contacts.outerjoin(surveys, surveys.c.contact_id == contacts.c.id))
+                .where(contacts.c.channel == channel, contacts.c.address == address)
+                .order_by(surveys.c.id.desc())
+                .limit(1)
+            )
+        ).one_or_none()
+    if row is None:
+        return None
+    language: str | None = row.language or row.own
+    return language
