@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
+from bot import api
 from bot.channels import sms, voice
 from bot.channels.registry import open_channels
-from bot.errors import AfterwordError, ReportError
-from bot.reports import build_report, report_query
+from bot.errors import AfterwordError
+from bot.scheduler import Scheduler
 from bot.service import Service
 from bot.settings import Settings
 
@@ -30,11 +34,13 @@ def create_app(
     *,
     telegram: TelegramBot | None = None,
     telegram_polling: bool = False,
+    scheduler: bool = True,
 ) -> FastAPI:
     """The ASGI app; it opens its own Service unless one is passed in (tests, the CLI).
 
     With TELEGRAM_BOT_TOKEN set, the Telegram bot starts and stops with the app, unless a
     started one is passed in (the CLI starts it first, to report a refused token in one line).
+    The scheduler runs inside the app unless ``scheduler`` is False.
     """
 
     @asynccontextmanager
@@ -43,6 +49,7 @@ def create_app(
         app.state.service = service if service is not None else await Service.open(settings)
         app.state.telegram = telegram
         app.state.twilio = None
+        app.state.scheduler = None
         own_bot = telegram is None and settings.telegram_enabled
         try:
             if own_bot:
@@ -57,8 +64,16 @@ def create_app(
             app.state.channels = open_channels(
                 app.state.service, telegram=app.state.telegram, twilio=app.state.twilio
             )
+            if scheduler:
+                app.state.scheduler = asyncio.create_task(
+                    Scheduler(app.state.service, app.state.channels).run()
+                )
             yield
         finally:
+            if app.state.scheduler is not None:
+                app.state.scheduler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await app.state.scheduler
             if app.state.twilio is not None:
                 await app.state.twilio.close()
             if own_bot and app.state.telegram is not None:
@@ -71,9 +86,26 @@ def create_app(
         app.state.service = service
     app.state.telegram = None
     app.state.twilio = None
+    app.state.scheduler = None
     app.state.channels = {}
+    app.include_router(api.router)
     app.include_router(sms.router)
     app.include_router(voice.router)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        """Errors keep one shape: {"error": {"field", "message"}}."""
+        detail = exc.detail if isinstance(exc.detail, dict) else {"field": None, "message": str(exc.detail)}
+        return JSONResponse({"error": detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """A body that does not fit the schema: 422 naming the first field, with every problem listed."""
+        problems = [
+            {"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"error": problems[0], "errors": problems}, status_code=422)
 
     @app.post("/telegram/webhook", include_in_schema=False)
     async def telegram_webhook(request: Request) -> Response:
@@ -108,25 +140,5 @@ def create_app(
         body["status"] = "ok"
         body["database"]["status"] = "ok"
         return JSONResponse(body)
-
-    @app.get("/api/report", tags=["reports"])
-    async def api_report(
-        request: Request,
-        since: str = "30d",
-        from_: Annotated[str | None, Query(alias="from")] = None,
-        to: str | None = None,
-        by: str | None = None,
-        trend: str | None = None,
-        rule: str = "top2",
-    ) -> JSONResponse:
-        """CSAT, NPS and CES with 95 % intervals, as `afterword report --format json`."""
-        svc: Service = request.app.state.service
-        try:
-            query = report_query(
-                now=svc.clock(), since=since, from_=from_, to=to, by=by, trend=trend, rule=rule
-            )
-        except ReportError as exc:
-            return JSONResponse({"error": {"field": exc.field, "message": exc.message}}, status_code=400)
-        return JSONResponse(await build_report(svc.db, query, svc.settings.targets))
 
     return app

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import sys
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from bot.errors import AfterwordError
-from bot.settings import Settings, load_settings
-from flows.errors import FlowError, FlowInvalid
+from bot.cli_admin import apikey_app, db_app, flows_app, staff_app, telegram_app
+from bot.cli_support import err, fail, load, run
 
 T = TypeVar("T")
 
@@ -26,48 +23,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
-flows_app = typer.Typer(help="List and check survey flows.", no_args_is_help=True)
-staff_app = typer.Typer(help="Manage who may use the staff commands.", no_args_is_help=True)
-telegram_app = typer.Typer(help="Set up the Telegram bot.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(flows_app, name="flows")
 app.add_typer(staff_app, name="staff")
 app.add_typer(telegram_app, name="telegram")
-
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]Error:[/] {message}", markup=True)
-    raise typer.Exit(code)
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except AfterwordError as exc:
-        _fail(str(exc), exc.exit_code)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Our own errors become one line on stderr and a non-zero exit, never a traceback."""
-    try:
-        yield
-    except FlowInvalid as exc:
-        for issue in exc.issues:
-            err.print(str(issue), markup=False)
-        _fail(f"flow file {exc.source} is invalid ({len(exc.issues)} problem(s))")
-    except (AfterwordError, FlowError) as exc:
-        _fail(str(exc), getattr(exc, "exit_code", 1))
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion under ``_errors``."""
-    with _errors():
-        return asyncio.run(coro)
-    raise AssertionError("unreachable: _errors exits on every error")
+app.add_typer(apikey_app, name="apikey")
 
 
 def _version(value: bool) -> None:
@@ -117,7 +77,7 @@ def serve(
     from bot.phones import install_log_masking
     from bot.service import Service
 
-    settings = _settings()
+    settings = load()
 
     async def _serve() -> None:
         # One event loop for start-up checks and serving: pooled connections belong to it.
@@ -146,6 +106,10 @@ def serve(
                     "PUBLIC_BASE_URL", "required with Twilio: webhooks are signed over this address"
                 )
             err.print(twilio_summary(settings))
+            err.print(
+                f"Scheduler: on (quiet hours {settings.quiet_hours}, throttle {settings.throttle_days} days, "
+                f"reminder after {settings.reminder_after_hours:g} h)"
+            )
             config = uvicorn.Config(
                 create_app(settings, service, telegram=telegram),
                 host=host or settings.host,
@@ -159,7 +123,7 @@ def serve(
                 await telegram.stop()
             await service.close()
 
-    _run(_serve())
+    run(_serve())
 
 
 @app.command()
@@ -183,7 +147,7 @@ def chat(
     from bot.service import Service
     from bot.surveys import NewSurvey
 
-    settings = _settings()
+    settings = load()
     request = NewSurvey(
         flow_id=flow,
         channel="console",
@@ -204,7 +168,7 @@ def chat(
             await service.close()
         return result.status
 
-    _run(_chat())
+    run(_chat())
 
 
 @app.command()
@@ -235,8 +199,8 @@ def report(
     from bot.service import Service
 
     if fmt not in FORMATS:
-        _fail(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}", 2)
-    settings = _settings()
+        fail(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}", 2)
+    settings = load()
 
     async def _report() -> dict[str, Any]:
         service = await Service.open(settings)
@@ -248,7 +212,7 @@ def report(
         finally:
             await service.close()
 
-    typer.echo(render(_run(_report()), fmt, width=Console().width).rstrip("\n"))
+    typer.echo(render(run(_report()), fmt, width=Console().width).rstrip("\n"))
 
 
 @app.command()
@@ -267,8 +231,8 @@ def chart(
     from scoring.chart import trend_chart
 
     if lang not in ("de", "en"):
-        _fail(f"--lang: {lang!r} is not de or en", 2)
-    settings = _settings()
+        fail(f"--lang: {lang!r} is not de or en", 2)
+    settings = load()
 
     async def _chart() -> bytes:
         service = await Service.open(settings)
@@ -279,11 +243,11 @@ def chart(
             await service.close()
         return trend_chart(trend_points(data), targets=settings.targets, language=lang)  # type: ignore[arg-type]
 
-    png = _run(_chart())
+    png = run(_chart())
     try:
         out.write_bytes(png)
     except OSError as exc:
-        _fail(f"--out: cannot write {out}: {exc.strerror}")
+        fail(f"--out: cannot write {out}: {exc.strerror}")
     typer.echo(f"wrote {out} ({len(png):,} bytes)")
 
 
@@ -308,7 +272,7 @@ def import_(
     from bot.importer import import_csv
     from bot.service import Service
 
-    settings = _settings()
+    settings = load()
 
     async def _import() -> Any:
         service = await Service.open(settings)
@@ -324,7 +288,7 @@ def import_(
         finally:
             await service.close()
 
-    result = _run(_import())
+    result = run(_import())
     for problem in result.problems:
         err.print(f"skipped {problem}", markup=False)
     typer.echo(
@@ -332,214 +296,142 @@ def import_(
     )
 
 
-@db_app.command("upgrade")
-def db_upgrade() -> None:
-    """Apply the schema migrations to DATABASE_URL (safe to run again).
-
-    Example: DATABASE_URL=postgresql+asyncpg://afterword@db/afterword afterword db upgrade
-    """
-    from bot.db import Database
-
-    settings = _settings()
-
-    async def _upgrade() -> str | None:
-        db = Database(settings.database)
-        try:
-            await db.upgrade()
-            return await db.revision()
-        finally:
-            await db.dispose()
-
-    revision = _run(_upgrade())
-    typer.echo(f"database {settings.database.render_as_string(hide_password=True)} is at revision {revision}")
-
-
-@db_app.command("status")
-def db_status() -> None:
-    """Show the schema revision of DATABASE_URL and the one this version needs.
-
-    Example: afterword db status
-    """
-    from bot.db import Database, head_revision
-
-    settings = _settings()
-
-    async def _status() -> str | None:
-        db = Database(settings.database)
-        try:
-            return await db.revision()
-        finally:
-            await db.dispose()
-
-    current, head = _run(_status()), head_revision()
-    typer.echo(f"current: {current or 'empty'}\nneeded:  {head}")
-    if current != head:
-        raise typer.Exit(1)
-
-
-@flows_app.command("list")
-def flows_list() -> None:
-    """List the flows Afterword knows: built-in ones and those in FLOWS_DIR.
-
-    Example: afterword flows list
-    """
-    from flows.loader import load_flows
-
-    settings = _settings()
-    with _errors():
-        flows = load_flows(settings.flows_dir)
-    table = Table("id", "version", "languages", "questions", "title")
-    for flow in sorted(flows.values(), key=lambda f: f.id):
-        table.add_row(
-            flow.id,
-            str(flow.version),
-            ", ".join(flow.languages),
-            " → ".join(q.id for q in flow.questions),
-            flow.title or "",
-        )
-    Console(highlight=False).print(table)
-
-
-@flows_app.command("check")
-def flows_check(
-    paths: Annotated[list[Path], typer.Argument(help="Flow files or folders of them.", exists=True)],
-) -> None:
-    """Validate flow files; print every problem with file, line and field, exit 1 if any.
-
-    Example: afterword flows check flows/builtin my-flows/
-    """
-    from flows.loader import check_paths
-
-    issues = check_paths(paths)
-    for issue in issues:
-        typer.echo(str(issue), err=True)
-    if issues:
-        _fail(f"{len(issues)} problem(s) found")
-    typer.echo(f"ok: {len(paths)} path(s) checked, no problems")
-
-
-@staff_app.command("add")
-def staff_add(
-    telegram: Annotated[int, typer.Option("--telegram", help="The person's Telegram user id (a number).")],
-    role: Annotated[str, typer.Option(help="manager (/report and /survey) or agent (/survey only).")],
-    name: Annotated[
+@app.command()
+def trigger(
+    channel: Annotated[str, typer.Option(help="telegram, sms, whatsapp, voice or web.")],
+    ticket: Annotated[str, typer.Option(help="The ticket id; one survey per ticket and flow.")],
+    to: Annotated[
         str | None,
-        typer.Option(help="Name stored as the agent of surveys they create (default: Telegram name)."),
+        typer.Option(help="E.164 phone (sms, whatsapp, voice) or Telegram chat id; none for links."),
     ] = None,
+    agent: Annotated[str | None, typer.Option(help="The agent who handled the ticket.")] = None,
+    team: Annotated[str | None, typer.Option(help="The agent's team.")] = None,
+    flow: Annotated[str | None, typer.Option(help="Flow id (default: DEFAULT_FLOW).")] = None,
+    lang: Annotated[
+        str | None, typer.Option(help="de or en (default: the contact's, else the flow's).")
+    ] = None,
+    delay: Annotated[str | None, typer.Option(help="Wait before sending: 90s, 15m, 1h, 2d.")] = None,
 ) -> None:
-    """Give a Telegram user a staff role, or change it.
+    """Trigger a survey for a ticket, as POST /api/surveys does.
 
-    Telegram user ids are numbers; a user sees theirs by sending /start to @userinfobot.
+    The survey is queued; a running `afterword serve` or `afterword worker` sends it when it
+    is due, after the opt-out, throttle and quiet-hour checks. Link channels print the link.
 
-    Example: afterword staff add --telegram 123456789 --role manager --name Anna
+    Example: afterword trigger --channel sms --to +4915112345678 --ticket T-1 --agent anna --delay 1h
     """
+    from pydantic import ValidationError
+
+    from bot.channels.registry import configured
     from bot.service import Service
-    from bot.settings import STAFF_ROLES
-    from bot.staff import add_staff
+    from bot.triggers import SurveyRequest
+    from bot.triggers import trigger as make
 
-    if role not in STAFF_ROLES:
-        _fail(f"--role: {role!r} is not one of {', '.join(STAFF_ROLES)}", 2)
-    settings = _settings()
+    settings = load()
+    try:
+        request = SurveyRequest(
+            ticket_id=ticket,
+            channel=channel,
+            to=to,
+            agent=agent,
+            team=team,
+            flow=flow,
+            language=lang,
+            delay=delay,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        fail(f"--{first['loc'][0]}: {first['msg']}", 2)
 
-    async def _add() -> bool:
+    async def _trigger() -> Any:
         service = await Service.open(settings)
         try:
-            return await add_staff(
-                service.db,
-                telegram_id=telegram,
-                role=role,
-                name=name,
-                now=service.clock(),
+            username = await _telegram_username(service) if channel == "telegram" and to is None else None
+
+            def link_for(kind: str, token: str) -> str | None:
+                if kind == "telegram":
+                    return f"https://t.me/{username}?start={token}" if username else None
+                base = settings.public_base_url or f"http://{settings.host}:{settings.port}"
+                return f"{base}/s/{token}"
+
+            return await make(
+                service, request, channels=dict.fromkeys(configured(settings)), link_for=link_for
             )
         finally:
             await service.close()
 
-    created = _run(_add())
-    typer.echo(f"{'added' if created else 'updated'}: Telegram user {telegram} is {role}")
+    made = run(_trigger())
+    if made.survey_id is None:
+        typer.echo(f"skipped: the {channel} contact has opted out of surveys")
+        return
+    verb = "created" if made.created else "exists"
+    when = f", send at {made.send_at:%Y-%m-%d %H:%M} UTC" if made.send_at else ""
+    typer.echo(f"{verb}: survey {made.survey_id} for {made.ticket_id} ({made.flow}, {made.status}{when})")
+    if made.link:
+        typer.echo(made.link)
 
 
-@staff_app.command("remove")
-def staff_remove(
-    telegram: Annotated[int, typer.Option("--telegram", help="The Telegram user id to remove.")],
-) -> None:
-    """Take the staff role from a Telegram user added with `staff add`.
+async def _telegram_username(service: Any) -> str:
+    from bot.telegram_bot import TelegramBot
 
-    Example: afterword staff remove --telegram 123456789
+    bot = TelegramBot(service, receive=False)
+    await bot.application.initialize()
+    try:
+        return str(bot.application.bot.username)
+    finally:
+        await bot.application.shutdown()
+
+
+@app.command()
+def worker() -> None:
+    """Send due surveys, reminders and alerts, without the web app.
+
+    Run as many as you like against PostgreSQL: jobs are claimed with FOR UPDATE SKIP
+    LOCKED, so no survey is sent twice. `afterword serve` runs the same scheduler itself.
+
+    Example: afterword worker
     """
-    from bot.service import Service
-    from bot.staff import remove_staff
+    import signal
 
-    settings = _settings()
-
-    async def _remove() -> bool:
-        service = await Service.open(settings)
-        try:
-            return await remove_staff(service.db, telegram)
-        finally:
-            await service.close()
-
-    if not _run(_remove()):
-        hint = " (it is in TELEGRAM_STAFF: remove it there)" if telegram in settings.telegram_staff else ""
-        _fail(f"--telegram: no staff member {telegram} was added with `staff add`{hint}")
-    typer.echo(f"removed: Telegram user {telegram}")
-
-
-@staff_app.command("list")
-def staff_list() -> None:
-    """List the staff: added with `staff add` and from TELEGRAM_STAFF.
-
-    Example: afterword staff list
-    """
-    from bot.service import Service
-    from bot.staff import list_staff
-
-    settings = _settings()
-
-    async def _list() -> list[Any]:
-        service = await Service.open(settings)
-        try:
-            return await list_staff(service.db, settings)
-        finally:
-            await service.close()
-
-    members = _run(_list())
-    table = Table("telegram user", "role", "name", "from")
-    for member in members:
-        table.add_row(str(member.telegram_id), member.role, member.name or "", member.source)
-    Console(highlight=False).print(table)
-
-
-@telegram_app.command("set-webhook")
-def telegram_set_webhook() -> None:
-    """Tell Telegram to post updates to PUBLIC_BASE_URL/telegram/webhook, with the secret.
-
-    Needs TELEGRAM_BOT_TOKEN, TELEGRAM_WEBHOOK_SECRET and PUBLIC_BASE_URL (https).
-
-    Example: afterword telegram set-webhook
-    """
-    from bot.errors import ConfigError
+    from bot.channels.registry import open_channels
+    from bot.phones import install_log_masking
+    from bot.scheduler import Scheduler, worker_name
     from bot.service import Service
 
-    settings = _settings()
-    if not settings.telegram_enabled:
-        _fail(str(ConfigError("TELEGRAM_BOT_TOKEN", "not set; the Telegram channel is off")), 2)
+    settings = load()
+    install_log_masking(settings.log_level)
 
-    async def _set() -> str:
-        from bot.telegram_bot import TelegramBot
-
+    async def _work() -> None:
         service = await Service.open(settings)
+        telegram = twilio = None
         try:
-            bot = TelegramBot(service)
-            await bot.application.initialize()
-            try:
-                return await bot.set_webhook()
-            finally:
-                await bot.application.shutdown()
+            if settings.telegram_enabled:
+                from bot.telegram_bot import TelegramBot
+
+                telegram = TelegramBot(service, receive=False)
+                await telegram.start()
+            if settings.twilio_enabled:
+                from bot.channels.twilio import TwilioAccount
+
+                twilio = TwilioAccount(settings)
+            channels = open_channels(service, telegram=telegram, twilio=twilio)
+            names = ", ".join(sorted(channels)) or "none (set TELEGRAM_BOT_TOKEN or TWILIO_* to send)"
+            note = " (SQLite: run one process only)" if service.db.is_sqlite else ""
+            err.print(f"worker {worker_name()}: channels {names}{note}")
+            task = asyncio.create_task(Scheduler(service, channels).run())
+            loop = asyncio.get_running_loop()
+            for stop in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(stop, task.cancel)
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         finally:
+            if twilio is not None:
+                await twilio.close()
+            if telegram is not None:
+                await telegram.stop()
             await service.close()
 
-    url = _run(_set())
-    typer.echo(f"webhook set: {url} (updates: message, callback_query)")
+    run(_work())
+    err.print("worker stopped")
 
 
 def _login() -> str:

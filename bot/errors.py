@@ -88,8 +88,8 @@ class ContactOptedOut(SurveyError):
         super().__init__(f"the {channel} contact has opted out of surveys")
 
 
-class ReportError(AfterwordError):
-    """A report parameter is not allowed; ``field`` names it."""
+class InputError(AfterwordError):
+    """A value the user gave is not allowed; ``field`` names it, ``message`` says what is."""
 
     exit_code = 2
 
@@ -97,6 +97,18 @@ class ReportError(AfterwordError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
+
+
+class ReportError(InputError):
+    """A report parameter is not allowed."""
+
+
+class TriggerError(InputError):
+    """A trigger request that cannot become a survey (API 422, CLI exit 2)."""
+
+
+class ApiKeyError(InputError):
+    """An API key cannot be created or revoked as asked."""
 
 
 class ImportFailed(AfterwordError):

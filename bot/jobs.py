@@ -143,3 +143,13 @@ async def latest_result(conn: AsyncConnection, survey_id: int, kind: str) -> Map
         )
     ).one_or_none()
     return row.result if row is not None else None
+
+
+async def postpone(db: Database, job: Job, *, due_at: datetime) -> None:
+    """Put a job back, due later, without counting this attempt (quiet hours are no failure)."""
+    async with db.write() as conn:
+        await conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == job.id)
+            .values(due_at=due_at, locked_until=None, attempts=jobs.c.attempts - 1)
+        )

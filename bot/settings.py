@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -13,6 +13,9 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from bot.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bot.quiet_hours import QuietHours
 
 # Plain driver names map to the async drivers Afterword uses, so a URL copied from
 # elsewhere ("postgres://…", "sqlite:///…") just works.
@@ -75,6 +78,19 @@ class Settings(BaseSettings):
     twilio_whatsapp_from: str | None = None
     twilio_api_base_url: str | None = None
     phone_region: str = Field(default="DE", pattern=r"^[A-Z]{2}$")
+    # Sending rules (the scheduler): quiet hours in the recipient's zone, throttle, reminder.
+    quiet_hours: str = "21:00-08:00"
+    default_time_zone: str = "Europe/Berlin"
+    throttle_days: int = Field(default=30, ge=0)
+    reminder_after_hours: float = Field(default=24, ge=0)
+    send_rate_telegram: float = Field(default=30, gt=0)  # messages per second, Telegram's limit
+    send_rate_sms: float = Field(default=1, gt=0)  # messages per second per sender (a long code: 1)
+    send_rate_voice: float = Field(default=1, gt=0)  # calls per second (Twilio's default CPS: 1)
+    worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    # Helpdesk webhooks (/hooks/zendesk, /hooks/freshdesk, /hooks/generic).
+    hooks_secret: SecretStr | None = None
+    hooks_channel: Literal["sms", "whatsapp", "voice"] = "sms"
+    hooks_generic_map: str | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -107,6 +123,8 @@ class Settings(BaseSettings):
         "twilio_from_number",
         "twilio_messaging_service_sid",
         "twilio_whatsapp_from",
+        "hooks_secret",
+        "hooks_generic_map",
         mode="before",
     )
     @classmethod
@@ -151,6 +169,39 @@ class Settings(BaseSettings):
         ):
             raise ValueError(f"{value!r} is not a number in E.164 form such as +4930123456789")
         return value.strip().removeprefix("whatsapp:") if value else value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: str) -> str:
+        from bot.quiet_hours import parse_quiet_hours
+
+        parse_quiet_hours(value)  # ValueError with the reason
+        return value
+
+    @field_validator("default_time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from bot.quiet_hours import zone_or_default
+
+        if zone_or_default(value, "") != value:
+            raise ValueError(f"{value!r} is not a time zone name such as Europe/Berlin")
+        return value
+
+    @field_validator("hooks_generic_map")
+    @classmethod
+    def _generic_map(cls, value: str | None) -> str | None:
+        if value is not None:
+            from bot.hooks import parse_mapping
+
+            parse_mapping(value)
+        return value
+
+    @property
+    def quiet(self) -> QuietHours | None:
+        """The parsed QUIET_HOURS, None when off."""
+        from bot.quiet_hours import parse_quiet_hours
+
+        return parse_quiet_hours(self.quiet_hours)
 
     @property
     def twilio_enabled(self) -> bool:

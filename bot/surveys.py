@@ -11,6 +11,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot import jobs
 from bot.db import Database, upsert_insert
 from bot.errors import ContactOptedOut
 from bot.tables import contacts, surveys
@@ -48,12 +49,20 @@ class Created:
 
 
 async def create_survey(
-    db: Database, flows: Mapping[str, Flow], new: NewSurvey, *, now: datetime, ttl: timedelta
+    db: Database,
+    flows: Mapping[str, Flow],
+    new: NewSurvey,
+    *,
+    now: datetime,
+    ttl: timedelta,
+    send_at: datetime | None = None,
 ) -> Created:
     """Create and open a survey; the same ticket and flow give back the existing one.
 
     The contact's older open survey on the same channel is closed as ``incomplete``, so a
-    reply always belongs to the newest question the contact was asked.
+    reply always belongs to the newest question the contact was asked. With ``send_at`` the
+    survey stays ``pending`` and a send job is queued for the scheduler, which applies the
+    opt-out, throttle and quiet-hour rules when it is due. An open survey gets an expiry job.
     """
     flow = get_flow(flows, new.flow_id)
     async with db.write() as conn:
@@ -62,8 +71,10 @@ async def create_survey(
             existing = await _by_ticket(conn, new.ticket, flow.id)
             if existing is not None:
                 return existing
-        step = engine.start(flow, new.language or contact_language, expires_at=now + ttl)
-        if contact_id is not None:
+        pending = send_at is not None
+        expires_at = None if pending else now + ttl
+        step = engine.start(flow, new.language or contact_language, expires_at=expires_at)
+        if contact_id is not None and not pending:  # a pending survey closes them when it is sent
             await conn.execute(
                 sa.update(surveys)
                 .where(surveys.c.contact_id == contact_id, surveys.c.status.in_(OPEN))
@@ -82,10 +93,11 @@ async def create_survey(
                 channel=new.channel,
                 contact_id=contact_id,
                 language=step.state.language,
-                status="active",
+                status="pending" if pending else "active",
                 created_at=now,
-                sent_at=now,
-                expires_at=now + ttl,
+                send_at=send_at,
+                sent_at=None if pending else now,
+                expires_at=expires_at,
                 state=step.state.to_json(),
                 meta=dict(new.meta) if new.meta else None,
                 requested_language=new.language,
@@ -98,7 +110,12 @@ async def create_survey(
             found = await _by_ticket(conn, new.ticket or "", flow.id)
             assert found is not None  # noqa: S101 - the conflict guarantees the row
             return found
-    return Created(survey_id, token, "active", step.state.language, step.prompts, created=True)
+        if pending:
+            await jobs.enqueue(conn, "send", now=now, survey_id=survey_id, due_at=send_at)
+        else:
+            await jobs.enqueue(conn, "expire", now=now, survey_id=survey_id, due_at=expires_at)
+    status = "pending" if pending else "active"
+    return Created(survey_id, token, status, step.state.language, step.prompts, created=True)
 
 
 async def _contact(

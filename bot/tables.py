@@ -187,6 +187,18 @@ staff = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
 )
 
+# API keys: only a SHA-256 of each key is kept; the key itself is shown once, at creation.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("last_used_at", UTCDateTime()),
+    sa.Column("revoked_at", UTCDateTime()),
+)
+
 # Indexes only reports read: a large SQLite import rebuilds them once instead of updating
 # them a million times (bot.importer).
 REPORT_INDEXES = tuple(

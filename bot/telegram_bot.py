@@ -29,10 +29,13 @@ WEBHOOK_PATH = "/telegram/webhook"
 
 
 class TelegramBot:
-    """The Application with Afterword's handlers, and the alert loop that uses its bot."""
+    """The Application with Afterword's handlers, and the alert loop that uses its bot.
 
-    def __init__(self, service: Service, *, polling: bool = False) -> None:
-        if not polling and service.settings.telegram_webhook_secret is None:
+    ``receive=False`` (`afterword worker`) only sends: surveys, reminders and alerts.
+    """
+
+    def __init__(self, service: Service, *, polling: bool = False, receive: bool = True) -> None:
+        if receive and not polling and service.settings.telegram_webhook_secret is None:
             raise ConfigError(
                 "TELEGRAM_WEBHOOK_SECRET",
                 "required to accept Telegram webhooks; set it, or run `afterword serve --telegram-polling`",

@@ -13,6 +13,7 @@ from bot.service import Service
 from bot.settings import Settings, load_settings
 from flows.loader import load_flows
 from tests.fakes.telegram import FakeBotApi
+from tests.fakes.twilio import FakeTwilioApi
 from tests.support import BACKENDS, PG_URL, Clock, reset_postgres
 
 
@@ -61,4 +62,11 @@ def cli_env(db_url: str) -> dict[str, str]:
 def fake_telegram() -> Iterator[FakeBotApi]:
     """A fake Telegram Bot API on 127.0.0.1 that the real library talks to."""
     with FakeBotApi() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_twilio() -> Iterator[FakeTwilioApi]:
+    """A fake Twilio REST API on 127.0.0.1 that the real twilio client talks to."""
+    with FakeTwilioApi() as fake:
         yield fake

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from bot.app import create_app
+from bot.service import Service
+from bot.settings import load_settings
 
 PG_URL = os.environ.get("AFTERWORD_TEST_DATABASE_URL")
 BACKENDS = [
@@ -47,3 +56,23 @@ async def reset_postgres(url: str) -> None:
         await conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
         await conn.exec_driver_sql("CREATE SCHEMA public")
     await engine.dispose()
+
+
+@asynccontextmanager
+async def running_app(
+    base: Service, clock: Clock, **settings: Any
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient, Service]]:
+    """The web app over ``base``'s database with extra ``settings``, its lifespan run, and a client.
+
+    The scheduler is left out: tests that need it run its passes themselves, with the clock.
+    """
+    configured = load_settings(
+        _env_file=None, database_url=base.settings.database_url, flows_dir=[], **settings
+    )
+    service = Service(settings=configured, db=base.db, flows=base.flows, clock=clock)
+    app = create_app(configured, service, scheduler=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
+    ):
+        yield app, client, service

@@ -14,23 +14,38 @@ if TYPE_CHECKING:
     from bot.telegram_bot import TelegramBot
 
 
+def configured(settings: Settings) -> set[str]:
+    """The channel names the settings turn on (web links need nothing)."""
+    names = {"web"}
+    if settings.telegram_enabled:
+        names.add("telegram")
+    if settings.twilio_enabled:
+        if settings.twilio_from_number or settings.twilio_messaging_service_sid:
+            names.add("sms")
+        if settings.twilio_whatsapp_from:
+            names.add("whatsapp")
+        if settings.twilio_from_number:
+            names.add("voice")
+    return names
+
+
 def open_channels(
     service: Service, *, telegram: TelegramBot | None = None, twilio: TwilioAccount | None = None
 ) -> dict[str, Channel]:
     """The channels that can send, by the name surveys use (`telegram`, `sms`, `whatsapp`, `voice`)."""
     channels: dict[str, Channel] = {}
-    settings = service.settings
+    names = configured(service.settings)
     if telegram is not None:
         channels["telegram"] = telegram.channel
     if twilio is not None:
         from bot.channels.sms import SmsChannel
         from bot.channels.voice import VoiceChannel
 
-        if settings.twilio_from_number or settings.twilio_messaging_service_sid:
+        if "sms" in names:
             channels["sms"] = SmsChannel(service, twilio)
-        if settings.twilio_whatsapp_from:
+        if "whatsapp" in names:
             channels["whatsapp"] = SmsChannel(service, twilio, whatsapp=True)
-        if settings.twilio_from_number:
+        if "voice" in names:
             channels["voice"] = VoiceChannel(service, twilio)
     return channels
 

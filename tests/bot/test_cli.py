@@ -427,3 +427,58 @@ def test_serve_with_twilio_but_no_public_url_stops_with_one_line(
         result.returncode,
         result.stderr.strip().splitlines()[-1],
     )
+
+
+def test_apikey_create_list_revoke(migrated: dict[str, str], tmp_path: Path) -> None:
+    """`apikey create` prints the key once; `list` shows the name, never the key; `revoke` marks it."""
+    env = {**migrated, "COLUMNS": "200"}
+    created = run(["apikey", "create", "zendesk-prod"], env, tmp_path)
+    key = created.stdout.strip()
+    assert (0, True) == (created.returncode, key.startswith("aw_") and len(key) > 40)
+    listed = run(["apikey", "list"], env, tmp_path).stdout
+    assert ("zendesk-prod" in listed, key in listed) == (True, False)
+    twice = run(["apikey", "create", "zendesk-prod"], env, tmp_path)
+    assert (2, "Error: NAME: a key named 'zendesk-prod' exists; revoke it or choose another name") == (
+        twice.returncode,
+        twice.stderr.strip(),
+    )
+    assert "revoked: zendesk-prod" == run(["apikey", "revoke", "zendesk-prod"], env, tmp_path).stdout.strip()
+    assert 1 == run(["apikey", "revoke", "zendesk-prod"], env, tmp_path).returncode
+
+
+def test_trigger_cli_queues_a_survey_and_prints_a_web_link(migrated: dict[str, str], tmp_path: Path) -> None:
+    """`afterword trigger --channel web` creates an open survey and prints its link; again, it exists."""
+    env = {**migrated, "PUBLIC_BASE_URL": "https://survey.example.com"}
+    args = ["trigger", "--channel", "web", "--ticket", "T-7", "--agent", "anna"]
+    first = run(args, env, tmp_path)
+    again = run(args, env, tmp_path)
+    assert 0 == first.returncode, first.stderr
+    lines = first.stdout.splitlines()
+    assert lines[0].startswith("created: survey 1 for T-7 (support-csat, active")
+    assert lines[1].startswith("https://survey.example.com/s/")
+    assert again.stdout.startswith("exists: survey 1 for T-7")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--channel", "sms", "--to", "+4915112345678"],
+            "Error: channel: sms is off: set TWILIO_ACCOUNT_SID",
+        ),
+        (
+            ["--channel", "pigeon"],
+            "Error: --channel: Input should be 'telegram', 'sms', 'whatsapp', 'voice' or 'web'",
+        ),
+        (
+            ["--channel", "web", "--delay", "soon"],
+            "Error: delay: 'soon' is not a delay such as 90s, 15m, 1h or 2d",
+        ),
+    ],
+)
+def test_trigger_cli_bad_input_names_the_option(
+    migrated: dict[str, str], tmp_path: Path, args: list[str], message: str
+) -> None:
+    """A bad trigger option is one line naming it, exit 2, and nothing is stored."""
+    result = run(["trigger", "--ticket", "T-1", *args], migrated, tmp_path)
+    assert (2, True) == (result.returncode, result.stderr.strip().startswith(message)), result.stderr

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.apikeys import create_key
 from bot.app import create_app
 from bot.errors import ReportError
 from bot.importer import import_csv
@@ -145,10 +146,12 @@ async def test_school_grade_answers_from_a_flow(service: Service, clock: Clock) 
 async def test_api_report_matches_cli_json(service: Service, tmp_path: Path) -> None:
     """GET /api/report returns the same JSON as the report builder, and 400 naming a bad parameter."""
     await load(service, tmp_path)
-    app = create_app(service.settings, service)
+    key = await create_key(service.db, "reports", now=service.clock())
+    app = create_app(service.settings, service, scheduler=False)
+    headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-        ok = await client.get("/api/report", params={"by": "agent", "trend": "week"})
-        bad = await client.get("/api/report", params={"by": "agnt"})
+        ok = await client.get("/api/report", params={"by": "agent", "trend": "week"}, headers=headers)
+        bad = await client.get("/api/report", params={"by": "agnt"}, headers=headers)
     assert (200, await report(service, by="agent", trend="week")) == (ok.status_code, ok.json())
     assert (400, "by") == (bad.status_code, bad.json()["error"]["field"])
 

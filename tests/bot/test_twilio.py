@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from itertools import count
+from typing import Any
 
 import httpx
 import pytest
@@ -15,27 +16,18 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from twilio.request_validator import RequestValidator
 
-from bot.app import create_app
 from bot.channels.base import Channel
 from bot.errors import ContactOptedOut
 from bot.service import Service
-from bot.settings import load_settings
 from bot.surveys import NewSurvey, create_survey
 from bot.tables import answers, contacts, surveys
 from tests.fakes.twilio import FakeTwilioApi
-from tests.support import Clock
+from tests.support import Clock, running_app
 
 PUBLIC = "https://survey.example.com"
 SENDER = "+4930901820"
 WHATSAPP_SENDER = "+14155238886"
 CUSTOMER = "+4915112345678"
-
-
-@pytest.fixture
-def fake_twilio() -> AsyncIterator[FakeTwilioApi]:  # type: ignore[misc]
-    """A fake Twilio REST API on 127.0.0.1."""
-    with FakeTwilioApi() as fake:
-        yield fake
 
 
 @dataclass
@@ -95,26 +87,22 @@ class Harness:
         return created.survey_id
 
 
+def twilio_settings(fake: FakeTwilioApi) -> dict[str, Any]:
+    """Settings that turn SMS, WhatsApp and voice on against the fake REST API."""
+    return {
+        "twilio_account_sid": fake.account_sid,
+        "twilio_auth_token": fake.auth_token,
+        "twilio_from_number": SENDER,
+        "twilio_whatsapp_from": WHATSAPP_SENDER,
+        "twilio_api_base_url": fake.base_url,
+        "public_base_url": PUBLIC,
+    }
+
+
 @pytest.fixture
 async def tw(service: Service, fake_twilio: FakeTwilioApi, clock: Clock) -> AsyncIterator[Harness]:
     """The web app with the Twilio channels on, pointed at the fake REST API."""
-    settings = load_settings(
-        _env_file=None,
-        database_url=service.settings.database_url,
-        flows_dir=[],
-        twilio_account_sid=fake_twilio.account_sid,
-        twilio_auth_token=fake_twilio.auth_token,
-        twilio_from_number=SENDER,
-        twilio_whatsapp_from=WHATSAPP_SENDER,
-        twilio_api_base_url=fake_twilio.base_url,
-        public_base_url=PUBLIC,
-    )
-    svc = Service(settings=settings, db=service.db, flows=service.flows, clock=clock)
-    app = create_app(settings, svc)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
-    ):
+    async with running_app(service, clock, **twilio_settings(fake_twilio)) as (app, client, svc):
         yield Harness(app, client, fake_twilio, svc, count(1))
 
 

@@ -1,0 +1,252 @@
+"""The JSON API (`/api/…`, with API keys) and the helpdesk webhooks (`/hooks/…`, with a shared secret).
+
+Errors answer ``{"error": {"field": …, "message": …}}``: 401 for a missing, wrong or
+revoked key, 422 for a request that cannot become a survey, naming the field (for a
+helpdesk payload, the JSON path).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+
+from bot.apikeys import check_key
+from bot.errors import ReportError, TriggerError
+from bot.hooks import HookError, HookTicket, from_freshdesk, from_generic, from_zendesk, parse_mapping
+from bot.reports import build_report, report_query
+from bot.service import Service
+from bot.tables import answers, surveys
+from bot.triggers import SurveyRequest, Triggered, trigger
+
+# Where each helpdesk puts the customer's phone, to name it when it is missing.
+_PHONE_PATHS = {
+    "zendesk": "ticket.requester.phone",
+    "freshdesk": "freshdesk_webhook.ticket_contact_mobile",
+}
+
+
+def error(status: int, field: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The API's error shape."""
+    return JSONResponse({"error": {"field": field, "message": message}}, status_code=status, headers=headers)
+
+
+class Refused(HTTPException):
+    """An HTTP error in the API's shape, raised from a dependency."""
+
+    def __init__(self, status: int, field: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, {"field": field, "message": message}, headers)
+
+
+async def api_key(request: Request) -> str:
+    """The name of the API key in ``Authorization: Bearer …``; 401 without an active one."""
+    service: Service = request.app.state.service
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    name = (
+        await check_key(service.db, key.strip(), now=service.clock()) if scheme.lower() == "bearer" else None
+    )
+    if name is None:
+        raise Refused(
+            401,
+            "Authorization",
+            "send Authorization: Bearer <api key>; create one with `afterword apikey create NAME`",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    return name
+
+
+async def hook_secret(request: Request) -> None:
+    """Helpdesk webhooks carry HOOKS_SECRET as a bearer token or in X-Afterword-Secret."""
+    secret = request.app.state.service.settings.hooks_secret
+    if secret is None:
+        raise Refused(404, "HOOKS_SECRET", "helpdesk webhooks are off: set HOOKS_SECRET")
+    scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+    given = request.headers.get("X-Afterword-Secret") or (
+        bearer.strip() if scheme.lower() == "bearer" else ""
+    )
+    if not hmac.compare_digest(given.encode(), secret.get_secret_value().encode()):
+        raise Refused(401, "Authorization", "send HOOKS_SECRET as Authorization: Bearer <secret>")
+
+
+def _link_maker(request: Request) -> Callable[[str, str], str | None]:
+    settings = request.app.state.service.settings
+    base = settings.public_base_url or str(request.base_url).rstrip("/")
+    telegram = request.app.state.telegram
+
+    def link_for(channel: str, token: str) -> str | None:
+        if channel == "telegram":
+            return telegram.link(token) if telegram is not None else None
+        return f"{base}/s/{token}"
+
+    return link_for
+
+
+def _body(made: Triggered) -> dict[str, Any]:
+    return {
+        "id": made.survey_id,
+        "status": made.status,
+        "ticket_id": made.ticket_id,
+        "channel": made.channel,
+        "flow": made.flow,
+        "language": made.language,
+        "send_at": made.send_at.isoformat() if made.send_at else None,
+        "link": made.link,
+        "created": made.created,
+    }
+
+
+async def _trigger(request: Request, body: SurveyRequest) -> JSONResponse:
+    service: Service = request.app.state.service
+    try:
+        made = await trigger(
+            service, body, channels=request.app.state.channels, link_for=_link_maker(request)
+        )
+    except TriggerError as exc:
+        return error(422, exc.field, exc.message)
+    return JSONResponse(_body(made), status_code=201 if made.created else 200)
+
+
+router = APIRouter()
+
+
+@router.post("/api/surveys", tags=["surveys"], status_code=201)
+async def create(
+    request: Request, body: SurveyRequest, key: Annotated[str, Depends(api_key)]
+) -> JSONResponse:
+    """Trigger a survey for a ticket; the same ticket_id and flow give back the existing survey (200)."""
+    return await _trigger(request, body)
+
+
+@router.get("/api/surveys/{survey_id}", tags=["surveys"])
+async def show(request: Request, survey_id: int, key: Annotated[str, Depends(api_key)]) -> JSONResponse:
+    """A survey's status, times and answers."""
+    service: Service = request.app.state.service
+    s = surveys.c
+    async with service.db.read() as conn:
+        row = (
+            await conn.execute(
+                sa.select(
+                    s.id,
+                    s.status,
+                    s.ticket,
+                    s.channel,
+                    s.flow_id,
+                    s.language,
+                    s.agent,
+                    s.team,
+                    s.created_at,
+                    s.send_at,
+                    s.sent_at,
+                    s.completed_at,
+                    s.expires_at,
+                ).where(s.id == survey_id)
+            )
+        ).one_or_none()
+        if row is None:
+            return error(404, "survey_id", f"no survey {survey_id}")
+        given = await conn.execute(
+            sa.select(answers.c.question_id, answers.c.score, answers.c.text, answers.c.answered_at)
+            .where(answers.c.survey_id == survey_id)
+            .order_by(answers.c.id)
+        )
+        found = [
+            {
+                "question": a.question_id,
+                "score": a.score,
+                "text": a.text,
+                "answered_at": a.answered_at.isoformat(),
+            }
+            for a in given
+        ]
+    times = ("created_at", "send_at", "sent_at", "completed_at", "expires_at")
+    return JSONResponse(
+        {
+            "id": row.id,
+            "status": row.status,
+            "ticket_id": row.ticket,
+            "channel": row.channel,
+            "flow": row.flow_id,
+            "language": row.language,
+            "agent": row.agent,
+            "team": row.team,
+            **{t: getattr(row, t).isoformat() if getattr(row, t) else None for t in times},
+            "answers": found,
+        }
+    )
+
+
+@router.get("/api/report", tags=["reports"])
+async def api_report(
+    request: Request,
+    key: Annotated[str, Depends(api_key)],
+    since: str = "30d",
+    from_: Annotated[str | None, Query(alias="from")] = None,
+    to: str | None = None,
+    by: str | None = None,
+    trend: str | None = None,
+    rule: str = "top2",
+) -> JSONResponse:
+    """CSAT, NPS and CES with 95 % intervals, as `afterword report --format json`."""
+    service: Service = request.app.state.service
+    try:
+        query = report_query(
+            now=service.clock(), since=since, from_=from_, to=to, by=by, trend=trend, rule=rule
+        )
+    except ReportError as exc:
+        return error(400, exc.field, exc.message)
+    return JSONResponse(await build_report(service.db, query, service.settings.targets))
+
+
+async def _hook(request: Request, source: str, read: Callable[[Any], HookTicket | None]) -> JSONResponse:
+    try:
+        payload = await request.json()
+    except ValueError:
+        return error(422, "$", "the body must be JSON")
+    try:
+        ticket = read(payload)
+    except HookError as exc:
+        return error(422, exc.path, exc.message)
+    if ticket is None:
+        return JSONResponse({"status": "ignored", "reason": "the ticket is not solved"})
+    settings = request.app.state.service.settings
+    if ticket.phone is None:
+        path = _PHONE_PATHS.get(source) or parse_mapping(settings.hooks_generic_map or "{}").get(
+            "phone", "phone"
+        )
+        return error(422, path, "missing: the customer's phone number is needed to send a survey")
+    body = SurveyRequest(
+        ticket_id=ticket.ticket_id,
+        channel=settings.hooks_channel,
+        to=ticket.phone,
+        agent=ticket.agent,
+        team=ticket.team,
+        language=ticket.language,
+        metadata={"source": source},
+    )
+    return await _trigger(request, body)
+
+
+@router.post("/hooks/zendesk", tags=["helpdesk webhooks"], dependencies=[Depends(hook_secret)])
+async def zendesk(request: Request) -> JSONResponse:
+    """Zendesk's "ticket solved" trigger webhook (the body to paste is in the README)."""
+    return await _hook(request, "zendesk", from_zendesk)
+
+
+@router.post("/hooks/freshdesk", tags=["helpdesk webhooks"], dependencies=[Depends(hook_secret)])
+async def freshdesk(request: Request) -> JSONResponse:
+    """Freshdesk's automation webhook when a ticket is resolved."""
+    return await _hook(request, "freshdesk", from_freshdesk)
+
+
+@router.post("/hooks/generic", tags=["helpdesk webhooks"], dependencies=[Depends(hook_secret)])
+async def generic(request: Request) -> JSONResponse:
+    """Any JSON, read with the field mapping in HOOKS_GENERIC_MAP."""
+    raw = request.app.state.service.settings.hooks_generic_map
+    if raw is None:
+        return error(404, "HOOKS_GENERIC_MAP", "the generic webhook needs HOOKS_GENERIC_MAP")
+    mapping = parse_mapping(raw)
+    return await _hook(request, "generic", lambda payload: from_generic(payload, mapping))

@@ -1,0 +1,284 @@
+"""Administration commands: the database, flows, staff, the Telegram webhook, API keys."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bot.cli_support import err, errors, fail, load, run, with_service
+
+db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
+flows_app = typer.Typer(help="List and check survey flows.", no_args_is_help=True)
+staff_app = typer.Typer(help="Manage who may use the staff commands.", no_args_is_help=True)
+telegram_app = typer.Typer(help="Set up the Telegram bot.", no_args_is_help=True)
+apikey_app = typer.Typer(help="Manage API keys for /api/….", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations to DATABASE_URL (safe to run again).
+
+    Example: DATABASE_URL=postgresql+asyncpg://afterword@db/afterword afterword db upgrade
+    """
+    from bot.db import Database
+
+    settings = load()
+
+    async def _upgrade() -> str | None:
+        db = Database(settings.database)
+        try:
+            await db.upgrade()
+            return await db.revision()
+        finally:
+            await db.dispose()
+
+    revision = run(_upgrade())
+    typer.echo(f"database {settings.database.render_as_string(hide_password=True)} is at revision {revision}")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Show the schema revision of DATABASE_URL and the one this version needs.
+
+    Example: afterword db status
+    """
+    from bot.db import Database, head_revision
+
+    settings = load()
+
+    async def _status() -> str | None:
+        db = Database(settings.database)
+        try:
+            return await db.revision()
+        finally:
+            await db.dispose()
+
+    current, head = run(_status()), head_revision()
+    typer.echo(f"current: {current or 'empty'}\nneeded:  {head}")
+    if current != head:
+        raise typer.Exit(1)
+
+
+@flows_app.command("list")
+def flows_list() -> None:
+    """List the flows Afterword knows: built-in ones and those in FLOWS_DIR.
+
+    Example: afterword flows list
+    """
+    from flows.loader import load_flows
+
+    settings = load()
+    with errors():
+        flows = load_flows(settings.flows_dir)
+    table = Table("id", "version", "languages", "questions", "title")
+    for flow in sorted(flows.values(), key=lambda f: f.id):
+        table.add_row(
+            flow.id,
+            str(flow.version),
+            ", ".join(flow.languages),
+            " → ".join(q.id for q in flow.questions),
+            flow.title or "",
+        )
+    Console(highlight=False).print(table)
+
+
+@flows_app.command("check")
+def flows_check(
+    paths: Annotated[list[Path], typer.Argument(help="Flow files or folders of them.", exists=True)],
+) -> None:
+    """Validate flow files; print every problem with file, line and field, exit 1 if any.
+
+    Example: afterword flows check flows/builtin my-flows/
+    """
+    from flows.loader import check_paths
+
+    issues = check_paths(paths)
+    for issue in issues:
+        typer.echo(str(issue), err=True)
+    if issues:
+        fail(f"{len(issues)} problem(s) found")
+    typer.echo(f"ok: {len(paths)} path(s) checked, no problems")
+
+
+@staff_app.command("add")
+def staff_add(
+    telegram: Annotated[int, typer.Option("--telegram", help="The person's Telegram user id (a number).")],
+    role: Annotated[str, typer.Option(help="manager (/report and /survey) or agent (/survey only).")],
+    name: Annotated[
+        str | None,
+        typer.Option(help="Name stored as the agent of surveys they create (default: Telegram name)."),
+    ] = None,
+) -> None:
+    """Give a Telegram user a staff role, or change it.
+
+    Telegram user ids are numbers; a user sees theirs by sending /start to @userinfobot.
+
+    Example: afterword staff add --telegram 123456789 --role manager --name Anna
+    """
+    from bot.service import Service
+    from bot.settings import STAFF_ROLES
+    from bot.staff import add_staff
+
+    if role not in STAFF_ROLES:
+        fail(f"--role: {role!r} is not one of {', '.join(STAFF_ROLES)}", 2)
+    settings = load()
+
+    def _add(service: Service) -> Awaitable[Any]:
+        return add_staff(
+            service.db,
+            telegram_id=telegram,
+            role=role,
+            name=name,
+            now=service.clock(),
+        )
+
+    created = with_service(settings, _add)
+    typer.echo(f"{'added' if created else 'updated'}: Telegram user {telegram} is {role}")
+
+
+@staff_app.command("remove")
+def staff_remove(
+    telegram: Annotated[int, typer.Option("--telegram", help="The Telegram user id to remove.")],
+) -> None:
+    """Take the staff role from a Telegram user added with `staff add`.
+
+    Example: afterword staff remove --telegram 123456789
+    """
+    from bot.service import Service
+    from bot.staff import remove_staff
+
+    settings = load()
+
+    def _remove(service: Service) -> Awaitable[Any]:
+        return remove_staff(service.db, telegram)
+
+    if not with_service(settings, _remove):
+        hint = " (it is in TELEGRAM_STAFF: remove it there)" if telegram in settings.telegram_staff else ""
+        fail(f"--telegram: no staff member {telegram} was added with `staff add`{hint}")
+    typer.echo(f"removed: Telegram user {telegram}")
+
+
+@staff_app.command("list")
+def staff_list() -> None:
+    """List the staff: added with `staff add` and from TELEGRAM_STAFF.
+
+    Example: afterword staff list
+    """
+    from bot.service import Service
+    from bot.staff import list_staff
+
+    settings = load()
+
+    def _list(service: Service) -> Awaitable[Any]:
+        return list_staff(service.db, settings)
+
+    members = with_service(settings, _list)
+    table = Table("telegram user", "role", "name", "from")
+    for member in members:
+        table.add_row(str(member.telegram_id), member.role, member.name or "", member.source)
+    Console(highlight=False).print(table)
+
+
+@telegram_app.command("set-webhook")
+def telegram_set_webhook() -> None:
+    """Tell Telegram to post updates to PUBLIC_BASE_URL/telegram/webhook, with the secret.
+
+    Needs TELEGRAM_BOT_TOKEN, TELEGRAM_WEBHOOK_SECRET and PUBLIC_BASE_URL (https).
+
+    Example: afterword telegram set-webhook
+    """
+    from bot.errors import ConfigError
+    from bot.service import Service
+
+    settings = load()
+    if not settings.telegram_enabled:
+        fail(str(ConfigError("TELEGRAM_BOT_TOKEN", "not set; the Telegram channel is off")), 2)
+
+    async def _set() -> str:
+        from bot.telegram_bot import TelegramBot
+
+        service = await Service.open(settings)
+        try:
+            bot = TelegramBot(service)
+            await bot.application.initialize()
+            try:
+                return await bot.set_webhook()
+            finally:
+                await bot.application.shutdown()
+        finally:
+            await service.close()
+
+    url = run(_set())
+    typer.echo(f"webhook set: {url} (updates: message, callback_query)")
+
+
+@apikey_app.command("create")
+def apikey_create(
+    name: Annotated[str, typer.Argument(help="A name for who uses the key, e.g. zendesk-prod.")],
+) -> None:
+    """Create an API key and print it once; only its hash is stored.
+
+    Example: afterword apikey create zendesk-prod
+    """
+    from bot.apikeys import create_key
+    from bot.service import Service
+
+    settings = load()
+
+    def _create(service: Service) -> Awaitable[Any]:
+        return create_key(service.db, name, now=service.clock())
+
+    key = with_service(settings, _create)
+    typer.echo(key)
+    err.print(
+        f"API key {name!r} created. Store it now: it is not shown again. Use: Authorization: Bearer <key>"
+    )
+
+
+@apikey_app.command("list")
+def apikey_list() -> None:
+    """List API keys: name, created, last used, revoked (never the keys).
+
+    Example: afterword apikey list
+    """
+    from bot.apikeys import list_keys
+    from bot.service import Service
+
+    settings = load()
+
+    def _list(service: Service) -> Awaitable[Any]:
+        return list_keys(service.db)
+
+    table = Table("name", "created", "last used", "revoked")
+    for key in with_service(settings, _list):
+        table.add_row(
+            key.name,
+            key.created_at.strftime("%Y-%m-%d %H:%M"),
+            key.last_used_at.strftime("%Y-%m-%d %H:%M") if key.last_used_at else "",
+            key.revoked_at.strftime("%Y-%m-%d %H:%M") if key.revoked_at else "",
+        )
+    Console(highlight=False).print(table)
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
+    """Revoke an API key: requests with it get 401 from now on.
+
+    Example: afterword apikey revoke zendesk-prod
+    """
+    from bot.apikeys import revoke_key
+    from bot.service import Service
+
+    settings = load()
+
+    def _revoke(service: Service) -> Awaitable[Any]:
+        return revoke_key(service.db, name, now=service.clock())
+
+    if not with_service(settings, _revoke):
+        fail(f"NAME: no active API key named {name!r} (see `afterword apikey list`)")
+    typer.echo(f"revoked: {name}")

@@ -1,0 +1,70 @@
+"""What every `afterword` command shares: one-line errors, settings, running a coroutine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from bot.errors import AfterwordError
+from bot.settings import Settings, load_settings
+from flows.errors import FlowError, FlowInvalid
+
+if TYPE_CHECKING:
+    from bot.service import Service
+
+T = TypeVar("T")
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``Error: message`` on stderr and exit with ``code``."""
+    err.print(f"[bold red]Error:[/] {message}", markup=True)
+    raise typer.Exit(code)
+
+
+def load() -> Settings:
+    """The settings, or one line naming the bad key and exit 2."""
+    try:
+        return load_settings()
+    except AfterwordError as exc:
+        fail(str(exc), exc.exit_code)
+
+
+@contextmanager
+def errors() -> Iterator[None]:
+    """Our own errors become one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        yield
+    except FlowInvalid as exc:
+        for issue in exc.issues:
+            err.print(str(issue), markup=False)
+        fail(f"flow file {exc.source} is invalid ({len(exc.issues)} problem(s))")
+    except (AfterwordError, FlowError) as exc:
+        fail(str(exc), getattr(exc, "exit_code", 1))
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion under ``errors``."""
+    with errors():
+        return asyncio.run(coro)
+    raise AssertionError("unreachable: errors() exits on every error")
+
+
+def with_service(config: Settings, work: Callable[[Service], Awaitable[T]]) -> T:
+    """Open the service, run ``work`` with it, close it; errors as one line."""
+    from bot.service import Service
+
+    async def go() -> T:
+        service = await Service.open(config)
+        try:
+            return await work(service)
+        finally:
+            await service.close()
+
+    return run(go())

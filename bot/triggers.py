@@ -1,0 +1,177 @@
+"""Triggering a survey: the API, the CLI and the helpdesk webhooks all come through here.
+
+A request is checked whole before anything is stored (which field, what is allowed), then
+becomes a survey: pending with a send job for channels that deliver (SMS, WhatsApp, voice,
+Telegram by chat id), or open at once with a link (web, Telegram without a chat id).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from bot.errors import ContactOptedOut, InvalidPhone, TriggerError
+from bot.phones import normalize
+from bot.service import Service
+from bot.surveys import NewSurvey, create_survey
+
+ChannelName = Literal["telegram", "sms", "whatsapp", "voice", "web"]
+CHANNELS: tuple[ChannelName, ...] = ("telegram", "sms", "whatsapp", "voice", "web")
+PHONE_CHANNELS = ("sms", "whatsapp", "voice")
+_DELAY = re.compile(r"^(\d{1,5})([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+MAX_DELAY = timedelta(days=30)
+
+
+class SurveyRequest(BaseModel):
+    """What `POST /api/surveys` takes: a ticket, a channel and who to ask."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ticket_id: str = Field(min_length=1, max_length=128, examples=["T-1042"])
+    channel: ChannelName
+    to: str | None = Field(
+        default=None, description="E.164 phone for sms, whatsapp and voice; a Telegram chat id; none for web"
+    )
+    agent: str | None = Field(default=None, max_length=128)
+    team: str | None = Field(default=None, max_length=128)
+    language: str | None = Field(default=None, examples=["de"])
+    flow: str | None = Field(default=None, examples=["support-csat"])
+    delay: str | None = Field(
+        default=None, description="wait before sending: 90s, 15m, 1h, 2d", examples=["1h"]
+    )
+    send_at: AwareDatetime | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Triggered:
+    """The survey a trigger made or found again; ``link`` for link channels."""
+
+    survey_id: int | None
+    status: str
+    created: bool
+    ticket_id: str
+    channel: str
+    flow: str
+    language: str | None
+    send_at: datetime | None
+    link: str | None
+
+
+def parse_delay(raw: str) -> timedelta:
+    """'90s', '15m', '1h', '2d' as a timedelta; TriggerError naming ``delay`` otherwise."""
+    found = _DELAY.match(raw.strip())
+    if not found:
+        raise TriggerError("delay", f"{raw!r} is not a delay such as 90s, 15m, 1h or 2d")
+    delay = timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+    if delay > MAX_DELAY:
+        raise TriggerError("delay", f"{raw!r} is longer than {MAX_DELAY.days} days")
+    return delay
+
+
+async def trigger(
+    service: Service,
+    request: SurveyRequest,
+    *,
+    channels: Mapping[str, object],
+    link_for: Callable[[str, str], str | None],
+) -> Triggered:
+    """Create (or find again) the survey ``request`` asks for; TriggerError names a bad field.
+
+    ``channels`` are the ones this process can send through; ``link_for(channel, token)``
+    gives a survey's link for link channels.
+    """
+    now = service.clock()
+    flow_id = request.flow or service.settings.default_flow
+    flow = service.flows.get(flow_id)
+    if flow is None:
+        raise TriggerError("flow", f"unknown flow {flow_id!r}; flows: {', '.join(sorted(service.flows))}")
+    if request.language is not None and request.language not in flow.languages:
+        raise TriggerError(
+            "language",
+            f"flow {flow.id} has no language {request.language!r}; it has {', '.join(flow.languages)}",
+        )
+    address = _address(service, request, channels)
+    send_at = _send_at(request, now)
+    new = NewSurvey(
+        flow.id,
+        request.channel,
+        address,
+        ticket=request.ticket_id,
+        agent=request.agent,
+        team=request.team,
+        language=request.language,
+        meta=request.metadata,
+    )
+    delivers = address is not None  # a link survey has nobody to send to: it is open at once
+    try:
+        created = await create_survey(
+            service.db,
+            service.flows,
+            new,
+            now=now,
+            ttl=service.survey_ttl,
+            send_at=send_at if delivers else None,
+        )
+    except ContactOptedOut:
+        return Triggered(
+            None, "skipped", False, request.ticket_id, request.channel, flow.id, request.language, None, None
+        )
+    link = None if delivers else link_for(request.channel, created.token)
+    return Triggered(
+        created.survey_id,
+        created.status,
+        created.created,
+        request.ticket_id,
+        request.channel,
+        flow.id,
+        created.language,
+        send_at if delivers and created.created else None,
+        link,
+    )
+
+
+def _address(service: Service, request: SurveyRequest, channels: Mapping[str, object]) -> str | None:
+    """The recipient's address as stored: E.164 for phone channels, a chat id for Telegram."""
+    if request.channel in PHONE_CHANNELS:
+        if request.channel not in channels:
+            raise TriggerError(
+                "channel", f"{request.channel} is off: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and a sender"
+            )
+        if not request.to:
+            raise TriggerError(
+                "to", f"the {request.channel} channel needs a phone number in E.164 form (+49…)"
+            )
+        try:
+            return normalize(request.to, service.settings.phone_region)
+        except InvalidPhone as exc:
+            raise TriggerError("to", str(exc)) from exc
+    if request.channel == "telegram":
+        if "telegram" not in channels:
+            raise TriggerError("channel", "telegram is off: set TELEGRAM_BOT_TOKEN")
+        if request.to is None:
+            return None
+        if not re.fullmatch(r"-?\d{1,20}", request.to.strip()):
+            raise TriggerError(
+                "to", f"{request.to!r} is not a Telegram chat id (a number); leave it out for a link"
+            )
+        return request.to.strip()
+    if request.to is not None:
+        raise TriggerError("to", "the web channel sends nothing: leave out `to` and share the link")
+    return None
+
+
+def _send_at(request: SurveyRequest, now: datetime) -> datetime:
+    if request.delay is not None and request.send_at is not None:
+        raise TriggerError("delay", "give delay or send_at, not both")
+    if request.delay is not None:
+        return now + parse_delay(request.delay)
+    if request.send_at is not None:
+        return max(request.send_at, now)
+    return now

@@ -1,0 +1,83 @@
+"""Several `afterword worker` processes against one PostgreSQL: every survey is sent exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from bot.service import Service
+from bot.tables import jobs
+from bot.triggers import SurveyRequest, trigger
+from tests.bot.test_twilio import PUBLIC, SENDER
+from tests.fakes.twilio import FakeTwilioApi
+
+AFTERWORD = str(Path(sys.executable).parent / "afterword")
+SURVEYS = 1000
+
+
+async def test_two_workers_send_each_of_1000_due_surveys_exactly_once(
+    service: Service, fake_twilio: FakeTwilioApi, tmp_path: Path
+) -> None:
+    """Two worker processes share 1,000 due surveys: each number gets its two messages once, and both worked."""
+    if service.db.is_sqlite:
+        pytest.skip("several workers need PostgreSQL; with SQLite Afterword runs as one process")
+    numbers = [f"+49151{10_000_000 + i}" for i in range(SURVEYS)]
+    for i, number in enumerate(numbers):
+        request = SurveyRequest(ticket_id=f"T-{i}", channel="sms", to=number)
+        await trigger(service, request, channels={"sms": object()}, link_for=lambda *_: None)
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "TWILIO_", "QUIET_"))},
+        "DATABASE_URL": service.settings.database_url,
+        "TWILIO_ACCOUNT_SID": fake_twilio.account_sid,
+        "TWILIO_AUTH_TOKEN": fake_twilio.auth_token,
+        "TWILIO_FROM_NUMBER": SENDER,
+        "TWILIO_API_BASE_URL": fake_twilio.base_url,
+        "PUBLIC_BASE_URL": PUBLIC,
+        "QUIET_HOURS": "off",  # the workers read the real clock; the test must not depend on the hour
+        "SEND_RATE_SMS": "300",  # slow enough that one worker alone would take seconds: both get work
+        "WORKER_POLL_SECONDS": "0.2",
+        "LOG_LEVEL": "WARNING",
+    }
+    logs = [tmp_path / f"worker{n}.log" for n in (1, 2)]
+    with contextlib.ExitStack() as files:
+        sinks = [files.enter_context(log.open("w")) for log in logs]
+        workers = [
+            await asyncio.create_subprocess_exec(
+                AFTERWORD, "worker", env=env, cwd=tmp_path, stdout=asyncio.subprocess.DEVNULL, stderr=sink
+            )
+            for sink in sinks
+        ]
+        try:
+            deadline = time.monotonic() + 180
+            while len(fake_twilio.messages()) < 2 * SURVEYS:
+                assert time.monotonic() < deadline, (
+                    f"{len(fake_twilio.messages())} sent; " + logs[0].read_text()
+                )
+                assert all(w.returncode is None for w in workers), [log.read_text() for log in logs]
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(1.0)  # a double send would arrive now
+        finally:
+            for w in workers:
+                if w.returncode is None:
+                    w.send_signal(signal.SIGTERM)
+            codes = [await asyncio.wait_for(w.wait(), 30) for w in workers]
+
+    per_number = Counter(m.params["To"] for m in fake_twilio.messages())
+    assert ({2}, SURVEYS) == (set(per_number.values()), len(per_number))
+    async with service.db.read() as conn:
+        results = await conn.execute(
+            sa.select(jobs.c.result).where(jobs.c.kind == "send", jobs.c.status == "done")
+        )
+        by_worker = Counter(result["worker"] for (result,) in results)
+    assert (2, SURVEYS) == (len(by_worker), sum(by_worker.values())), by_worker
+    assert [0, 0] == codes, [log.read_text() for log in logs]
