@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
-from bot import api
-from bot.channels import sms, voice
+from bot import api, dashboard
+from bot.channels import sms, voice, web
 from bot.channels.registry import open_channels
 from bot.errors import AfterwordError
+from bot.pages import STATIC_DIR
 from bot.scheduler import Scheduler
 from bot.service import Service
 from bot.settings import Settings
@@ -88,7 +90,10 @@ def create_app(
     app.state.twilio = None
     app.state.scheduler = None
     app.state.channels = {}
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api.router)
+    app.include_router(web.router)
+    app.include_router(dashboard.router)
     app.include_router(sms.router)
     app.include_router(voice.router)
 

@@ -107,38 +107,61 @@ def flows_check(
 
 @staff_app.command("add")
 def staff_add(
-    telegram: Annotated[int, typer.Option("--telegram", help="The person's Telegram user id (a number).")],
-    role: Annotated[str, typer.Option(help="manager (/report and /survey) or agent (/survey only).")],
+    telegram: Annotated[
+        int | None, typer.Option("--telegram", help="The person's Telegram user id (a number).")
+    ] = None,
+    web_login: Annotated[
+        str | None, typer.Option("--web-login", help="A login for the dashboard; asks for the password.")
+    ] = None,
+    role: Annotated[
+        str, typer.Option(help="manager (/report, /survey, dashboard) or agent (/survey only).")
+    ] = "manager",
     name: Annotated[
         str | None,
         typer.Option(help="Name stored as the agent of surveys they create (default: Telegram name)."),
     ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the dashboard password from standard input.")
+    ] = False,
 ) -> None:
-    """Give a Telegram user a staff role, or change it.
+    """Give a Telegram user a staff role, or create a dashboard login (or change either).
 
     Telegram user ids are numbers; a user sees theirs by sending /start to @userinfobot.
+    A dashboard password has at least 10 characters and is stored as an argon2 hash.
 
     Example: afterword staff add --telegram 123456789 --role manager --name Anna
+    Example: afterword staff add --web-login anna --role manager
     """
+    import sys
+
     from bot.service import Service
     from bot.settings import STAFF_ROLES
     from bot.staff import add_staff
+    from bot.web_auth import set_web_login
 
     if role not in STAFF_ROLES:
         fail(f"--role: {role!r} is not one of {', '.join(STAFF_ROLES)}", 2)
+    if (telegram is None) == (web_login is None):
+        fail("give --telegram ID or --web-login NAME (one of them)", 2)
+    password = ""
+    if web_login is not None:
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     settings = load()
 
     def _add(service: Service) -> Awaitable[Any]:
-        return add_staff(
-            service.db,
-            telegram_id=telegram,
-            role=role,
-            name=name,
-            now=service.clock(),
-        )
+        if web_login is not None:
+            return set_web_login(
+                service.db, login=web_login, password=password, role=role, name=name, now=service.clock()
+            )
+        assert telegram is not None  # noqa: S101 - checked above
+        return add_staff(service.db, telegram_id=telegram, role=role, name=name, now=service.clock())
 
     created = with_service(settings, _add)
-    typer.echo(f"{'added' if created else 'updated'}: Telegram user {telegram} is {role}")
+    who = f"dashboard login {web_login}" if web_login is not None else f"Telegram user {telegram}"
+    typer.echo(f"{'added' if created else 'updated'}: {who} is {role}")
 
 
 @staff_app.command("remove")
@@ -178,9 +201,10 @@ def staff_list() -> None:
         return list_staff(service.db, settings)
 
     members = with_service(settings, _list)
-    table = Table("telegram user", "role", "name", "from")
+    table = Table("telegram user", "web login", "role", "name", "from")
     for member in members:
-        table.add_row(str(member.telegram_id), member.role, member.name or "", member.source)
+        telegram = str(member.telegram_id) if member.telegram_id is not None else ""
+        table.add_row(telegram, member.web_login or "", member.role, member.name or "", member.source)
     Console(highlight=False).print(table)
 
 

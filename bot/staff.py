@@ -17,10 +17,11 @@ from bot.tables import staff
 class StaffMember:
     """One member of staff and where the entry comes from."""
 
-    telegram_id: int
+    telegram_id: int | None
     role: StaffRole
     name: str | None
     source: Literal["settings", "database"]
+    web_login: str | None = None
 
 
 async def find_staff(db: Database, settings: Settings, telegram_id: int) -> StaffMember | None:
@@ -70,10 +71,12 @@ async def list_staff(db: Database, settings: Settings) -> list[StaffMember]:
     async with db.read() as conn:
         rows = (
             await conn.execute(
-                sa.select(staff.c.telegram_id, staff.c.role, staff.c.name).order_by(staff.c.telegram_id)
+                sa.select(staff.c.telegram_id, staff.c.web_login, staff.c.role, staff.c.name).order_by(
+                    staff.c.id
+                )
             )
         ).all()
-    found = [StaffMember(row.telegram_id, row.role, row.name, "database") for row in rows]
+    found = [StaffMember(row.telegram_id, row.role, row.name, "database", row.web_login) for row in rows]
     known = {member.telegram_id for member in found}
     found.extend(
         StaffMember(user, role, None, "settings")

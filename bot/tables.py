@@ -185,6 +185,10 @@ staff = sa.Table(
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("telegram_id", sa.BigInteger, unique=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    # Dashboard sign-in (bot.web_auth): a login name and an argon2id hash, never the password.
+    sa.Column("web_login", sa.String(64)),
+    sa.Column("password_hash", sa.String(255)),
+    sa.UniqueConstraint("web_login"),
 )
 
 # API keys: only a SHA-256 of each key is kept; the key itself is shown once, at creation.
@@ -197,6 +201,33 @@ api_keys = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("last_used_at", UTCDateTime()),
     sa.Column("revoked_at", UTCDateTime()),
+)
+
+# Dashboard sessions: the cookie holds 256 random bits; only their SHA-256 is kept here, so a
+# copy of the database does not let anyone sign in.
+web_sessions = sa.Table(
+    "web_sessions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("staff_id", sa.Integer, sa.ForeignKey("staff.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("last_seen_at", UTCDateTime()),
+    sa.Index(None, "expires_at"),
+)
+
+# Failed dashboard sign-ins of the last minutes, counted per login and per address to slow guessing.
+login_failures = sa.Table(
+    "login_failures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("login", sa.String(64), nullable=False),
+    sa.Column("ip", sa.String(64), nullable=False),
+    sa.Column("failed_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "login", "failed_at"),
+    sa.Index(None, "ip", "failed_at"),
 )
 
 # Indexes only reports read: a large SQLite import rebuilds them once instead of updating

@@ -33,7 +33,9 @@ def open_channels(
     service: Service, *, telegram: TelegramBot | None = None, twilio: TwilioAccount | None = None
 ) -> dict[str, Channel]:
     """The channels that can send, by the name surveys use (`telegram`, `sms`, `whatsapp`, `voice`)."""
-    channels: dict[str, Channel] = {}
+    from bot.channels.web import WebChannel
+
+    channels: dict[str, Channel] = {"web": WebChannel()}
     names = configured(service.settings)
     if telegram is not None:
         channels["telegram"] = telegram.channel

@@ -1,0 +1,165 @@
+"""The web channel: a survey at `/s/<token>`, one question per page, no JavaScript.
+
+Each scale point is its own submit button, so one tap answers. Answers go through the one
+inbound path like every channel's; the page then redirects to itself (post/redirect/get),
+so a reload never answers twice, and a press for a question already answered stores nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from bot.channels.base import Channel
+from bot.inbound import Inbound, handle
+from bot.pages import page
+from bot.service import Service
+from bot.surveys import current
+from bot.tables import surveys
+from flows.engine import Prompt
+
+UI: dict[str, dict[str, str]] = {
+    "de": {
+        "title": "Kurze Umfrage",
+        "progress": "Frage {n} von {total}",
+        "send": "Absenden",
+        "skip": "Überspringen",
+        "closed": "Diese Umfrage ist bereits geschlossen. Vielen Dank!",
+        "missing": "Diese Seite gibt es nicht.",
+    },
+    "en": {
+        "title": "A short survey",
+        "progress": "Question {n} of {total}",
+        "send": "Send",
+        "skip": "Skip",
+        "closed": "This survey is already closed. Thank you!",
+        "missing": "This page does not exist.",
+    },
+}
+
+
+class WebChannel(Channel):
+    """Nothing to deliver: the customer opens the link; the page renders the prompts."""
+
+    name: ClassVar[str] = "web"
+
+    async def deliver(
+        self, address: str, prompts: Any, language: str, *, survey_id: int | None = None
+    ) -> None:
+        """Web surveys are answered at their link; there is nobody to send to."""
+
+
+def _ui(language: str) -> dict[str, str]:
+    return UI.get(language, UI["en"])
+
+
+def _not_found(request: Request) -> HTMLResponse:
+    # The same page for every unknown token: it tells nothing about which surveys exist.
+    return page(request, "message.html", {"lang": "en", "title": "404", "message": UI["en"]["missing"]}, 404)
+
+
+async def _survey(service: Service, token: str) -> Any:
+    async with service.db.read() as conn:
+        return (
+            await conn.execute(
+                sa.select(
+                    surveys.c.id, surveys.c.flow_id, surveys.c.status, surveys.c.language, surveys.c.state
+                ).where(surveys.c.token == token, surveys.c.channel == "web")
+            )
+        ).one_or_none()
+
+
+def _render(
+    request: Request, token: str, flow: Any, language: str, prompts: tuple[Prompt, ...]
+) -> HTMLResponse:
+    ui = _ui(language)
+    question = prompts[-1] if prompts and prompts[-1].kind == "question" else None
+    before = [p.text for p in prompts if p is not question]
+    context: dict[str, Any] = {
+        "lang": language,
+        "title": ui["title"],
+        "ui": ui,
+        "token": token,
+        "before": before,
+    }
+    if question is not None:
+        ids = [q.id for q in flow.questions]
+        context["question"] = question
+        context["progress"] = ui["progress"].format(n=ids.index(question.question_id) + 1, total=len(ids))
+        if question.scale is not None:
+            values = range(question.scale.min, question.scale.max + 1)
+            context["points"] = [(v, question.labels.get(v) if len(values) <= 7 else None) for v in values]
+            if len(values) > 7:  # on 0-10 only the ends have labels, shown under the row
+                context["ends"] = [
+                    question.labels.get(question.scale.min, ""),
+                    question.labels.get(question.scale.max, ""),
+                ]
+    return page(request, "survey.html", context)
+
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/s/{token}", response_class=HTMLResponse)
+async def show(request: Request, token: str) -> HTMLResponse:
+    """The survey's current question, or how it ended."""
+    service: Service = request.app.state.service
+    row = await _survey(service, token)
+    flow = service.flows.get(row.flow_id) if row is not None else None
+    if row is None or flow is None:
+        return _not_found(request)
+    texts = flow.texts[row.language]
+    now = service.clock()
+    state_expires = row.state.get("expires_at")
+    if row.status == "expired" or (
+        row.status == "active" and state_expires and now.isoformat() >= state_expires
+    ):
+        return page(
+            request, "message.html", {"lang": row.language, "title": texts.expired, "message": texts.expired}
+        )
+    ended = {"completed": texts.thanks, "stopped": texts.stopped}
+    if row.status != "active":
+        message = ended.get(row.status, _ui(row.language)["closed"])
+        return page(request, "message.html", {"lang": row.language, "title": message, "message": message})
+    shown = await current(service.db, service.flows, row.id)
+    if shown is None or not shown.prompts:
+        return _not_found(request)
+    return _render(request, token, flow, shown.language, shown.prompts)
+
+
+@router.post("/s/{token}", response_model=None)
+async def answer(
+    request: Request,
+    token: str,
+    question: Annotated[str, Form()] = "",
+    choice: Annotated[int | None, Form()] = None,
+    text: Annotated[str | None, Form()] = None,
+    action: Annotated[str | None, Form()] = None,
+) -> Response:
+    """One answer: a tapped point, a comment, or skip; then back to the page."""
+    service: Service = request.app.state.service
+    row = await _survey(service, token)
+    if row is None:
+        return _not_found(request)
+    handled = await handle(
+        service.db,
+        service.flows,
+        Inbound(
+            channel="web",
+            address="",
+            received_at=service.clock(),
+            choice=choice,
+            text=text,
+            # An empty comment box is a skip: the customer had nothing to add.
+            command="skip" if action == "skip" or (text is not None and not text.strip()) else None,
+            question_id=question or None,
+            survey_token=token,
+        ),
+    )
+    if handled.outcome == "reprompted":  # show the reprompt at once; a redirect would lose it
+        flow = service.flows[row.flow_id]
+        return _render(request, token, flow, handled.language or row.language, handled.prompts)
+    return RedirectResponse(f"/s/{token}", status_code=303)

@@ -1,0 +1,142 @@
+"""End to end in a real browser: Debian's chromium, headless, driven by Playwright, against
+`afterword serve` on 127.0.0.1. Screenshots go to test-output/screenshots/."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import shutil
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, async_playwright
+
+from tests.bot.test_cli import AFTERWORD, ROOT, run
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = ROOT / "test-output" / "screenshots"
+PASSWORD = "correct horse battery"
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason="Debian's chromium is not installed (.ci/run installs it with apt-get)",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def server(cli_env: dict[str, str], tmp_path: Path) -> AsyncIterator[tuple[str, dict[str, str]]]:
+    """`afterword serve` on a free port after `db upgrade`, with a manager login anna."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**cli_env, "PUBLIC_BASE_URL": base, "PORT": str(port)}
+    assert 0 == run(["db", "upgrade"], env, tmp_path).returncode
+    added = run(
+        ["staff", "add", "--web-login", "anna", "--password-stdin"], env, tmp_path, stdin=PASSWORD + "\n"
+    )
+    assert 0 == added.returncode, added.stderr
+    with (tmp_path / "serve.log").open("w") as log:
+        proc = await asyncio.create_subprocess_exec(AFTERWORD, "serve", env=env, cwd=tmp_path, stderr=log)
+        try:
+            deadline = time.monotonic() + 30
+            async with httpx.AsyncClient() as client:
+                while True:
+                    try:
+                        if (await client.get(f"{base}/healthz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    assert proc.returncode is None, (tmp_path / "serve.log").read_text()
+                    assert time.monotonic() < deadline, "serve did not come up"
+                    await asyncio.sleep(0.2)
+            yield base, env
+        finally:
+            proc.send_signal(signal.SIGINT)
+            await asyncio.wait_for(proc.wait(), 15)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Headless chromium from Debian, with no network beyond 127.0.0.1 needed."""
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+async def test_answer_in_the_browser_then_see_it_on_the_dashboard(
+    server: tuple[str, dict[str, str]], browser: Browser, tmp_path: Path
+) -> None:
+    """A German survey answered by clicking shows up on the dashboard after login, and in the CSV export."""
+    base, env = server
+    made = run(
+        ["trigger", "--channel", "web", "--ticket", "T-100", "--agent", "anna", "--lang", "de"], env, tmp_path
+    )
+    assert 0 == made.returncode, made.stderr
+    link = made.stdout.splitlines()[1]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+
+    phone = await browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+    page = await phone.new_page()
+    await page.goto(link)
+    await page.get_by_role("button", name="2 – Zufrieden").wait_for()
+    await page.screenshot(path=str(SHOTS / "survey.png"), full_page=True)
+    await page.get_by_role("button", name="2 – Zufrieden").click()
+    await page.get_by_role("button", name="1 – Zu 100%").click()
+    # The keyboard works too: focus the third point and press Enter.
+    await page.get_by_role("button", name="2 – Gemäß meiner Erwartung").focus()
+    await page.keyboard.press("Enter")
+    await page.get_by_label("Möchten Sie uns noch etwas mitteilen?", exact=False).fill(
+        "Sehr freundlich, danke!"
+    )
+    await page.get_by_role("button", name="Absenden").click()
+    await page.get_by_text("Vielen Dank für Ihre Antworten!").wait_for()
+    await phone.close()
+
+    desk = await browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = await desk.new_page()
+    await page.goto(f"{base}/dashboard")
+    await page.get_by_label("Login").fill("anna")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Log in").click()
+    await page.get_by_role("heading", name="Afterword dashboard").wait_for()
+    chart_width = await page.wait_for_function(
+        "() => { const img = document.querySelector('img.chart'); return img.complete && img.naturalWidth; }"
+    )
+    assert 1000 == await chart_width.json_value()  # the trend chart loaded (a PNG, 1000 px wide)
+    body = await page.inner_text("body")
+    assert "100.0 % [" in body  # CSAT: 3 of 3 answers on the two best points
+    assert "n=3*" in body
+    assert "Sehr freundlich, danke!" in body
+    await page.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
+
+    async with page.expect_download() as info:
+        await page.get_by_role("link", name="Export answers (CSV)").click()
+    download = await info.value
+    saved = tmp_path / "export.csv"
+    await download.save_as(saved)
+    await desk.close()
+    rows = list(csv.DictReader(io.StringIO(await asyncio.to_thread(saved.read_text, encoding="utf-8"))))
+    assert [
+        ("satisfaction", "2", ""),
+        ("resolution", "1", ""),
+        ("speed", "2", ""),
+        ("comment", "", "Sehr freundlich, danke!"),
+    ] == [(r["question_id"], r["score"], r["text"]) for r in rows]

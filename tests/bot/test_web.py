@@ -1,0 +1,186 @@
+"""The web survey and the dashboard in-process: pages, answers, login, CSRF, throttling, export."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+
+from bot.service import Service
+from bot.tables import answers
+from bot.triggers import SurveyRequest, trigger
+from bot.web_auth import set_web_login
+from tests.support import Clock, running_app
+
+PASSWORD = "correct horse battery"
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+@dataclass
+class Web:
+    """The app and an in-process client (which keeps cookies, like a browser)."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    service: Service
+
+    async def survey(self, language: str = "de", flow: str = "support-csat") -> str:
+        request = SurveyRequest(ticket_id="T-1", channel="web", language=language, flow=flow, agent="anna")
+        made = await trigger(self.service, request, channels={"web": None}, link_for=lambda _c, t: f"/s/{t}")
+        assert made.link is not None
+        return made.link
+
+    async def csrf(self, path: str) -> str:
+        found = CSRF.search((await self.client.get(path)).text)
+        assert found is not None
+        return found.group(1)
+
+    async def log_in(self, password: str = PASSWORD, login: str = "anna") -> httpx.Response:
+        token = await self.csrf("/dashboard/login")
+        return await self.client.post(
+            "/dashboard/login", data={"csrf": token, "login": login, "password": password}
+        )
+
+
+@pytest.fixture
+async def web(service: Service, clock: Clock) -> AsyncIterator[Web]:
+    """The app with no provider configured (web links only) and a manager login."""
+    async with running_app(service, clock, public_base_url="http://testserver") as (app, client, svc):
+        await set_web_login(svc.db, login="anna", password=PASSWORD, role="manager", name="Anna", now=clock())
+        yield Web(app, client, svc)
+
+
+async def stored(service: Service) -> list[tuple[object, ...]]:
+    async with service.db.read() as conn:
+        rows = await conn.execute(
+            sa.select(answers.c.question_id, answers.c.score, answers.c.text).order_by(answers.c.id)
+        )
+        return [tuple(r) for r in rows]
+
+
+async def test_survey_page_has_a_button_per_point_with_its_label(web: Web) -> None:
+    """The first page shows the intro, the question as a legend, and five labelled buttons, in German."""
+    page = (await web.client.get(await web.survey())).text
+    assert '<html lang="de">' in page
+    assert "Vielen Dank für Ihren Kontakt!" in page
+    assert "Frage 1 von 4" in page
+    assert 5 == len(re.findall(r'<button type="submit" name="choice" value="\d"', page))
+    assert 'aria-label="1 – Sehr zufrieden"' in page
+    assert (False, False) == ("<script" in page, "https://" in page)  # no JavaScript, nothing from elsewhere
+
+
+async def test_whole_web_survey_and_no_second_answer(web: Web) -> None:
+    """Answers go through the inbound path; a completed link shows thanks and stores nothing more."""
+    link = await web.survey(language="en")
+    for data in ({"question": "satisfaction", "choice": "2"}, {"question": "resolution", "choice": "1"},
+                 {"question": "speed", "choice": "3"}, {"question": "comment", "text": "Quick, thanks"}):  # fmt: skip
+        response = await web.client.post(link, data=data)
+        assert (303, link) == (response.status_code, response.headers["location"])
+    done = (await web.client.get(link)).text
+    again = await web.client.post(link, data={"question": "satisfaction", "choice": "5"})
+    assert "Thank you for your answers!" in done
+    assert 303 == again.status_code
+    assert [
+        ("satisfaction", 2, None),
+        ("resolution", 1, None),
+        ("speed", 3, None),
+        ("comment", None, "Quick, thanks"),
+    ] == (await stored(web.service))
+
+
+async def test_empty_comment_skips_and_nps_shows_eleven_points(web: Web) -> None:
+    """0-10 shows eleven buttons with the end labels under them; an empty optional comment is a skip."""
+    link = await web.survey(flow="nps", language="en")
+    page = (await web.client.get(link)).text
+    assert 11 == len(re.findall(r'name="choice" value="\d+"', page))
+    assert (True, True) == ("not at all likely" in page, "extremely likely" in page)
+    await web.client.post(link, data={"question": "recommend", "choice": "10"})
+    await web.client.post(link, data={"question": "reason", "text": "  "})
+    assert "Thank you for your answers!" in (await web.client.get(link)).text
+    assert [("recommend", 10, None)] == await stored(web.service)
+
+
+async def test_unknown_token_is_a_plain_404(web: Web) -> None:
+    """An unknown token gets 404 with the same page as any other unknown token."""
+    first = await web.client.get("/s/nope")
+    second = await web.client.get("/s/" + "x" * 22)
+    assert (404, 404, first.text) == (first.status_code, second.status_code, second.text)
+
+
+async def test_expired_link_shows_the_expired_text(web: Web, clock: Clock) -> None:
+    """After 48 hours the page shows the flow's expired text and takes no answer."""
+    link = await web.survey()
+    clock.advance(hours=49)
+    assert "Diese Umfrage ist leider abgelaufen." in (await web.client.get(link)).text
+    await web.client.post(link, data={"question": "satisfaction", "choice": "1"})
+    assert [] == await stored(web.service)
+
+
+async def test_dashboard_needs_login_and_shows_the_answer(web: Web) -> None:
+    """Without a session the dashboard redirects to login; after login it shows the scores and the comment."""
+    link = await web.survey()
+    for data in ({"question": "satisfaction", "choice": "2"}, {"question": "resolution", "choice": "5"},
+                 {"question": "speed", "choice": "2"}, {"question": "comment", "text": "Zu langsam"}):  # fmt: skip
+        await web.client.post(link, data=data)
+    web.service.clock.advance(minutes=1)  # type: ignore[attr-defined]
+    assert "/dashboard/login" == (await web.client.get("/dashboard")).headers["location"]
+    logged = await web.log_in()
+    cookie = logged.headers["set-cookie"]
+    assert (303, True, True) == (logged.status_code, "HttpOnly" in cookie, "SameSite=lax" in cookie)
+    page = (await web.client.get("/dashboard")).text
+    assert "66.7 %" in page  # CSAT: 2 of 3 answers on the two best points
+    assert (True, True) == ("Zu langsam" in page, 'class="detractor"' in page)
+    chart = await web.client.get("/dashboard/chart.png")
+    assert (200, b"\x89PNG") == (chart.status_code, chart.content[:4])
+
+
+async def test_csv_export_has_every_answer(web: Web) -> None:
+    """The export is CSV with a header and one row per answer."""
+    link = await web.survey()
+    await web.client.post(link, data={"question": "satisfaction", "choice": "1"})
+    web.service.clock.advance(minutes=1)  # type: ignore[attr-defined]
+    await web.log_in()
+    export = await web.client.get("/dashboard/export.csv")
+    lines = export.text.splitlines()
+    assert ("text/csv; charset=utf-8", 2) == (export.headers["content-type"], len(lines))
+    assert lines[0].startswith("answered_at,ticket,agent,team,channel")
+    assert ",T-1,anna,,web,support-csat,de,satisfaction,csat,1,1,5,low," in lines[1]
+
+
+async def test_login_form_without_csrf_token_is_refused(web: Web) -> None:
+    """A login post without the form's CSRF token (another site's form) gets 403."""
+    response = await web.client.post("/dashboard/login", data={"login": "anna", "password": PASSWORD})
+    assert (403, None) == (response.status_code, response.cookies.get("aw_session"))
+
+
+async def test_failed_logins_are_throttled(web: Web) -> None:
+    """After five wrong passwords even the right one is refused with 429 for a while."""
+    codes = [(await web.log_in(password="wrong password!")).status_code for _ in range(5)]
+    blocked = await web.log_in()
+    assert ([401] * 5, 429) == (codes, blocked.status_code)
+    assert 0 < int(blocked.headers["Retry-After"]) <= 15 * 60
+
+
+async def test_logout_needs_the_session_csrf_and_ends_the_session(web: Web) -> None:
+    """Logout without the session's CSRF token is refused; with it the session ends."""
+    await web.log_in()
+    page = (await web.client.get("/dashboard")).text
+    token = CSRF.search(page)
+    assert token is not None
+    refused = await web.client.post("/dashboard/logout", data={"csrf": "forged"})
+    done = await web.client.post("/dashboard/logout", data={"csrf": token.group(1)})
+    assert (403, 303) == (refused.status_code, done.status_code)
+    assert "/dashboard/login" == (await web.client.get("/dashboard")).headers["location"]
+
+
+async def test_start_page_try_creates_a_web_survey(web: Web) -> None:
+    """Without providers the start page offers a survey for yourself; the form opens it."""
+    token = await web.csrf("/")
+    response = await web.client.post("/try", data={"csrf": token, "flow": "nps", "language": "en"})
+    assert (303, True) == (response.status_code, response.headers["location"].startswith("/s/"))
+    assert "How likely are you to recommend us" in (await web.client.get(response.headers["location"])).text
