@@ -160,7 +160,9 @@ async def _store(
             }
             for a in step.answers
         ]
-        await conn.execute(upsert_insert(db, answers).values(values).on_conflict_do_nothing())
+        # executemany with the rows as parameters: a statement SQLAlchemy can cache (a multi-row
+        # VALUES is compiled afresh each time, which was a third of the answer path).
+        await conn.execute(upsert_insert(db, answers).on_conflict_do_nothing(), values)
         await queue_alerts(conn, int(row.id), step.answers, now)
     changes: dict[str, object] = {"state": step.state.to_json()}
     status = _FINAL_STATUS.get(step.state.status)

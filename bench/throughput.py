@@ -1,0 +1,203 @@
+"""Answer throughput: signed Twilio SMS webhooks completing whole 3-question surveys.
+
+A load generator on 127.0.0.1 (async httpx, this process) sends each customer's three
+answers in turn, many customers at once, to `afterword serve` with one uvicorn worker.
+The ceiling is the same generator against a bare FastAPI route that reads the form and
+returns constant TwiML (bench/bare.py), run in the same way in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from twilio.request_validator import RequestValidator
+
+from bot.service import Service
+from bot.settings import load_settings
+from bot.surveys import NewSurvey, create_survey
+from bot.tables import answers
+
+HERE = Path(__file__).parent
+AFTERWORD = str(Path(sys.executable).parent / "afterword")
+ACCOUNT, TOKEN, SENDER = "AC" + "0" * 32, "bench-auth-token", "+4930901820"
+CUSTOMERS = 400
+CONCURRENCY = 16
+REPLIES = ("2", "1", "2")
+
+
+@dataclass(frozen=True)
+class Load:
+    """What one load run measured."""
+
+    requests: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, q: int) -> float:
+        return statistics.quantiles(self.latencies_ms, n=100)[q - 1]
+
+    def cell(self) -> str:
+        return f"{self.rate:,.0f}/s (p50 {self.percentile(50):.1f} ms, p99 {self.percentile(99):.1f} ms)"
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _numbers() -> list[str]:
+    return [f"+49151{20_000_000 + i}" for i in range(CUSTOMERS)]
+
+
+async def _load(base: str) -> Load:
+    """Every customer answers three questions in turn; CONCURRENCY customers at a time."""
+    validator = RequestValidator(TOKEN)
+    latencies: list[float] = []
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def customer(client: httpx.AsyncClient, n: int, number: str) -> None:
+        async with gate:
+            for i, text in enumerate(REPLIES):
+                params = {"From": number, "To": SENDER, "Body": text, "MessageSid": f"SM{n:016d}{i:016d}"}
+                signature = validator.compute_signature(f"{base}/twilio/sms", params)
+                started = time.perf_counter()
+                response = await client.post(
+                    f"{base}/twilio/sms", data=params, headers={"X-Twilio-Signature": signature}
+                )
+                latencies.append((time.perf_counter() - started) * 1000)
+                response.raise_for_status()
+
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(customer(client, n, number) for n, number in enumerate(_numbers())))
+        elapsed = time.perf_counter() - started
+    return Load(len(latencies), elapsed, latencies)
+
+
+async def _serve(args: list[str], env: dict[str, str], cwd: Path, port: int) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(*args, env=env, cwd=cwd, stderr=asyncio.subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            try:
+                await client.get(f"http://127.0.0.1:{port}/healthz")
+                return proc
+            except httpx.TransportError:
+                await asyncio.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"{args} did not come up")
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    proc.send_signal(signal.SIGINT)
+    await asyncio.wait_for(proc.wait(), 30)
+
+
+async def bare() -> Load:
+    """The ceiling: the same load against a route that does nothing but read the form."""
+    port = _port()
+    args = [sys.executable, "-m", "uvicorn", "bench.bare:app", "--port", str(port), "--log-level", "warning"]
+    proc = await _serve(args, dict(os.environ), HERE.parent, port)
+    try:
+        return await _load(f"http://127.0.0.1:{port}")
+    finally:
+        await _stop(proc)
+
+
+async def _reset_postgres(url: str) -> None:
+    engine = create_async_engine(make_url(url))
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
+        await conn.exec_driver_sql("CREATE SCHEMA public")
+    await engine.dispose()
+
+
+async def ours(database_url: str | None) -> tuple[Load, int]:
+    """Afterword with one uvicorn worker on SQLite (None) or the given PostgreSQL URL; (load, answers stored)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        url = database_url or f"sqlite+aiosqlite:///{tmp}/bench.db"
+        port = _port()
+        env = {
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("TWILIO_", "TELEGRAM_", "DATABASE_URL"))
+            },
+            "DATABASE_URL": url,
+            "TWILIO_ACCOUNT_SID": ACCOUNT,
+            "TWILIO_AUTH_TOKEN": TOKEN,
+            "TWILIO_FROM_NUMBER": SENDER,
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+            "FLOWS_DIR": str(HERE / "flows"),
+            "LOG_LEVEL": "WARNING",
+            "PORT": str(port),
+        }
+        if database_url:
+            await _reset_postgres(database_url)
+        settings = load_settings(_env_file=None, database_url=url, flows_dir=[HERE / "flows"])
+        service = await Service.open(settings, migrate_sqlite=True) if not database_url else None
+        if service is None:
+            from bot.db import Database
+
+            await Database(settings.database).upgrade()
+            service = await Service.open(settings)
+        now = datetime.now(UTC)
+        for i, number in enumerate(_numbers()):
+            await create_survey(
+                service.db,
+                service.flows,
+                NewSurvey("bench-three", "sms", number, ticket=f"B-{i}", language="de"),
+                now=now,
+                ttl=timedelta(hours=48),
+            )
+        proc = await _serve([AFTERWORD, "serve"], env, Path(tmp), port)
+        try:
+            load = await _load(f"http://127.0.0.1:{port}")
+        finally:
+            await _stop(proc)
+        async with service.db.read() as conn:
+            stored = (await conn.execute(sa.select(sa.func.count()).select_from(answers))).scalar_one()
+        await service.close()
+        return load, int(stored)
+
+
+async def run(pg_url: str | None) -> list[str]:
+    """The table rows: ours on SQLite (and PostgreSQL when a URL is given) against the bare route."""
+    ceiling = await bare()
+    rows = []
+    for name, url in (("SQLite", None), ("PostgreSQL", pg_url)):
+        if name == "PostgreSQL" and not url:
+            rows.append(
+                "| answers/s, PostgreSQL | not run: set AFTERWORD_BENCH_DATABASE_URL | – | – | at least 0.5 |"
+            )
+            continue
+        load, stored = await ours(url)
+        if stored != load.requests:
+            raise RuntimeError(f"{name}: {load.requests} answers sent but {stored} stored")
+        rows.append(
+            f"| answers/s over signed SMS webhooks, {CUSTOMERS} whole 3-question surveys, {CONCURRENCY} at a time, "
+            f"{name}, 1 uvicorn worker | {load.cell()} | bare FastAPI route, constant TwiML: {ceiling.cell()} "
+            f"| {load.rate / ceiling.rate:.2f} | at least 0.5 |"
+        )
+    return rows
