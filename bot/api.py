@@ -21,7 +21,7 @@ from bot.hooks import HookError, HookTicket, from_freshdesk, from_generic, from_
 from bot.reports import build_report, report_query
 from bot.service import Service
 from bot.tables import answers, surveys
-from bot.triggers import SurveyRequest, Triggered, trigger
+from bot.triggers import SurveyRequest, Triggered, survey_links, trigger
 
 # Where each helpdesk puts the customer's phone, to name it when it is missing.
 _PHONE_PATHS = {
@@ -74,15 +74,9 @@ async def hook_secret(request: Request) -> None:
 
 def _link_maker(request: Request) -> Callable[[str, str], str | None]:
     settings = request.app.state.service.settings
-    base = settings.public_base_url or str(request.base_url).rstrip("/")
     telegram = request.app.state.telegram
-
-    def link_for(channel: str, token: str) -> str | None:
-        if channel == "telegram":
-            return telegram.link(token) if telegram is not None else None
-        return f"{base}/s/{token}"
-
-    return link_for
+    username = telegram.application.bot.username if telegram is not None else None
+    return survey_links(settings.public_base_url or str(request.base_url), username)
 
 
 def _body(made: Triggered) -> dict[str, Any]:

@@ -323,7 +323,7 @@ def trigger(
 
     from bot.channels.registry import configured
     from bot.service import Service
-    from bot.triggers import SurveyRequest
+    from bot.triggers import SurveyRequest, survey_links
     from bot.triggers import trigger as make
 
     settings = load()
@@ -347,12 +347,8 @@ def trigger(
         try:
             username = await _telegram_username(service) if channel == "telegram" and to is None else None
 
-            def link_for(kind: str, token: str) -> str | None:
-                if kind == "telegram":
-                    return f"https://t.me/{username}?start={token}" if username else None
-                base = settings.public_base_url or f"http://{settings.host}:{settings.port}"
-                return f"{base}/s/{token}"
-
+            base = settings.public_base_url or f"http://{settings.host}:{settings.port}"
+            link_for = survey_links(base, username)
             return await make(
                 service, request, channels=dict.fromkeys(configured(settings)), link_for=link_for
             )

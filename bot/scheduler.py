@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -203,10 +204,7 @@ class Scheduler:
     async def _activate(self, row: Any, now: datetime) -> None:
         """Make the survey answerable just before it is sent, closing the contact's older ones."""
         expires = now + self.service.survey_ttl
-        state = engine.State.from_json(row.state)
-        state = engine.State(
-            state.language, state.position, state.attempts, state.scores, state.status, expires
-        )
+        state = replace(engine.State.from_json(row.state), expires_at=expires)
         async with self.service.db.write() as conn:
             await conn.execute(
                 sa.update(surveys)

@@ -22,6 +22,7 @@ from bot.channels.telegram import ALLOWED_UPDATES, CustomerHandlers, TelegramCha
 from bot.errors import ChannelUnavailable, ConfigError
 from bot.service import Service
 from bot.telegram_staff import StaffHandlers
+from bot.triggers import survey_links
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ class TelegramBot:
 
     def link(self, token: str) -> str:
         """The deep link that opens the survey with ``token`` in a chat with the bot."""
-        return f"https://t.me/{self.application.bot.username}?start={token}"
+        link = survey_links("", self.application.bot.username)("telegram", token)
+        assert link is not None  # noqa: S101 - initialize() fetched the username
+        return link
 
     async def start(self) -> None:
         """Check the token with Telegram (getMe), then take updates and send alerts."""

@@ -64,6 +64,17 @@ class Triggered:
     link: str | None
 
 
+def survey_links(base_url: str, telegram_username: str | None) -> Callable[[str, str], str | None]:
+    """``link_for(channel, token)``: a Telegram deep link, else the web survey under ``base_url``."""
+
+    def link_for(channel: str, token: str) -> str | None:
+        if channel == "telegram":
+            return f"https://t.me/{telegram_username}?start={token}" if telegram_username else None
+        return f"{base_url.rstrip('/')}/s/{token}"
+
+    return link_for
+
+
 def parse_delay(raw: str) -> timedelta:
     """'90s', '15m', '1h', '2d' as a timedelta; TriggerError naming ``delay`` otherwise."""
     found = _DELAY.match(raw.strip())
