@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import jobs
@@ -42,27 +43,30 @@ def _is_detractor(answer: Answer) -> bool:
     return is_detractor(answer.metric, answer.score, scale)
 
 
-async def queue_alerts(
-    conn: AsyncConnection, survey_id: int, stored: Sequence[Answer], now: datetime
-) -> None:
-    """Queue an alert for each detractor answer, and a follow-up for each later comment."""
+def queue_alerts(conn: Connection, survey_id: int, stored: Sequence[Answer], now: datetime) -> None:
+    """Queue an alert for each detractor answer, and a follow-up for each later comment.
+
+    Plain SQLAlchemy: it runs inside the inbound transaction (bot.inbound, Database.transact).
+    """
     alerted = False
     for answer in stored:
         if _is_detractor(answer):
-            await jobs.enqueue(
-                conn, ALERT, now=now, survey_id=survey_id, payload={"question": answer.question_id}
+            conn.execute(
+                jobs.job(ALERT, now=now, survey_id=survey_id, payload={"question": answer.question_id})
             )
             alerted = True
     comments = [a for a in stored if a.text and not _is_detractor(a)]
-    if comments and (alerted or await _was_alerted(conn, survey_id)):
+    if comments and (alerted or _was_alerted(conn, survey_id)):
         for answer in comments:
-            await jobs.enqueue(
-                conn, ALERT_COMMENT, now=now, survey_id=survey_id, payload={"question": answer.question_id}
+            conn.execute(
+                jobs.job(
+                    ALERT_COMMENT, now=now, survey_id=survey_id, payload={"question": answer.question_id}
+                )
             )
 
 
-async def _was_alerted(conn: AsyncConnection, survey_id: int) -> bool:
-    found = await conn.execute(
+def _was_alerted(conn: Connection, survey_id: int) -> bool:
+    found = conn.execute(
         sa.select(jobs_table.c.id)
         .where(jobs_table.c.survey_id == survey_id, jobs_table.c.kind == ALERT)
         .limit(1)

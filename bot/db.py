@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -22,6 +24,9 @@ from bot.errors import DatabaseUnavailable, SchemaOutdated
 _MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 
 class Database:
     """An async engine with the transaction modes Afterword needs.
@@ -29,6 +34,12 @@ class Database:
     ``write()`` serialises writers on SQLite (``BEGIN IMMEDIATE``), so that two answers
     arriving together never both read the same conversation state; PostgreSQL gets the
     same guarantee from row locks taken inside the transaction.
+
+    ``transact()`` runs a whole write transaction written as plain (sync) SQLAlchemy: on
+    SQLite in one trip to a writer thread with the standard sqlite3 driver, on PostgreSQL
+    through ``run_sync`` on asyncpg. aiosqlite hands every cursor, execute, fetch and close
+    to its thread separately (about 1.3 ms per statement here, against 0.13 ms in one trip),
+    which made those trips most of an answer's cost.
     """
 
     def __init__(self, url: URL, *, echo: bool = False) -> None:
@@ -43,8 +54,13 @@ class Database:
         # than letting them poll SQLite's busy handler, which sleeps between tries (the answer
         # benchmark's p99 fell from 1.9 s to milliseconds). Other processes still meet BEGIN IMMEDIATE.
         self._writers = asyncio.Lock()
+        self._sync_engine: Engine | None = None
+        self._writer_thread: ThreadPoolExecutor | None = None
         if self.dialect == "sqlite":
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine.sync_engine)
+            # The same file through the standard driver, for transact(); one thread keeps its connection.
+            self._sync_engine = create_engine(url.set(drivername="sqlite+pysqlite"), **kwargs)
+            _configure_sqlite(self._sync_engine)
 
     @property
     def is_sqlite(self) -> bool:
@@ -62,6 +78,32 @@ class Database:
             conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
             async with conn.begin():
                 yield conn
+
+    async def transact(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """``fn(conn, *args, **kwargs)`` in one write transaction; committed when it returns."""
+        if self._sync_engine is None:
+            async with self.write() as conn:
+                return await conn.run_sync(fn, *args, **kwargs)
+        call = functools.partial(self._transact_sqlite, self._sync_engine, fn, *args, **kwargs)
+        async with self._writers:
+            if self._writer_thread is None:  # made on first use, and again after dispose()
+                self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="afterword-sqlite-writer")
+            return await asyncio.get_running_loop().run_in_executor(self._writer_thread, call)
+
+    @staticmethod
+    def _transact_sqlite(
+        engine: Engine, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        try:
+            connection = engine.connect()
+        except OperationalError as exc:
+            raise DatabaseUnavailable(engine.url.render_as_string(), _reason(exc)) from exc
+        with connection as conn:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                return fn(conn, *args, **kwargs)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -106,8 +148,13 @@ class Database:
             raise SchemaOutdated(self.shown_url, current, head)
 
     async def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection, and the SQLite writer thread."""
         await self.engine.dispose()
+        if self._sync_engine is not None and self._writer_thread is not None:
+            async with self._writers:
+                writer, self._writer_thread = self._writer_thread, None
+                await asyncio.get_running_loop().run_in_executor(writer, self._sync_engine.dispose)
+                writer.shutdown()
 
 
 def head_revision() -> str:
@@ -129,8 +176,8 @@ def _upgrade(conn: Connection, revision: str) -> None:
     command.upgrade(cfg, revision)
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let us emit BEGIN ourselves (pysqlite's implicit BEGIN is always DEFERRED).
         dbapi_connection.isolation_level = None
@@ -139,11 +186,12 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        # 64 MiB of page cache (default 2 MiB): index upkeep on large imports stays in memory.
-        cursor.execute("PRAGMA cache_size=-65536")
+        # The page cache stays at SQLite's 2 MiB: each pooled connection keeps its cache filled,
+        # so a larger one made the server's memory grow with the database (bench/memory.py).
+        # The importer raises it for its own transaction.
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
@@ -160,9 +208,9 @@ def _reason(exc: BaseException) -> str:
     return text
 
 
-def upsert_insert(db: Database, table: Any) -> Any:
-    """An INSERT for ``table`` in the database's dialect, so callers can add ON CONFLICT."""
-    if db.is_sqlite:
+def upsert_insert(db: Database | str, table: Any) -> Any:
+    """An INSERT for ``table`` in the database's dialect (or the dialect named), so callers can add ON CONFLICT."""
+    if (db if isinstance(db, str) else db.dialect) == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         return sqlite_insert(table)

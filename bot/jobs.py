@@ -47,15 +47,25 @@ async def enqueue(
     due_at: datetime | None = None,
 ) -> None:
     """Queue a job inside the caller's transaction, so it exists exactly when that commits."""
-    await conn.execute(
-        sa.insert(jobs).values(
-            kind=kind,
-            survey_id=survey_id,
-            payload=dict(payload) if payload else None,
-            status="pending",
-            due_at=due_at or now,
-            created_at=now,
-        )
+    await conn.execute(job(kind, now=now, survey_id=survey_id, payload=payload, due_at=due_at))
+
+
+def job(
+    kind: str,
+    *,
+    now: datetime,
+    survey_id: int | None = None,
+    payload: Mapping[str, Any] | None = None,
+    due_at: datetime | None = None,
+) -> sa.Insert:
+    """The INSERT that queues a job, for a caller's own (async or plain) connection."""
+    return sa.insert(jobs).values(
+        kind=kind,
+        survey_id=survey_id,
+        payload=dict(payload) if payload else None,
+        status="pending",
+        due_at=due_at or now,
+        created_at=now,
     )
 
 

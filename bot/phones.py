@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 
@@ -14,6 +15,7 @@ from bot.errors import InvalidPhone
 _IN_TEXT = re.compile(r"\+\d{8,15}\b")
 
 
+@functools.lru_cache(maxsize=4096)  # every answer by SMS or voice reads its sender again
 def normalize(raw: str, default_region: str = "DE") -> str:
     """``raw`` as E.164 (+4915112345678); a national number is read in ``default_region``.
 
