@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -129,7 +130,7 @@ async def build_report(
     """The whole report as JSON-ready data."""
     async with db.read() as conn:
         # With a grouping, the overall histogram is the sum of the groups': one scan, not two.
-        grouped = await _histograms(conn, query.start, query.end, GROUPS[query.by]) if query.by else None
+        grouped = await _histograms(conn, query.start, query.end, query.by) if query.by else None
         current = grouped if grouped is not None else await _histograms(conn, query.start, query.end)
         previous = await _histograms(conn, *query.previous)
         report: dict[str, Any] = {
@@ -148,7 +149,7 @@ async def build_report(
         # Per-question means only when asked for: GROUP BY question has no covering index.
         per_question = grouped if query.by == "question" else None
         if per_question is None and query.csi:
-            per_question = await _histograms(conn, query.start, query.end, answers.c.question_id)
+            per_question = await _histograms(conn, query.start, query.end, "question")
         if per_question is not None:
             report["questions"] = _question_means(per_question)
         if query.csi:
@@ -160,7 +161,7 @@ async def build_report(
                 for key, rows in sorted(_split(grouped).items(), key=lambda kv: (kv[0] is None, str(kv[0])))
             ]
         if query.trend is not None:
-            buckets = await _histograms(conn, query.start, query.end, _bucket(db, query.trend))
+            buckets = await _histograms(conn, query.start, query.end, f"{query.trend}@{db.dialect}")
             report["trend_by"] = query.trend
             report["trend"] = [
                 {"start": str(key), **scores_json(scores(rows, query.rule), None, targets)}
@@ -212,23 +213,10 @@ def _split(rows: Sequence[tuple[Any, HistogramRow]]) -> dict[Any, list[Histogram
 
 
 async def _histograms(
-    conn: AsyncConnection, start: datetime, end: datetime, key: sa.ColumnElement[Any] | None = None
+    conn: AsyncConnection, start: datetime, end: datetime, key: str | None = None
 ) -> list[tuple[Any, HistogramRow]]:
-    a = answers.c
-    cols: list[sa.ColumnElement[Any]] = [a.metric, a.scale_min, a.scale_max, a.scale_best, a.score]
-    key_col = (key if key is not None else sa.literal(None)).label("key")
-    stmt = (
-        sa.select(key_col, *cols, sa.func.count().label("n"))
-        .where(
-            a.answered_at >= start,
-            a.answered_at < end,
-            a.metric.is_not(None),
-            a.score.is_not(None),
-            a.scale_min.is_not(None),
-        )
-        .group_by(*([key_col] if key is not None else []), *cols)
-    )
-    result = await conn.execute(stmt)
+    """Score histograms over [start, end), by a GROUPS name or a trend bucket "week@sqlite"."""
+    result = await conn.execute(_histogram_query(key), {"start": start, "end": end})
     return [
         (
             row.key,
@@ -238,10 +226,37 @@ async def _histograms(
     ]
 
 
-def _bucket(db: Database, trend: Trend) -> sa.ColumnElement[Any]:
+@functools.cache
+def _histogram_query(key: str | None) -> sa.Select[Any]:
+    """GROUP BY key, metric, scale, score over [start, end); built once per key, so SQLAlchemy
+    keeps its cache key (rebuilding the report's statements was a third of it at 10 k answers)."""
+    a = answers.c
+    cols: list[sa.ColumnElement[Any]] = [a.metric, a.scale_min, a.scale_max, a.scale_best, a.score]
+    if key is None:
+        column: sa.ColumnElement[Any] = sa.literal(None)
+    elif "@" in key:
+        trend, dialect = key.split("@")
+        column = _bucket(dialect, trend)  # type: ignore[arg-type]
+    else:
+        column = GROUPS[key]
+    key_col = column.label("key")
+    return (
+        sa.select(key_col, *cols, sa.func.count().label("n"))
+        .where(
+            a.answered_at >= sa.bindparam("start"),
+            a.answered_at < sa.bindparam("end"),
+            a.metric.is_not(None),
+            a.score.is_not(None),
+            a.scale_min.is_not(None),
+        )
+        .group_by(*([key_col] if key is not None else []), *cols)
+    )
+
+
+def _bucket(dialect: str, trend: Trend) -> sa.ColumnElement[Any]:
     """The first day of each answer's day, ISO week (Monday) or month, as text YYYY-MM-DD."""
     at = answers.c.answered_at
-    if db.is_sqlite:
+    if dialect == "sqlite":
         # Stored as 'YYYY-MM-DD HH:MM:SS' in UTC; 'weekday 0' moves to Sunday, -6 days to Monday.
         modifiers = {"day": (), "week": ("weekday 0", "-6 days"), "month": ("start of month",)}[trend]
         return sa.func.date(at, *modifiers)
@@ -249,22 +264,23 @@ def _bucket(db: Database, trend: Trend) -> sa.ColumnElement[Any]:
 
 
 NOT_DELIVERED = ("failed", "no_answer", "skipped")  # the customer never got the survey
+_PERIOD: dict[str, sa.BindParameter[Any]] = {"start": sa.bindparam("start"), "end": sa.bindparam("end")}
+
+
+def _response_rate_query() -> sa.Select[int, int, int, int]:
+    s = surveys.c
+    answered = sa.exists().where(answers.c.survey_id == s.id)
+    return sa.select(
+        sa.func.count().label("sent"),
+        sa.func.count().filter(s.status.in_(NOT_DELIVERED)).label("not_delivered"),
+        sa.func.count().filter(s.status == "completed").label("completed"),
+        sa.func.count().filter(answered).label("answered"),
+    ).where(s.sent_at >= _PERIOD["start"], s.sent_at < _PERIOD["end"])
 
 
 async def _response_rate(conn: AsyncConnection, start: datetime, end: datetime) -> dict[str, Any]:
     """Completed and answered surveys as shares of those delivered (sent minus not delivered)."""
-    s = surveys.c
-    answered = sa.exists().where(answers.c.survey_id == s.id)
-    row = (
-        await conn.execute(
-            sa.select(
-                sa.func.count().label("sent"),
-                sa.func.count().filter(s.status.in_(NOT_DELIVERED)).label("not_delivered"),
-                sa.func.count().filter(s.status == "completed").label("completed"),
-                sa.func.count().filter(answered).label("answered"),
-            ).where(s.sent_at >= start, s.sent_at < end)
-        )
-    ).one()
+    row = (await conn.execute(_RESPONSE_RATE, {"start": start, "end": end})).one()
     delivered = int(row.sent) - int(row.not_delivered)
     return {
         "sent": int(row.sent),
@@ -288,8 +304,8 @@ def _detractor(table: sa.FromClause) -> sa.ColumnElement[bool]:
     )
 
 
-async def _comments(conn: AsyncConnection, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    """The latest comments, detractors' first: two newest-first reads of the comments index."""
+def _comment_queries() -> tuple[tuple[bool, sa.Select[Any]], ...]:
+    """Newest comments first, of detractors and of the others: two reads of the comments index."""
     a = answers.c
     scored = answers.alias("scored")
     detractor = sa.or_(
@@ -297,11 +313,19 @@ async def _comments(conn: AsyncConnection, start: datetime, end: datetime) -> li
         sa.exists().where(scored.c.survey_id == a.survey_id, a.survey_id.is_not(None), _detractor(scored)),
     )
     base = sa.select(a.text, a.answered_at, a.ticket, a.agent, a.channel, a.question_id).where(
-        a.text.is_not(None), a.answered_at >= start, a.answered_at < end, a.text != ""
+        a.text.is_not(None), a.answered_at >= _PERIOD["start"], a.answered_at < _PERIOD["end"], a.text != ""
     )
+    return tuple(
+        (is_detractor, base.where(condition).order_by(a.answered_at.desc()).limit(sa.bindparam("limit")))
+        for is_detractor, condition in ((True, detractor), (False, sa.not_(detractor)))
+    )
+
+
+async def _comments(conn: AsyncConnection, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """The latest comments, detractors' first."""
     found: list[dict[str, Any]] = []
-    for is_detractor, condition in ((True, detractor), (False, sa.not_(detractor))):
-        stmt = base.where(condition).order_by(a.answered_at.desc()).limit(COMMENTS - len(found))
+    for is_detractor, stmt in _COMMENTS:
+        params = {"start": start, "end": end, "limit": COMMENTS - len(found)}
         found.extend(
             {
                 "text": row.text,
@@ -312,15 +336,14 @@ async def _comments(conn: AsyncConnection, start: datetime, end: datetime) -> li
                 "question": row.question_id,
                 "detractor": is_detractor,
             }
-            for row in await conn.execute(stmt)
+            for row in await conn.execute(stmt, params)
         )
         if len(found) >= COMMENTS:
             break
     return found
 
 
-async def _secure(conn: AsyncConnection, start: datetime, end: datetime) -> tuple[int, int]:
-    """(secure, n) over surveys sent in the period that answered satisfaction and recommendation (seed 004)."""
+def _secure_query() -> sa.Select[int, int]:
     a = answers.c
     best_point = sa.case((a.scale_best == "low", a.scale_min), else_=a.scale_max)
     is_csat, is_nps = a.metric == "csat", a.metric == "nps"
@@ -335,7 +358,9 @@ async def _secure(conn: AsyncConnection, start: datetime, end: datetime) -> tupl
         )
         .where(
             a.survey_id.in_(
-                sa.select(surveys.c.id).where(surveys.c.sent_at >= start, surveys.c.sent_at < end)
+                sa.select(surveys.c.id).where(
+                    surveys.c.sent_at >= _PERIOD["start"], surveys.c.sent_at < _PERIOD["end"]
+                )
             ),
             a.score.is_not(None),
         )
@@ -343,17 +368,22 @@ async def _secure(conn: AsyncConnection, start: datetime, end: datetime) -> tupl
         .subquery()
     )
     both = sa.and_(per_survey.c.has_csat == 1, per_survey.c.has_nps == 1)
-    row = (
-        await conn.execute(
-            sa.select(
-                sa.func.count().filter(both).label("n"),
-                sa.func.count()
-                .filter(both, per_survey.c.csat_best == 1, per_survey.c.nps_best == 1)
-                .label("secure"),
-            )
-        )
-    ).one()
+    return sa.select(
+        sa.func.count().filter(both).label("n"),
+        sa.func.count().filter(both, per_survey.c.csat_best == 1, per_survey.c.nps_best == 1).label("secure"),
+    )
+
+
+async def _secure(conn: AsyncConnection, start: datetime, end: datetime) -> tuple[int, int]:
+    """(secure, n) over surveys sent in the period that answered satisfaction and recommendation (seed 004)."""
+    row = (await conn.execute(_SECURE, {"start": start, "end": end})).one()
     return int(row.secure), int(row.n)
+
+
+# Built once, like the histogram queries, so that SQLAlchemy keeps their cache keys.
+_RESPONSE_RATE = _response_rate_query()
+_COMMENTS = _comment_queries()
+_SECURE = _secure_query()
 
 
 def trend_points(report: Mapping[str, Any]) -> list[TrendPoint]:
