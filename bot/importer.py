@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.db import Database, upsert_insert
 from bot.errors import ImportFailed
@@ -178,7 +180,7 @@ async def import_csv(
     count = sa.select(sa.func.count()).select_from(answers)
     stmt = upsert_insert(db, answers).on_conflict_do_nothing(index_elements=["response_id"])
     rebuild = db.is_sqlite and rows - bad >= rebuild_from
-    async with db.write() as conn:
+    async with db.write() as conn, _import_cache(db, conn):
         before = (await conn.execute(count)).scalar_one()
         if rebuild:  # inside the transaction: a failed import leaves the indexes as they were
             await conn.run_sync(_drop_report_indexes)
@@ -207,6 +209,20 @@ async def import_csv(
         async with db.write() as conn:
             await conn.exec_driver_sql("ANALYZE answers")
     return ImportResult(rows, added, rows - bad - added, bad, tuple(problems))
+
+
+@asynccontextmanager
+async def _import_cache(db: Database, conn: AsyncConnection) -> AsyncIterator[None]:
+    """64 MiB of SQLite page cache while importing, so index upkeep stays in memory; then
+    SQLite's 2 MiB again, because the connection goes back to the pool with its setting."""
+    if not db.is_sqlite:
+        yield
+        return
+    await conn.exec_driver_sql("PRAGMA cache_size=-65536")
+    try:
+        yield
+    finally:
+        await conn.exec_driver_sql("PRAGMA cache_size=-2000")
 
 
 def _drop_report_indexes(conn: sa.Connection) -> None:
