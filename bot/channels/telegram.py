@@ -8,9 +8,11 @@ can take any update and a restart loses nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, ClassVar, Literal
 
 from aiolimiter import AsyncLimiter
@@ -40,6 +42,7 @@ PROVIDER = "telegram"
 ALLOWED_UPDATES = ("message", "callback_query")
 ONE_ROW_MAX = 7  # scales with more points (0-10) are split over two rows, to stay tappable
 MAX_RETRIES = 5  # a 429 is waited out (retry_after) and tried again this many times
+MESSAGES_PER_SECOND = 30  # Telegram's overall limit: https://core.telegram.org/bots/faq
 _NEW_MESSAGES = frozenset({"sendMessage", "sendPhoto"})
 
 TEXTS: dict[str, dict[str, str]] = {
@@ -113,15 +116,51 @@ def message_text(prompts: Sequence[Prompt], language: str) -> str:
     return "\n\n".join(parts)
 
 
+class SendWindow:
+    """At most ``limit`` calls in any ``period`` seconds, wherever they are counted.
+
+    A call holds one of ``limit`` slots, which is free again ``period`` after the call ended.
+    Telegram sees a call arrive before it ends, so two calls through one slot arrive at least
+    ``period`` apart and no window of ``period`` holds more than ``limit`` arrivals there,
+    whatever the round trip. The price is a rate of limit / (period + round trip).
+    """
+
+    def __init__(self, limit: int = MESSAGES_PER_SECOND, period: float = 1.0) -> None:
+        self.period = period
+        # When each free slot may be used again. Slots go back in the order their calls end, so
+        # the head is the first one free; one given back unused waits in line, never goes early.
+        self._free: asyncio.Queue[float] = asyncio.Queue()
+        for _ in range(limit):
+            self._free.put_nowait(0.0)
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Wait for a free slot, hold it for the call, free it ``period`` after the call ends."""
+        loop = asyncio.get_running_loop()
+        ready = await self._free.get()
+        try:
+            await asyncio.sleep(ready - loop.time())
+        except BaseException:  # cancelled before the call was made: the slot is as it was
+            self._free.put_nowait(ready)
+            raise
+        try:
+            yield
+        finally:
+            self._free.put_nowait(loop.time() + self.period)
+
+
 class ChatRateLimiter(AIORateLimiter):
     """Telegram's limits: 30 messages/s overall and, on top, one new message per second per chat.
 
-    AIORateLimiter keeps the overall limit and retries after a 429 (``retry_after``); it
+    AIORateLimiter retries after a 429 (``retry_after``) and paces groups. Its overall limit
+    is a leaky bucket that lets a burst of 30 through and then 30/s, so up to 60 calls can
+    reach Telegram in one second; a strict SendWindow replaces it, around every attempt. It
     limits private chats only through the overall rate, so the per-chat second is added here.
     """
 
     def __init__(self, max_retries: int = MAX_RETRIES) -> None:
-        super().__init__(max_retries=max_retries)
+        super().__init__(overall_max_rate=0, max_retries=max_retries)
+        self._window = SendWindow()
         self._chats: OrderedDict[str, AsyncLimiter] = OrderedDict()
 
     def _chat(self, chat_id: object) -> AsyncLimiter:
@@ -143,10 +182,18 @@ class ChatRateLimiter(AIORateLimiter):
     ) -> bool | dict[str, Any] | list[dict[str, Any]]:
         """Wait for the chat's slot for a new message, then let AIORateLimiter do the rest."""
         chat_id = data.get("chat_id")
-        if endpoint in _NEW_MESSAGES and chat_id is not None:
+        if chat_id is None:  # like AIORateLimiter's overall limit: only calls about a chat count
+            return await super().process_request(callback, args, kwargs, endpoint, data, rate_limit_args)
+
+        async def paced(*call_args: Any, **call_kwargs: Any) -> Any:
+            # AIORateLimiter calls this once per attempt, so a retry after a 429 waits its turn too.
+            async with self._window.slot():
+                return await callback(*call_args, **call_kwargs)
+
+        if endpoint in _NEW_MESSAGES:
             async with self._chat(chat_id):
-                return await super().process_request(callback, args, kwargs, endpoint, data, rate_limit_args)
-        return await super().process_request(callback, args, kwargs, endpoint, data, rate_limit_args)
+                return await super().process_request(paced, args, kwargs, endpoint, data, rate_limit_args)
+        return await super().process_request(paced, args, kwargs, endpoint, data, rate_limit_args)
 
 
 def build_application(

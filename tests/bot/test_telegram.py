@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,12 +16,14 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from bot.app import create_app
+from bot.channels.telegram import TelegramChannel, build_application
 from bot.service import Service
 from bot.settings import load_settings
 from bot.staff import add_staff
 from bot.surveys import NewSurvey, create_survey
 from bot.tables import answers, jobs, surveys
 from bot.telegram_bot import TelegramBot
+from flows.engine import Prompt
 from tests.fakes.telegram import Call, FakeBotApi, callback_update, message_update
 from tests.support import Clock, running_app
 
@@ -319,6 +322,37 @@ async def test_rate_limited_message_is_retried_and_delivered(tg: Harness) -> Non
     assert [True, False] == [c.failed for c in attempts]
     assert attempts[0].params["text"] == attempts[1].params["text"]
     assert time.monotonic() - started >= 1.0
+
+
+async def test_concurrent_sends_never_exceed_30_messages_a_second(
+    service: Service, fake_telegram: FakeBotApi, clock: Clock
+) -> None:
+    """80 messages to 80 chats at once all reach a Bot API that enforces 30/s, with no 429."""
+    fake_telegram.limit_rate(30)
+    settings = load_settings(
+        _env_file=None,
+        database_url=service.settings.database_url,
+        flows_dir=[],
+        telegram_bot_token=fake_telegram.token,
+        telegram_api_base_url=fake_telegram.base_url,
+    )
+    svc = Service(settings=settings, db=service.db, flows=service.flows, clock=clock)
+    application = build_application(svc)
+    channel = TelegramChannel(svc, application)
+    chats = range(CUSTOMER, CUSTOMER + 80)
+    async with application:
+        await asyncio.gather(
+            *(channel.deliver(str(chat), [Prompt("intro", "Hallo")], "de") for chat in chats)
+        )
+
+    arrivals = fake_telegram.message_arrivals
+    # The busiest window (t - 1 s, t] is one that ends at an arrival.
+    busiest = max(bisect.bisect_right(arrivals, t) - bisect.bisect_right(arrivals, t - 1.0) for t in arrivals)
+    assert (list(chats), 0) == (
+        sorted(c.params["chat_id"] for c in fake_telegram.sent()),
+        fake_telegram.too_many_requests,
+    )
+    assert 30 >= busiest
 
 
 async def test_expired_survey_answers_with_the_expired_text(tg: Harness, clock: Clock) -> None:

@@ -12,13 +12,19 @@ does: ``{"ok": true, "result": ...}`` or ``{"ok": false, "error_code": ..., "des
 
 The server runs on its own event loop in a daemon thread, so it serves requests while the test's
 loop awaits the library. Everything shared between the two threads is guarded by one lock.
+
+``limit_rate(30)`` makes it enforce Telegram's broadcast limit of about 30 messages per second
+(https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this) as a strict
+sliding window, so a client that bursts gets the 429 Telegram would send.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import copy
 import json
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -62,6 +68,9 @@ _DEFAULT_DESCRIPTIONS = {
 # getUpdates long-polls at most this long, so a test never waits on a slow poll.
 _MAX_LONG_POLL = 1.0
 _POLL_STEP = 0.02
+# Every Bot API method that sends a new message starts with "send" (sendMessage, sendPhoto, …);
+# these are the calls Telegram's messages-per-second limit counts.
+_SEND_PREFIX = "send"
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,9 @@ class FakeBotApi(LocalServer):
         self._messages: dict[tuple[int, int], dict[str, Any]] = {}
         self._next_message_id: dict[int, int] = {}
         self._photo_count = 0
+        self._rate: tuple[int, float] | None = None  # (messages, per seconds) once limit_rate is called
+        self._arrivals: list[float] = []  # time.monotonic() of each delivered message, ascending
+        self._too_many = 0
         self._failures: dict[str, _Failure] = {}
         self._updates: list[dict[str, Any]] = []
         self._webhook_url = ""
@@ -225,6 +237,27 @@ class FakeBotApi(LocalServer):
         with self._lock:
             self._failures[method.lower()] = _Failure(error_code, description, parameters, times)
 
+    def limit_rate(self, messages: int = 30, per: float = 1.0) -> None:
+        """Refuse a message call with 429 once ``messages`` were delivered in the last ``per`` seconds.
+
+        The window is half-open, (now - per, now], on the fake's monotonic clock when the call
+        arrives; refused calls do not count. Off until called.
+        """
+        with self._lock:
+            self._rate = (messages, per)
+
+    @property
+    def too_many_requests(self) -> int:
+        """How many calls were answered 429 Too Many Requests, injected or over the rate limit."""
+        with self._lock:
+            return self._too_many
+
+    @property
+    def message_arrivals(self) -> list[float]:
+        """When each delivered message call arrived (time.monotonic()), oldest first."""
+        with self._lock:
+            return list(self._arrivals)
+
     def queue_update(self, update: dict[str, Any]) -> None:
         """Queue an update for ``getUpdates`` (long polling)."""
         with self._lock:
@@ -270,15 +303,20 @@ class FakeBotApi(LocalServer):
         method: str = request.path_params["method"]
         params = await self._read_params(request)
         handler = self._handlers.get(method.lower())
+        arrived: float | None = None
         try:
             if token != self.token:
                 raise _ApiError(401, "Unauthorized")
             if handler is None:
                 raise _ApiError(404, "Not Found: method not found")
+            arrived = self._admit(method)
             self._take_failure(method)
             result = await handler(params)
         except _ApiError as error:
-            self._record(Call(method, params, failed=True))
+            self._record(Call(method, params, failed=True), undo_arrival=arrived)
+            if error.error_code == 429:
+                with self._lock:
+                    self._too_many += 1
             return error.response()
         self._record(Call(method, params))
         return JSONResponse({"ok": True, "result": result})
@@ -300,9 +338,28 @@ class FakeBotApi(LocalServer):
                         raw[name] = await value.read() if isinstance(value, UploadFile) else value
         return {name: _decode(name, value) for name, value in raw.items()}
 
-    def _record(self, call: Call) -> None:
+    def _record(self, call: Call, undo_arrival: float | None = None) -> None:
         with self._lock:
             self._calls.append(call)
+            if undo_arrival is not None:  # admitted, then failed: it was not delivered
+                self._arrivals.remove(undo_arrival)
+
+    def _admit(self, method: str) -> float | None:
+        """Count a message call into the rate window, or refuse it; returns its arrival time."""
+        if not method.lower().startswith(_SEND_PREFIX):
+            return None
+        with self._lock:
+            now = time.monotonic()
+            self._arrivals.append(now)  # taken under the lock, so the list stays sorted
+            if self._rate is None:
+                return now
+            messages, per = self._rate
+            in_window = len(self._arrivals) - 1 - bisect.bisect_right(self._arrivals, now - per)
+            if in_window < messages:
+                return now
+            self._arrivals.pop()
+        retry_after = max(1, math.ceil(per))
+        raise _ApiError(429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after})
 
     def _take_failure(self, method: str) -> None:
         with self._lock:

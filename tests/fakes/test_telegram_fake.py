@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import threading
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity, Update
 from telegram.error import BadRequest, EndPointNotFound, InvalidToken, NetworkError, RetryAfter
@@ -219,6 +222,74 @@ async def test_wait_for_names_the_calls_it_saw_when_it_times_out(fake: FakeBotAp
     assert 1 == len(await fake.wait_for("sendMessage"))
     with pytest.raises(AssertionError, match=r"\['getMe', 'sendMessage'\]"):
         await fake.wait_for("sendPhoto", timeout=0.1)
+
+
+async def _post_messages(fake: FakeBotApi, chats: range) -> list[httpx.Response]:
+    """sendMessage to each chat, all at once, as raw HTTP, so the fake's answer can be read whole."""
+    url = f"{fake.base_url}{fake.token}/sendMessage"
+    async with httpx.AsyncClient() as client:
+        return await asyncio.gather(
+            *(client.post(url, data={"chat_id": chat, "text": "Hallo"}) for chat in chats)
+        )
+
+
+async def _post_message(fake: FakeBotApi, chat: int) -> httpx.Response:
+    [response] = await _post_messages(fake, range(chat, chat + 1))
+    return response
+
+
+async def test_rate_limit_refuses_the_31st_message_within_a_second(fake: FakeBotApi) -> None:
+    """With limit_rate(30) a 31st message within one second gets Telegram's 429 and is not delivered."""
+    fake.limit_rate(30)
+    accepted = await _post_messages(fake, range(1, 31))
+    refused = await _post_message(fake, 31)
+
+    # The refusal is only right if it came within the second after the first message.
+    assert time.monotonic() - fake.message_arrivals[0] < 1.0
+    assert [200] * 30 == [response.status_code for response in accepted]
+    assert 429 == refused.status_code
+    assert {
+        "ok": False,
+        "error_code": 429,
+        "description": "Too Many Requests: retry after 1",
+        "parameters": {"retry_after": 1},
+    } == refused.json()
+    assert (30, 1, 30) == (len(fake.sent()), fake.too_many_requests, len(fake.message_arrivals))
+    assert [(31, True)] == [(c.params["chat_id"], c.failed) for c in fake.calls if c.params["chat_id"] == 31]
+
+
+async def test_rate_limit_accepts_again_once_the_window_has_passed(fake: FakeBotApi) -> None:
+    """A message after the oldest delivered one left the window goes through again."""
+    fake.limit_rate(2, per=0.5)
+    first = [await _post_message(fake, chat) for chat in (1, 2, 3)]
+    await asyncio.sleep(fake.message_arrivals[0] + 0.5 - time.monotonic() + 0.01)
+    later = await _post_message(fake, 4)
+
+    assert [200, 200, 429, 200] == [response.status_code for response in [*first, later]]
+    assert (3, 1) == (len(fake.message_arrivals), fake.too_many_requests)
+
+
+@pytest.mark.usefixtures("ptb_timedelta")
+async def test_photos_count_toward_the_rate_limit_and_other_calls_do_not(fake: FakeBotApi) -> None:
+    """sendPhoto uses up the window like sendMessage; getMe and edits are never refused."""
+    fake.limit_rate(1, per=60)
+    async with Bot(DEFAULT_TOKEN, base_url=fake.base_url) as bot:
+        photo = await bot.send_photo(42, PNG)
+        await bot.get_me()
+        await bot.edit_message_reply_markup(chat_id=42, message_id=photo.message_id)
+        with pytest.raises(RetryAfter) as caught:
+            await bot.send_message(42, "Hallo")
+
+    assert dt.timedelta(seconds=60) == caught.value.retry_after
+    assert [False, False, False, False, True] == [c.failed for c in fake.calls]
+
+
+async def test_rate_limit_is_off_by_default(fake: FakeBotApi) -> None:
+    """Without limit_rate, 60 messages at once are all delivered and their arrivals kept."""
+    responses = await _post_messages(fake, range(1, 61))
+
+    assert [200] * 60 == [response.status_code for response in responses]
+    assert (60, 0) == (len(fake.message_arrivals), fake.too_many_requests)
 
 
 def test_stop_ends_the_server_thread() -> None:
