@@ -111,17 +111,29 @@ async def finish(
 ) -> None:
     """Record a job's end: done, skipped (with the reason) or failed."""
     async with db.write() as conn:
-        await conn.execute(
-            sa.update(jobs)
-            .where(jobs.c.id == job.id)
-            .values(
-                status=status,
-                done_at=now,
-                locked_until=None,
-                result=dict(result) if result else None,
-                last_error=error,
-            )
+        await conn.execute(finished(job, now=now, status=status, result=result, error=error))
+
+
+def finished(
+    job: Job,
+    *,
+    now: datetime,
+    status: str = "done",
+    result: Mapping[str, Any] | None = None,
+    error: str | None = None,
+) -> sa.Update:
+    """The UPDATE that records a job's end, for a caller's own (async or plain) connection."""
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id == job.id)
+        .values(
+            status=status,
+            done_at=now,
+            locked_until=None,
+            result=dict(result) if result else None,
+            last_error=error,
         )
+    )
 
 
 async def retry_later(db: Database, job: Job, *, now: datetime, error: str) -> bool:
@@ -158,8 +170,13 @@ async def latest_result(conn: AsyncConnection, survey_id: int, kind: str) -> Map
 async def postpone(db: Database, job: Job, *, due_at: datetime) -> None:
     """Put a job back, due later, without counting this attempt (quiet hours are no failure)."""
     async with db.write() as conn:
-        await conn.execute(
-            sa.update(jobs)
-            .where(jobs.c.id == job.id)
-            .values(due_at=due_at, locked_until=None, attempts=jobs.c.attempts - 1)
-        )
+        await conn.execute(postponed(job, due_at=due_at))
+
+
+def postponed(job: Job, *, due_at: datetime) -> sa.Update:
+    """The UPDATE that puts a job back, due later, for a caller's own connection."""
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id == job.id)
+        .values(due_at=due_at, locked_until=None, attempts=jobs.c.attempts - 1)
+    )

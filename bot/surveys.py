@@ -230,12 +230,15 @@ async def remember_ref(db: Database, survey_id: int, ref: str | None) -> None:
 async def close_survey(db: Database, survey_id: int, status: str) -> bool:
     """Set an open survey's final status (failed, no_answer, incomplete, skipped); True if it was open."""
     async with db.write() as conn:
-        result = await conn.execute(
-            sa.update(surveys)
-            .where(surveys.c.id == survey_id, surveys.c.status.in_(OPEN))
-            .values(status=status)
-        )
+        result = await conn.execute(closing(survey_id, status))
     return bool(result.rowcount)
+
+
+def closing(survey_id: int | None, status: str) -> sa.Update:
+    """The UPDATE that gives an open survey its final status, for a caller's own connection."""
+    return (
+        sa.update(surveys).where(surveys.c.id == survey_id, surveys.c.status.in_(OPEN)).values(status=status)
+    )
 
 
 @dataclass(frozen=True)
@@ -263,8 +266,15 @@ async def current(db: Database, flows: Mapping[str, Flow], survey_id: int) -> Cu
     if row is None or flow is None:
         return None
     state = engine.State.from_json(row.state)
-    prompts = engine.resume(flow, state) if row.status == "active" else ()
-    started = bool(state.scores) or state.position > 0
-    if not started and prompts:
-        prompts = (engine.Prompt("intro", flow.texts[state.language].intro), *prompts)
-    return Current(survey_id, str(row.status), state.language, prompts, started)
+    prompts = asking(flow, state) if row.status == "active" else ()
+    return Current(
+        survey_id, str(row.status), state.language, prompts, bool(state.scores) or state.position > 0
+    )
+
+
+def asking(flow: Flow, state: engine.State) -> tuple[engine.Prompt, ...]:
+    """The prompts that ask the current question, after the intro while nothing is answered."""
+    prompts = engine.resume(flow, state)
+    if prompts and not (state.scores or state.position > 0):
+        return (engine.Prompt("intro", flow.texts[state.language].intro), *prompts)
+    return prompts

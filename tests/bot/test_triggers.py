@@ -3,10 +3,12 @@ on SQLite and PostgreSQL, sending through the real twilio client to the fake RES
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -14,10 +16,12 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from bot.apikeys import create_key, revoke_key
+from bot.channels.base import Channel
 from bot.contacts import opt_out
-from bot.scheduler import Scheduler
+from bot.scheduler import CONCURRENT_JOBS, Scheduler
 from bot.service import Service
 from bot.tables import jobs, surveys
+from flows.engine import Prompt
 from tests.bot.test_twilio import PUBLIC, SENDER, twilio_settings
 from tests.fakes.twilio import FakeTwilioApi
 from tests.support import Clock, running_app
@@ -212,6 +216,51 @@ async def test_throttle_blocks_within_30_days_and_allows_after(api: Api) -> None
     third = await api.survey(ticket_id="T-3")
     await api.tick()
     assert ("active", 6) == (await api.status(third["id"]), api.sends_to())
+
+
+async def test_two_sends_to_one_address_in_one_batch_send_once(api: Api) -> None:
+    """Two surveys for one number (SMS and WhatsApp) due in the same pass: one is sent, one throttled."""
+    first = await api.survey(ticket_id="T-1")
+    second = await api.survey(ticket_id="T-2", channel="whatsapp")
+    claimed = await api.tick()
+    statuses = sorted([await api.status(first["id"]), await api.status(second["id"])])
+    assert (2, ["active", "throttled"], 2) == (claimed, statuses, len(api.fake.messages()))
+
+
+class CountingChannel(Channel):
+    """A channel that counts deliveries in flight; each waits (up to a second) until ``crowd`` are."""
+
+    name: ClassVar[str] = "sms"
+
+    def __init__(self, crowd: int) -> None:
+        self.crowd = crowd
+        self.crowded = asyncio.Event()
+        self.in_flight = 0
+        self.most = 0
+        self.delivered: list[str] = []
+
+    async def deliver(
+        self, address: str, prompts: Sequence[Prompt], language: str, *, survey_id: int | None = None
+    ) -> None:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        if self.in_flight >= self.crowd:
+            self.crowded.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.crowded.wait(), 1.0)
+        self.in_flight -= 1
+        self.delivered.append(address)
+
+
+async def test_a_pass_sends_to_different_addresses_side_by_side(api: Api) -> None:
+    """Sends to different addresses overlap, at most CONCURRENT_JOBS at once, and each goes out once."""
+    numbers = [f"+49151{20_000_000 + i}" for i in range(2 * CONCURRENT_JOBS)]
+    for i, number in enumerate(numbers):
+        await api.survey(ticket_id=f"T-{i}", to=number)
+    fast = api.service.settings.model_copy(update={"send_rate_sms": 1000})
+    channel = CountingChannel(crowd=CONCURRENT_JOBS)
+    await Scheduler(replace(api.service, settings=fast), {"sms": channel}, worker="test").run_once()
+    assert (CONCURRENT_JOBS, sorted(numbers)) == (channel.most, sorted(channel.delivered))
 
 
 async def test_survey_expires_after_48_hours(api: Api) -> None:
