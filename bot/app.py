@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
@@ -20,9 +21,10 @@ from bot.channels import sms, voice, web
 from bot.channels.registry import open_channels
 from bot.errors import AfterwordError
 from bot.pages import STATIC_DIR
+from bot.phones import install_log_masking
 from bot.scheduler import Scheduler
 from bot.service import Service
-from bot.settings import Settings
+from bot.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # python-telegram-bot is imported only when the channel is on
     from bot.telegram_bot import TelegramBot
@@ -91,11 +93,12 @@ def create_app(
     app.state.scheduler = None
     app.state.channels = {}
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # Routes are matched in order: the provider webhooks, called once per answer, go first.
+    app.include_router(sms.router)
+    app.include_router(voice.router)
     app.include_router(api.router)
     app.include_router(web.router)
     app.include_router(dashboard.router)
-    app.include_router(sms.router)
-    app.include_router(voice.router)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -147,3 +150,21 @@ def create_app(
         return JSONResponse(body)
 
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The app of one `afterword serve --workers N` process, from the environment and `.env`.
+
+    uvicorn calls this in each worker process after it set up its own logging, so phone
+    masking goes on here; the app opens its own Service, Telegram bot and scheduler.
+    """
+    try:
+        settings = load_settings()
+    except AfterwordError as exc:
+        # uvicorn respawns a worker that dies of an error, but stops on this exit code.
+        from uvicorn.config import STARTUP_FAILURE
+
+        logging.getLogger("uvicorn.error").error("%s", exc)
+        raise SystemExit(STARTUP_FAILURE) from exc
+    install_log_masking(settings.log_level)
+    return create_app(settings)

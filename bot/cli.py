@@ -7,13 +7,17 @@ import contextlib
 import getpass
 import sys
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from bot.cli_admin import apikey_app, db_app, flows_app, staff_app, telegram_app
 from bot.cli_support import err, fail, load, run
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
+    from bot.telegram_bot import TelegramBot
 
 T = TypeVar("T")
 
@@ -61,23 +65,42 @@ def serve(
             "for one process without a public URL.",
         ),
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Processes that share the port, each with the web app, the Telegram webhook and "
+            "the scheduler. More than one needs PostgreSQL and the Telegram webhook.",
+        ),
+    ] = 1,
 ) -> None:
     """Start the web app (webhooks, API, health check) with uvicorn, and the Telegram bot.
 
     A SQLite database is migrated on start; a PostgreSQL one must be migrated first
     with `afterword db upgrade`. Each channel says in one line whether it is on.
+    With --workers N, uvicorn runs N processes on one port; they share the surveys and
+    jobs through PostgreSQL, so any of them can take any webhook.
 
-    Example: afterword serve --host 0.0.0.0 --port 8080
+    Example: afterword serve --host 0.0.0.0 --port 8080 --workers 2
     """
     import uvicorn
 
     from bot.app import create_app
-    from bot.channels.registry import twilio_summary
     from bot.errors import ConfigError
     from bot.phones import install_log_masking
     from bot.service import Service
 
+    if workers < 1:
+        fail(f"--workers: {workers} is not a number of processes; use 1 or more", 2)
+    if workers > 1 and telegram_polling:
+        fail("--workers: only one process may long-poll Telegram; use --workers 1 or the webhook", 2)
     settings = load()
+    if workers > 1 and settings.database.get_backend_name() == "sqlite":
+        fail(
+            "--workers: more than one process needs PostgreSQL "
+            "(DATABASE_URL=postgresql+asyncpg://…); SQLite serves one process",
+            2,
+        )
+    host, port, log_level = host or settings.host, port or settings.port, settings.log_level.lower()
 
     async def _serve() -> None:
         # One event loop for start-up checks and serving: pooled connections belong to it.
@@ -85,37 +108,22 @@ def serve(
         telegram = None
         try:
             if settings.telegram_enabled:
-                from bot.telegram_bot import WEBHOOK_PATH, TelegramBot
+                from bot.telegram_bot import TelegramBot
 
                 telegram = TelegramBot(service, polling=telegram_polling)
-                await telegram.start()
-                mode = "long polling" if telegram_polling else f"webhook at {WEBHOOK_PATH}"
-                alerts = settings.telegram_alert_chat_id
-                err.print(
-                    f"Telegram: on as @{telegram.application.bot.username} ({mode}; "
-                    + (
-                        f"detractor alerts to chat {alerts})"
-                        if alerts
-                        else "no TELEGRAM_ALERT_CHAT_ID, no alerts)"
-                    )
-                )
-            else:
-                err.print("Telegram: off (TELEGRAM_BOT_TOKEN is not set)")
+                if workers == 1:
+                    await telegram.start()
+                else:  # each worker starts its own bot: here only check the token
+                    await _check_telegram(telegram)
             if settings.twilio_enabled and settings.public_base_url is None:
                 raise ConfigError(
                     "PUBLIC_BASE_URL", "required with Twilio: webhooks are signed over this address"
                 )
-            err.print(twilio_summary(settings))
-            err.print(
-                f"Scheduler: on (quiet hours {settings.quiet_hours}, throttle {settings.throttle_days} days, "
-                f"reminder after {settings.reminder_after_hours:g} h)"
-            )
-            config = uvicorn.Config(
-                create_app(settings, service, telegram=telegram),
-                host=host or settings.host,
-                port=port or settings.port,
-                log_level=settings.log_level.lower(),
-            )
+            _print_channels(settings, telegram, telegram_polling, workers)
+            if workers > 1:
+                return  # the workers open their own Service and bot; this process only supervises
+            web = create_app(settings, service, telegram=telegram)
+            config = uvicorn.Config(web, host=host, port=port, log_level=log_level)
             install_log_masking(settings.log_level)  # after uvicorn's Config set up its own loggers
             await uvicorn.Server(config).serve()
         finally:
@@ -124,6 +132,52 @@ def serve(
             await service.close()
 
     run(_serve())
+    if workers > 1:
+        # Each worker builds its app with create_app_from_env, masking phone numbers in its logs.
+        uvicorn.run(
+            "bot.app:create_app_from_env",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level=log_level,
+        )
+
+
+async def _check_telegram(telegram: TelegramBot) -> None:
+    """Have Telegram accept the token (getMe), without taking updates or sending alerts."""
+    from telegram.error import TelegramError
+
+    from bot.errors import ChannelUnavailable
+
+    try:
+        await telegram.application.initialize()
+    except TelegramError as exc:
+        raise ChannelUnavailable("telegram", f"Telegram refused to start the bot: {exc}") from exc
+
+
+def _print_channels(settings: Settings, telegram: TelegramBot | None, polling: bool, workers: int) -> None:
+    """One line per channel, and one for the scheduler, as `serve` starts."""
+    from bot.channels.registry import twilio_summary
+
+    each = f" in each of {workers} workers" if workers > 1 else ""
+    if telegram is not None:
+        from bot.telegram_bot import WEBHOOK_PATH
+
+        mode = "long polling" if polling else f"webhook at {WEBHOOK_PATH}{each}"
+        alerts = settings.telegram_alert_chat_id
+        err.print(
+            f"Telegram: on as @{telegram.application.bot.username} ({mode}; "
+            + (f"detractor alerts to chat {alerts})" if alerts else "no TELEGRAM_ALERT_CHAT_ID, no alerts)")
+        )
+    else:
+        err.print("Telegram: off (TELEGRAM_BOT_TOKEN is not set)")
+    err.print(twilio_summary(settings))
+    err.print(
+        f"Scheduler: on{each} (quiet hours {settings.quiet_hours}, throttle {settings.throttle_days} days, "
+        f"reminder after {settings.reminder_after_hours:g} h)"
+        + ("; jobs are claimed with FOR UPDATE SKIP LOCKED, each done once" if workers > 1 else "")
+    )
 
 
 @app.command()
