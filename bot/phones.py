@@ -56,11 +56,21 @@ class MaskPhones(logging.Filter):
     """Masks phone numbers in every log record that passes through the handler it is set on."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the message with numbers masked; never drops a record."""
+        """Rewrite the message with numbers masked; never drops a record.
+
+        Text arguments are masked in place, so a formatter that reads ``record.args`` itself
+        (uvicorn's access log) still finds them; only a number that arguments and message
+        form together collapses the record into its masked message.
+        """
         message = record.getMessage()
-        masked = mask_text(message)
-        if masked != message:
-            record.msg, record.args = masked, None
+        if mask_text(message) == message:
+            return True
+        if isinstance(record.args, tuple):
+            record.args = tuple(mask_text(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = mask_text(record.msg)
+        if _IN_TEXT.search(record.getMessage()):
+            record.msg, record.args = mask_text(message), None
         return True
 
 

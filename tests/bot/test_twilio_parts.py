@@ -109,6 +109,26 @@ def test_log_filter_masks_numbers_in_records() -> None:
     assert (True, "calling +49151****678 now") == (MaskPhones().filter(record), record.getMessage())
 
 
+def test_log_filter_keeps_the_arguments_of_uvicorns_access_log() -> None:
+    """An access-log record keeps its argument tuple, masked, so uvicorn's formatter still formats it."""
+    from uvicorn.logging import AccessFormatter
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/healthz?to=+4915112345678", "1.1", 200),
+        None,
+    )
+    MaskPhones().filter(record)
+    line = AccessFormatter("%(client_addr)s %(request_line)s %(status_code)s", use_colors=False).format(
+        record
+    )
+    assert "127.0.0.1:5000 GET /healthz?to=+49151****678 HTTP/1.1 200 OK" == line
+
+
 def test_time_zone_from_the_number() -> None:
     """A German mobile number is in Europe/Berlin; a US toll-free number has no single zone."""
     assert ("Europe/Berlin", None) == (time_zone("+4915112345678"), time_zone("+18005550199"))
