@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from scoring.metrics import (
@@ -72,20 +72,29 @@ def scores_json(
     """``{"csat": {...}, "nps": {...}, "ces": {...}}``, each with value, n, ci95_low, ci95_high."""
     out: dict[str, Any] = {}
     for name, result in (("csat", current.csat), ("nps", current.nps), ("ces", current.ces)):
-        item = asdict(result)
+        item = flat(result)
         target = targets.get(name)
         check = (
             None if target is None else check_target(result.value, result.ci95_low, result.ci95_high, target)
         )
-        item["target"] = None if check is None else asdict(check)
+        item["target"] = None if check is None else flat(check)
         out[name] = item
     if previous is not None:
-        out["csat"]["change"] = asdict(csat_change(current.csat, previous.csat))
-        out["nps"]["change"] = asdict(nps_change(current.nps, previous.nps))
+        out["csat"]["change"] = flat(csat_change(current.csat, previous.csat))
+        out["nps"]["change"] = flat(nps_change(current.nps, previous.nps))
         out["csat"]["previous"] = _brief(previous.csat)
         out["nps"]["previous"] = _brief(previous.nps)
         out["ces"]["previous"] = _brief(previous.ces)
     return out
+
+
+def flat(result: Any) -> dict[str, Any]:
+    """A result of scoring.metrics (a dataclass of plain values) as a dict of its fields.
+
+    The same as ``dataclasses.asdict`` for these, without its deep copy of every value, which
+    took half the scoring time of a report with 25 groups.
+    """
+    return dict(vars(result))
 
 
 def _brief(result: Csat | Nps | Ces) -> dict[str, Any]:

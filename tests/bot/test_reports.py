@@ -14,7 +14,7 @@ from bot.errors import ReportError
 from bot.importer import import_csv
 from bot.inbound import Inbound, handle
 from bot.report_format import render
-from bot.reports import build_report, load_csi_config, report_query
+from bot.reports import COVERING_INDEXES, _histogram_query, build_report, load_csi_config, report_query
 from bot.service import Service
 from bot.surveys import NewSurvey, close_survey, create_survey
 from tests.support import Clock
@@ -89,6 +89,35 @@ async def test_grouped_by_agent(service: Service, tmp_path: Path) -> None:
     data = await report(service, by="agent")
     got = {g["key"]: (g["csat"]["value"], round(g["nps"]["value"], 6)) for g in data["groups"]}
     assert {"anna": (75.0, 33.333333), "ben": (50.0, -50.0)} == got
+
+
+@pytest.mark.parametrize("by", ["channel", "team"])
+async def test_one_group_equals_the_whole(service: Service, tmp_path: Path, by: str) -> None:
+    """Every imported answer has channel "import" and no team: that one group is the overall report."""
+    await load(service, tmp_path)
+    data = await report(service, by=by)
+    expected_key = "import" if by == "channel" else None
+    assert [(expected_key, 60.0, 10, 0.0, 5, 6.0, 3)] == [
+        (g["key"], *(g[m][k] for m in ("csat", "nps", "ces") for k in ("value", "n"))) for g in data["groups"]
+    ]
+    assert (60.0, 0.0, 6.0) == (data["csat"]["value"], data["nps"]["value"], data["ces"]["value"])
+
+
+@pytest.mark.parametrize("by", sorted(COVERING_INDEXES, key=str))
+async def test_sqlite_reads_histograms_from_the_covering_index(service: Service, by: str | None) -> None:
+    """On SQLite every grouping with a covering index is read from it alone: no table rows, no sort."""
+    if not service.db.is_sqlite:
+        pytest.skip("INDEXED BY is SQLite's; PostgreSQL plans each query with its values")
+    stmt = _histogram_query(by, "sqlite")
+    async with service.db.read() as conn:
+        compiled = stmt.compile(dialect=conn.dialect)
+        values = compiled.construct_params({"start": "2026-01-01", "end": "2027-01-01"})
+        params = tuple(values[name] for name in compiled.positiontup or ())
+        plan = (await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", params)).all()
+    # One step (no "USE TEMP B-TREE FOR GROUP BY"); SCAN, or SEARCH once ANALYZE has run.
+    assert [f"COVERING INDEX {COVERING_INDEXES[by]}"] == [
+        row.detail.split(" USING ")[1].split(" (")[0] for row in plan
+    ]
 
 
 async def test_trend_by_week_starts_on_monday(service: Service, tmp_path: Path) -> None:
