@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from bot.errors import ImportFailed
-from bot.importer import import_csv
+from bot.importer import BATCH, import_csv
 from bot.service import Service
 from bot.tables import answers
 
@@ -24,6 +24,10 @@ def write(tmp_path: Path, body: str, header: str = HEADER, encoding: str = "utf-
 async def count(service: Service) -> int:
     async with service.db.read() as conn:
         return int((await conn.execute(sa.select(sa.func.count()).select_from(answers))).scalar_one())
+
+
+def index_names(sync: sa.Connection) -> set[str]:
+    return {i["name"] for i in sa.inspect(sync).get_indexes("answers") if i["name"]}
 
 
 async def test_import_stores_rows_with_scales_and_defaults(service: Service, tmp_path: Path) -> None:
@@ -111,11 +115,8 @@ async def test_wrong_encoding_and_missing_columns_are_one_clear_error(
     assert 0 == await count(service)
 
 
-async def test_large_import_rebuilds_report_indexes(service: Service, tmp_path: Path) -> None:
-    """An import past the rebuild threshold leaves every report index in place on SQLite and PostgreSQL."""
-
-    def index_names(sync: sa.Connection) -> set[str]:
-        return {i["name"] for i in sa.inspect(sync).get_indexes("answers") if i["name"]}
+async def test_large_import_rebuilds_read_indexes(service: Service, tmp_path: Path) -> None:
+    """An import past the rebuild threshold leaves every index of answers in place on SQLite and PostgreSQL."""
 
     async with service.db.read() as conn:
         before = await conn.run_sync(index_names)
@@ -125,3 +126,31 @@ async def test_large_import_rebuilds_report_indexes(service: Service, tmp_path: 
         after = await conn.run_sync(index_names)
     assert (30, before) == (result.added, after)
     assert {"ix_answers_report", "ix_answers_report_agent", "ix_answers_comments"} <= after
+
+
+async def test_bad_row_after_stored_batches_rolls_everything_back(service: Service, tmp_path: Path) -> None:
+    """A bad row after a whole batch went in, with the indexes dropped for the rebuild: nothing stays."""
+
+    async with service.db.read() as conn:
+        before = await conn.run_sync(index_names)
+    good = "".join(f"r{i},2026-11-20T10:00:00Z,csat,{i % 5 + 1},,,,,\n" for i in range(BATCH + 5))
+    path = write(tmp_path, good + "bad,2026-11-20T10:00:00Z,csat,9,,,,,\n")
+    with pytest.raises(ImportFailed) as failed:
+        await import_csv(service.db, path, rebuild_from=10)
+    async with service.db.read() as conn:
+        after = await conn.run_sync(index_names)
+    assert (1, f"line {BATCH + 7}: score: 9 is outside the csat scale 1-5") == (
+        failed.value.total,
+        failed.value.problems[0],
+    )
+    assert (0, before) == (await count(service), after)
+
+
+async def test_progress_ends_at_the_rows_stored(service: Service, tmp_path: Path) -> None:
+    """Progress counts whole batches against the file's lines, and ends at the rows stored."""
+    path = write(
+        tmp_path, "".join(f"r{i},2026-11-20T10:00:00Z,nps,{i % 11},,,,,\n" for i in range(BATCH + 3))
+    )
+    seen: list[tuple[int, int]] = []
+    await import_csv(service.db, path, progress=lambda done, total: seen.append((done, total)))
+    assert [(BATCH, BATCH + 3), (BATCH + 3, BATCH + 3)] == seen
