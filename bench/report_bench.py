@@ -17,7 +17,7 @@ from bot.apikeys import create_key
 from bot.app import create_app
 from bot.db import Database
 from bot.importer import import_csv
-from bot.reports import _histogram_query, build_report, report_query
+from bot.reports import build_report, histogram_query, report_query
 from bot.service import Service
 from bot.settings import load_settings
 from bot.tables import answers
@@ -72,7 +72,7 @@ async def _one(rows: int) -> list[str]:
         # And the report's own histogram statement alone (INDEXED BY the covering index): what
         # the report spends beyond it is the previous period, the response rate, the SCI, the
         # comments and the scoring.
-        own = _histogram_query("agent", "sqlite")
+        own = histogram_query("agent", "sqlite")
         settings = load_settings(_env_file=None, database_url=str(db.url), flows_dir=[])
         service = Service(settings=settings, db=db, flows=load_flows(), clock=lambda: NOW)
         key = await create_key(db, "bench", now=NOW)

@@ -216,7 +216,7 @@ async def _histograms(
     conn: AsyncConnection, start: datetime, end: datetime, key: str | None = None
 ) -> list[tuple[Any, HistogramRow]]:
     """Score histograms over [start, end), by a GROUPS name or a TRENDS bucket."""
-    stmt = _histogram_query(key, conn.dialect.name)
+    stmt = histogram_query(key, conn.dialect.name)
     result = await conn.execute(stmt, {"start": start, "end": end})
     return [
         (key, HistogramRow(metric, _scale(low, high, best), score, n))
@@ -240,7 +240,7 @@ COVERING_INDEXES: dict[str | None, str] = {
 
 
 @functools.cache
-def _histogram_query(key: str | None, dialect: str) -> sa.Select[Any]:
+def histogram_query(key: str | None, dialect: str) -> sa.Select[Any]:
     """GROUP BY key, metric, scale, score over [start, end); built once per key, so SQLAlchemy
     keeps its cache key (rebuilding the report's statements was a third of it at 10 k answers).
 

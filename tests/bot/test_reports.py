@@ -14,7 +14,7 @@ from bot.errors import ReportError
 from bot.importer import import_csv
 from bot.inbound import Inbound, handle
 from bot.report_format import render
-from bot.reports import COVERING_INDEXES, _histogram_query, build_report, load_csi_config, report_query
+from bot.reports import COVERING_INDEXES, build_report, histogram_query, load_csi_config, report_query
 from bot.service import Service
 from bot.surveys import NewSurvey, close_survey, create_survey
 from tests.support import Clock
@@ -108,7 +108,7 @@ async def test_sqlite_reads_histograms_from_the_covering_index(service: Service,
     """On SQLite every grouping with a covering index is read from it alone: no table rows, no sort."""
     if not service.db.is_sqlite:
         pytest.skip("INDEXED BY is SQLite's; PostgreSQL plans each query with its values")
-    stmt = _histogram_query(by, "sqlite")
+    stmt = histogram_query(by, "sqlite")
     async with service.db.read() as conn:
         compiled = stmt.compile(dialect=conn.dialect)
         values = compiled.construct_params({"start": "2026-01-01", "end": "2027-01-01"})
