@@ -77,7 +77,10 @@ async def _one(rows: int) -> list[str]:
         service = Service(settings=settings, db=db, flows=load_flows(), clock=lambda: NOW)
         key = await create_key(db, "bench", now=NOW)
         app = create_app(settings, service, scheduler=False)
-        report_times, api_times, raw_times, own_times = [], [], [], []
+        report_times: list[float] = []
+        api_times: list[float] = []
+        raw_times: list[float] = []
+        own_times: list[float] = []
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://bench"
         ) as client:

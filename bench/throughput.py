@@ -97,6 +97,19 @@ async def _load(base: str) -> Load:
     return Load(len(latencies), elapsed, latencies)
 
 
+async def open_surveys(service: Service) -> None:
+    """One sent 3-question SMS survey for each of the CUSTOMERS numbers, in German."""
+    now = datetime.now(UTC)
+    for i, number in enumerate(_numbers()):
+        await create_survey(
+            service.db,
+            service.flows,
+            NewSurvey("bench-three", "sms", number, ticket=f"B-{i}", language="de"),
+            now=now,
+            ttl=timedelta(hours=48),
+        )
+
+
 def serve_env(database_url: str, port: int) -> dict[str, str]:
     """The environment of `afterword serve` in these benchmarks: Twilio on with a made-up account."""
     return {
@@ -165,15 +178,7 @@ async def ours(database_url: str | None) -> tuple[Load, int]:
 
             await Database(settings.database).upgrade()
             service = await Service.open(settings)
-        now = datetime.now(UTC)
-        for i, number in enumerate(_numbers()):
-            await create_survey(
-                service.db,
-                service.flows,
-                NewSurvey("bench-three", "sms", number, ticket=f"B-{i}", language="de"),
-                now=now,
-                ttl=timedelta(hours=48),
-            )
+        await open_surveys(service)
         proc = await _serve([AFTERWORD, "serve"], env, Path(tmp), port)
         try:
             load = await _load(f"http://127.0.0.1:{port}")

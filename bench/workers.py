@@ -15,7 +15,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -28,17 +27,16 @@ from bench.throughput import (
     HERE,
     Load,
     _load,
-    _numbers,
     _port,
     _reset_postgres,
     _serve,
     _stop,
+    open_surveys,
     serve_env,
 )
 from bot.db import Database
 from bot.service import Service
 from bot.settings import load_settings
-from bot.surveys import NewSurvey, create_survey
 from bot.tables import answers
 
 PROCESSES = (1, 2, 4)
@@ -153,15 +151,7 @@ async def ours(pg_url: str, processes: int) -> tuple[Measured, int]:
     await Database(settings.database).upgrade()
     service = await Service.open(settings)
     try:
-        now = datetime.now(UTC)
-        for i, number in enumerate(_numbers()):  # the surveys of bench/throughput.py's ours()
-            await create_survey(
-                service.db,
-                service.flows,
-                NewSurvey("bench-three", "sms", number, ticket=f"B-{i}", language="de"),
-                now=now,
-                ttl=timedelta(hours=48),
-            )
+        await open_surveys(service)
         with tempfile.TemporaryDirectory() as tmp:
             proc = await _serve([AFTERWORD, "serve", "--workers", str(processes)], env, Path(tmp), port)
             try:
