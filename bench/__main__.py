@@ -19,6 +19,7 @@ from pathlib import Path
 from bench.memory import run as run_memory
 from bench.pacing import run as run_pacing
 from bench.report_bench import run as run_report_bench
+from bench.startup import run as run_startup
 from bench.throughput import run as run_throughput
 from bench.workers import run as run_workers
 
@@ -101,6 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     pg_url = os.environ.get("AFTERWORD_BENCH_DATABASE_URL") or os.environ.get("AFTERWORD_TEST_DATABASE_URL")
     cpus = os.cpu_count()
+    startup_rows = asyncio.run(_timed("command start-up", run_startup))
     answer_rows = asyncio.run(_timed("answer throughput", lambda: run_throughput(pg_url)))
     worker_rows = asyncio.run(_timed("several workers", lambda: run_workers(pg_url)))
     pacing_rows = asyncio.run(_timed("send pacing", lambda: run_pacing(args.surveys)))
@@ -114,6 +116,15 @@ def main() -> None:
         f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: {cpus} CPUs, {_memory_gib():.0f} GiB memory, {platform.platform()}",
         f"- Python {platform.python_version()}",
+        "",
+        "## Command start-up",
+        "",
+        "CPU time (user + system) of whole processes, as a multiple of `python -c pass` with the same",
+        "interpreter: each round runs the commands one after another, and the ratio is the",
+        "median of the rounds' ratios (bench/startup.py).",
+        "",
+        *TABLE,
+        *startup_rows,
         "",
         "## Answer throughput",
         "",

@@ -177,7 +177,7 @@ async def show(request: Request, survey_id: int, key: Annotated[str, Depends(api
 async def api_report(
     request: Request,
     key: Annotated[str, Depends(api_key)],
-    since: str = "30d",
+    since: Annotated[str | None, Query(description="Period ending now, e.g. 7d (default 30d).")] = None,
     from_: Annotated[str | None, Query(alias="from")] = None,
     to: str | None = None,
     by: str | None = None,

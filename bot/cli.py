@@ -1,21 +1,23 @@
-"""The `afterword` command line."""
+"""The `afterword` command line.
+
+Each command imports what it uses when it runs: `afterword --help` and `afterword report`
+start without matplotlib, python-telegram-bot, twilio or the web app (tests/bot/test_startup.py,
+bench/startup.py). Only Typer and what the help needs are imported here.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import getpass
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 
 from bot.cli_admin import apikey_app, db_app, flows_app, staff_app, telegram_app
 from bot.cli_support import err, fail, load, run
 
 if TYPE_CHECKING:
+    from bot.reports import CsiSpec
     from bot.settings import Settings
     from bot.telegram_bot import TelegramBot
 
@@ -89,6 +91,8 @@ def serve(
     from bot.phones import install_log_masking
     from bot.service import Service
 
+    if port is not None and not 1 <= port <= 65535:
+        fail(f"--port: {port} is not a port; use 1 to 65535", 2)
     if workers < 1:
         fail(f"--workers: {workers} is not a number of processes; use 1 or more", 2)
     if workers > 1 and telegram_polling:
@@ -114,7 +118,7 @@ def serve(
                 if workers == 1:
                     await telegram.start()
                 else:  # each worker starts its own bot: here only check the token
-                    await _check_telegram(telegram)
+                    await telegram.check()
             if settings.twilio_enabled and settings.public_base_url is None:
                 raise ConfigError(
                     "PUBLIC_BASE_URL", "required with Twilio: webhooks are signed over this address"
@@ -142,18 +146,6 @@ def serve(
             port=port,
             log_level=log_level,
         )
-
-
-async def _check_telegram(telegram: TelegramBot) -> None:
-    """Have Telegram accept the token (getMe), without taking updates or sending alerts."""
-    from telegram.error import TelegramError
-
-    from bot.errors import ChannelUnavailable
-
-    try:
-        await telegram.application.initialize()
-    except TelegramError as exc:
-        raise ChannelUnavailable("telegram", f"Telegram refused to start the bot: {exc}") from exc
 
 
 def _print_channels(settings: Settings, telegram: TelegramBot | None, polling: bool, workers: int) -> None:
@@ -227,7 +219,9 @@ def chat(
 
 @app.command()
 def report(
-    since: Annotated[str, typer.Option(help="Period ending now: 7d, 30d, 90d, 365d or any Nd.")] = "30d",
+    since: Annotated[
+        str | None, typer.Option(help="Period ending now: 7d, 30d, 90d, 365d or any Nd (default 30d).")
+    ] = None,
     from_: Annotated[
         str | None, typer.Option("--from", help="First day, e.g. 2026-10-01 (instead of --since).")
     ] = None,
@@ -248,25 +242,47 @@ def report(
 
     Example: afterword report --since 90d --by agent --trend week --format json
     """
+    from datetime import UTC, datetime
+
+    from bot.db import Database
     from bot.report_format import FORMATS, render
     from bot.reports import build_report, report_query
-    from bot.service import Service
 
     if fmt not in FORMATS:
         fail(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}", 2)
+    csi = _csi_specs(csi_file) if csi_file is not None else ()
     settings = load()
 
     async def _report() -> dict[str, Any]:
-        service = await Service.open(settings)
+        # The database alone: a report needs no flow files, and a current schema no migration.
+        db = await Database.open(settings.database)
         try:
             query = report_query(
-                now=service.clock(), since=since, from_=from_, to=to, by=by, trend=trend, rule=rule
+                now=datetime.now(UTC), since=since, from_=from_, to=to, by=by, trend=trend, rule=rule, csi=csi
             )
-            return await build_report(service.db, query, settings.targets)
+            return await build_report(db, query, settings.targets)
         finally:
-            await service.close()
+            await db.dispose()
 
-    typer.echo(render(run(_report()), fmt, width=Console().width).rstrip("\n"))
+    data = run(_report())
+    typer.echo(render(data, fmt, width=_terminal_width() if fmt == "table" else 120).rstrip("\n"))
+
+
+def _csi_specs(path: Path) -> tuple[CsiSpec, ...]:
+    """The CSI attributes in ``path``, or one line naming the file and exit 2."""
+    from bot.errors import ReportError
+    from bot.reports import load_csi_config
+
+    try:
+        return load_csi_config(path)
+    except ReportError as exc:
+        fail(f"--csi: {exc.message}", exc.exit_code)
+
+
+def _terminal_width() -> int:
+    from rich.console import Console
+
+    return Console().width
 
 
 @app.command()
@@ -424,7 +440,7 @@ async def _telegram_username(service: Any) -> str:
     from bot.telegram_bot import TelegramBot
 
     bot = TelegramBot(service, receive=False)
-    await bot.application.initialize()
+    await bot.check()
     try:
         return str(bot.application.bot.username)
     finally:
@@ -440,6 +456,8 @@ def worker() -> None:
 
     Example: afterword worker
     """
+    import asyncio
+    import contextlib
     import signal
 
     from bot.channels.registry import open_channels
@@ -485,6 +503,8 @@ def worker() -> None:
 
 
 def _login() -> str:
+    import getpass
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):

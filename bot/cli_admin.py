@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from bot.cli_support import err, errors, fail, load, run, with_service
+
+if TYPE_CHECKING:
+    from bot.service import Service
 
 db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 flows_app = typer.Typer(help="List and check survey flows.", no_args_is_help=True)
@@ -70,6 +71,9 @@ def flows_list() -> None:
 
     Example: afterword flows list
     """
+    from rich.console import Console
+    from rich.table import Table
+
     from flows.loader import load_flows
 
     settings = load()
@@ -134,7 +138,6 @@ def staff_add(
     """
     import sys
 
-    from bot.service import Service
     from bot.settings import STAFF_ROLES
     from bot.staff import add_staff
     from bot.web_auth import set_web_login
@@ -143,6 +146,8 @@ def staff_add(
         fail(f"--role: {role!r} is not one of {', '.join(STAFF_ROLES)}", 2)
     if (telegram is None) == (web_login is None):
         fail("give --telegram ID or --web-login NAME (one of them)", 2)
+    if password_stdin and web_login is None:
+        fail("--password-stdin: only a dashboard login has a password; use it with --web-login", 2)
     password = ""
     if web_login is not None:
         if password_stdin:
@@ -172,7 +177,6 @@ def staff_remove(
 
     Example: afterword staff remove --telegram 123456789
     """
-    from bot.service import Service
     from bot.staff import remove_staff
 
     settings = load()
@@ -192,7 +196,9 @@ def staff_list() -> None:
 
     Example: afterword staff list
     """
-    from bot.service import Service
+    from rich.console import Console
+    from rich.table import Table
+
     from bot.staff import list_staff
 
     settings = load()
@@ -229,7 +235,7 @@ def telegram_set_webhook() -> None:
         service = await Service.open(settings)
         try:
             bot = TelegramBot(service)
-            await bot.application.initialize()
+            await bot.check()
             try:
                 return await bot.set_webhook()
             finally:
@@ -250,7 +256,6 @@ def apikey_create(
     Example: afterword apikey create zendesk-prod
     """
     from bot.apikeys import create_key
-    from bot.service import Service
 
     settings = load()
 
@@ -270,8 +275,10 @@ def apikey_list() -> None:
 
     Example: afterword apikey list
     """
+    from rich.console import Console
+    from rich.table import Table
+
     from bot.apikeys import list_keys
-    from bot.service import Service
 
     settings = load()
 
@@ -296,7 +303,6 @@ def apikey_revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) 
     Example: afterword apikey revoke zendesk-prod
     """
     from bot.apikeys import revoke_key
-    from bot.service import Service
 
     settings = load()
 

@@ -1,8 +1,11 @@
-"""What every `afterword` command shares: one-line errors, settings, running a coroutine."""
+"""What every `afterword` command shares: one-line errors, settings, running a coroutine.
+
+Imported by every command, and by `afterword --help`: it imports only what those need.
+Settings (pydantic, SQLAlchemy) and asyncio are imported when a command first uses them.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -11,11 +14,11 @@ import typer
 from rich.console import Console
 
 from bot.errors import AfterwordError
-from bot.settings import Settings, load_settings
 from flows.errors import FlowError, FlowInvalid
 
 if TYPE_CHECKING:
     from bot.service import Service
+    from bot.settings import Settings
 
 T = TypeVar("T")
 
@@ -30,6 +33,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def load() -> Settings:
     """The settings, or one line naming the bad key and exit 2."""
+    from bot.settings import load_settings
+
     try:
         return load_settings()
     except AfterwordError as exc:
@@ -51,6 +56,8 @@ def errors() -> Iterator[None]:
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion under ``errors``."""
+    import asyncio
+
     with errors():
         return asyncio.run(coro)
     raise AssertionError("unreachable: errors() exits on every error")

@@ -8,12 +8,8 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -21,7 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from bot.errors import DatabaseUnavailable, SchemaOutdated
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest migration, so that opening a current database needs neither Alembic nor its
+# migration files: running them at the head cost each `afterword report` about 160 ms of CPU,
+# a quarter of it (bench/startup.py). tests/bot/test_startup.py checks it is Alembic's head.
+HEAD_REVISION = "0007"
+_VERSION_TABLE = "alembic_version"  # Alembic's default; migrations/env.py keeps it
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
 P = ParamSpec("P")
@@ -61,6 +65,28 @@ class Database:
             # The same file through the standard driver, for transact(); one thread keeps its connection.
             self._sync_engine = create_engine(url.set(drivername="sqlite+pysqlite"), **kwargs)
             _configure_sqlite(self._sync_engine)
+
+    @classmethod
+    async def open(cls, url: URL, *, migrate_sqlite: bool = True) -> Database:
+        """Connect, with the schema at the newest revision; raise a clear error if it is not.
+
+        An embedded SQLite database is brought to the newest schema on the spot (Alembic
+        runs only when it is behind); a PostgreSQL database shared by several workers is
+        migrated only on purpose (`afterword db upgrade`), so an outdated one is refused.
+        """
+        db = cls(url)
+        try:
+            if db.is_sqlite and migrate_sqlite:
+                # A file not there yet is made and migrated; one at the newest revision only read.
+                if not _sqlite_file_exists(url) or await db.revision() != HEAD_REVISION:
+                    await db.upgrade()
+                    await db.require_schema()
+            else:
+                await db.require_schema()
+        except BaseException:
+            await db.dispose()
+            raise
+        return db
 
     @property
     def is_sqlite(self) -> bool:
@@ -131,7 +157,7 @@ class Database:
     async def revision(self) -> str | None:
         """The schema revision the database is at, None for an empty database."""
         async with self.read() as conn:
-            return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+            return await conn.run_sync(_current_revision)
 
     async def upgrade(self, revision: str = "head") -> None:
         """Apply the migrations up to ``revision``."""
@@ -143,7 +169,7 @@ class Database:
 
     async def require_schema(self) -> None:
         """Raise SchemaOutdated unless the database is at the newest revision."""
-        current, head = await self.revision(), head_revision()
+        current, head = await self.revision(), HEAD_REVISION
         if current != head:
             raise SchemaOutdated(self.shown_url, current, head)
 
@@ -158,22 +184,46 @@ class Database:
 
 
 def head_revision() -> str:
-    """The newest migration shipped with this version."""
+    """The newest migration shipped with this version, as Alembic finds it in the migration files."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     assert head is not None, "the package ships at least one migration"  # noqa: S101
     return head
 
 
+def _current_revision(conn: Connection) -> str | None:
+    """Alembic's version row, read without importing Alembic (its MigrationContext does the same)."""
+    if not conn.dialect.has_table(conn, _VERSION_TABLE):
+        return None
+    found = list(conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars())
+    if len(found) > 1:  # branches, which Afterword never makes: Alembic's own error says so
+        from alembic.runtime.migration import MigrationContext
+
+        return MigrationContext.configure(conn).get_current_revision()
+    return found[0] if found else None
+
+
 def _alembic_config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     return cfg
 
 
 def _upgrade(conn: Connection, revision: str) -> None:
+    from alembic import command
+
     cfg = _alembic_config()
     cfg.attributes["connection"] = conn
     command.upgrade(cfg, revision)
+
+
+def _sqlite_file_exists(url: URL) -> bool:
+    """Whether ``url`` names a SQLite file that is already there (never so for an in-memory one)."""
+    name = url.database
+    return name is not None and name not in ("", ":memory:") and Path(name).expanduser().exists()
 
 
 def _configure_sqlite(engine: Engine) -> None:

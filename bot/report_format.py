@@ -8,9 +8,6 @@ import json
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from rich.console import Console
-from rich.table import Table
-
 Format = Literal["table", "json", "csv", "md"]
 FORMATS: tuple[Format, ...] = ("table", "json", "csv", "md")
 METRICS = ("csat", "nps", "ces")
@@ -57,6 +54,13 @@ def change_cell(item: dict[str, Any]) -> str:
     return f"{change['delta']:+.1f}{mark}"
 
 
+def csi_cell(csi: dict[str, Any]) -> str:
+    """'1.000', or 'no answers for q3' while a configured question has none."""
+    if csi["value"] is None:
+        return f"no answers for {', '.join(csi['missing'])}"
+    return f"{csi['value']:.3f}"
+
+
 def _rows(report: dict[str, Any]) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
     """(scope, key, metric, item) for the whole period, each group and each bucket."""
     for name in METRICS:
@@ -70,6 +74,9 @@ def _rows(report: dict[str, Any]) -> Iterator[tuple[str, str, str, dict[str, Any
 
 
 def _table(report: dict[str, Any], width: int) -> str:
+    from rich.console import Console  # only here: the other formats start faster without rich
+    from rich.table import Table
+
     console = Console(file=io.StringIO(), width=width, highlight=False, color_system=None)
     period = report["period"]
     console.print(f"Period {period['from'][:10]} … {period['to'][:10]} (CSAT rule {report['rule']})")
@@ -100,12 +107,7 @@ def _table(report: dict[str, Any], width: int) -> str:
         )
     csi = report.get("csi")
     if csi is not None:
-        shown = (
-            f"{csi['value']:.3f}"
-            if csi["value"] is not None
-            else f"no answers for {', '.join(csi['missing'])}"
-        )
-        console.print(f"CSI: {shown}")
+        console.print(f"CSI: {csi_cell(csi)}")
     sci = report["sci"]
     if sci["value"] is not None:
         console.print(f"SCI: {sci['value']:.2f} ({sci['band']}), n={sci['n']}")
@@ -129,6 +131,9 @@ def _csv(report: dict[str, Any]) -> str:
         writer.writerow(
             [scope, key, name, item["value"], item["n"], item["ci95_low"], item["ci95_high"], item["too_few"]]
         )
+    csi = report.get("csi")
+    if csi is not None:  # an index without n or interval; empty while a question has no answers
+        writer.writerow(["period", "all", "csi", csi["value"], "", "", "", ""])
     return out.getvalue()
 
 
@@ -138,4 +143,7 @@ def _markdown(report: dict[str, Any]) -> str:
         f"| {scope} | {key} | {name.upper()} | {metric_cell(name, item)} |"
         for scope, key, name, item in _rows(report)
     )
+    csi = report.get("csi")
+    if csi is not None:
+        lines.append(f"| period | all | CSI | {csi_cell(csi)} |")
     return "\n".join(lines) + "\n"

@@ -9,18 +9,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
-import yaml
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.db import Database
 from bot.errors import ReportError
 from bot.tables import answers, surveys
 from scoring.chart import Band, TrendPoint
 from scoring.metrics import DEFAULT_TARGETS, CsatRule, CsiAttribute, Histogram, Scale, csi, mean, sci
 from scoring.report import HistogramRow, Scores, flat, scores, scores_json
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from bot.db import Database
 
 GROUPS: dict[str, sa.ColumnElement[Any]] = {
     "agent": answers.c.agent,
@@ -33,6 +35,7 @@ GROUPS: dict[str, sa.ColumnElement[Any]] = {
 Trend = Literal["day", "week", "month"]
 TRENDS: tuple[Trend, ...] = ("day", "week", "month")
 SINCE = re.compile(r"^(\d{1,4})d$")
+DEFAULT_SINCE = "30d"
 COMMENTS = 10
 
 
@@ -46,15 +49,24 @@ class CsiSpec:
 
 
 def load_csi_config(path: Path) -> tuple[CsiSpec, ...]:
-    """CSI attributes from a YAML file ``attributes: [{question, weight, expected}, …]``."""
+    """CSI attributes from a YAML file ``attributes: [{question, weight, expected}, …]``.
+
+    ReportError's message is one line that starts with the file's name.
+    """
+    import yaml
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ReportError("csi", f"cannot read {path}: {exc}") from exc
+    except OSError as exc:
+        raise ReportError("csi", f"{path}: cannot read it: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ReportError("csi", f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
+    except yaml.YAMLError as exc:
+        raise ReportError("csi", f"{path}: not YAML: {_yaml_problem(exc)}") from exc
     items = data.get("attributes") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise ReportError(
-            "csi", f"{path} needs a non-empty list 'attributes' of {{question, weight, expected}}"
+            "csi", f"{path}: needs a non-empty list 'attributes' of {{question, weight, expected}}"
         )
     specs = []
     for i, item in enumerate(items, 1):
@@ -65,6 +77,16 @@ def load_csi_config(path: Path) -> tuple[CsiSpec, ...]:
                 "csi", f"{path}: attribute {i} needs question, weight and expected (numbers): {exc}"
             ) from exc
     return tuple(specs)
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """PyYAML's error in one line: what is wrong and where, not its multi-line excerpt."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem is None:
+        return " ".join(str(exc).split())
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{problem}{where}"
 
 
 @dataclass(frozen=True)
@@ -87,7 +109,7 @@ class ReportQuery:
 def report_query(
     *,
     now: datetime,
-    since: str | None = "30d",
+    since: str | None = None,
     from_: str | None = None,
     to: str | None = None,
     by: str | None = None,
@@ -102,11 +124,14 @@ def report_query(
         raise ReportError("trend", f"{trend!r} is not one of {', '.join(TRENDS)}")
     if rule not in ("top2", "top1"):
         raise ReportError("rule", f"{rule!r} is not top2 or top1")
+    if since is not None and (from_ is not None or to is not None):
+        raise ReportError("since", "give a period ending now (since) or days (from, to), not both")
     if from_ is not None or to is not None:
         end = _day("to", to) + timedelta(days=1) if to else now
         start = _day("from", from_) if from_ else end - timedelta(days=30)
     else:
-        match = SINCE.match(since or "")
+        since = DEFAULT_SINCE if since is None else since
+        match = SINCE.match(since)
         if not match or int(match.group(1)) == 0:
             raise ReportError("since", f"{since!r} is not a number of days such as 7d, 30d, 90d or 365d")
         end, start = now, now - timedelta(days=int(match.group(1)))

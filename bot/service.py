@@ -40,14 +40,7 @@ class Service:
         (`afterword db upgrade`), so an outdated one is refused.
         """
         flows = load_flows(settings.flows_dir)
-        db = Database(settings.database)
-        try:
-            if db.is_sqlite and migrate_sqlite:
-                await db.upgrade()
-            await db.require_schema()
-        except BaseException:
-            await db.dispose()
-            raise
+        db = await Database.open(settings.database, migrate_sqlite=migrate_sqlite)
         return cls(settings=settings, db=db, flows=flows)
 
     async def close(self) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from telegram import LinkPreviewOptions, ReplyParameters, Update
-from telegram.error import TelegramError
+from telegram.error import InvalidToken, TelegramError
 from telegram.ext import ContextTypes
 
 from bot.alerts import Alerter
@@ -57,12 +57,28 @@ class TelegramBot:
         assert link is not None  # noqa: S101 - initialize() fetched the username
         return link
 
-    async def start(self) -> None:
-        """Check the token with Telegram (getMe), then take updates and send alerts."""
+    async def check(self) -> None:
+        """Have Telegram accept the token (getMe), without taking updates or sending alerts.
+
+        ChannelUnavailable if it does not, with a message that never holds the token:
+        python-telegram-bot's InvalidToken quotes it, and every Bot API URL contains it.
+        """
         try:
             await self.application.initialize()
         except TelegramError as exc:
-            raise ChannelUnavailable("telegram", f"Telegram refused to start the bot: {exc}") from exc
+            # initialize() opened the HTTP clients before getMe failed, and the Application's
+            # shutdown() skips a bot it never finished initializing: close them here.
+            await self.application.bot.shutdown()
+            if isinstance(exc, InvalidToken):
+                reason = "it rejected TELEGRAM_BOT_TOKEN"
+            else:
+                token = self.application.bot.token
+                reason = str(exc).replace(token, "<TELEGRAM_BOT_TOKEN>")
+            raise ChannelUnavailable("telegram", f"Telegram refused to start the bot: {reason}") from None
+
+    async def start(self) -> None:
+        """Check the token with Telegram (getMe), then take updates and send alerts."""
+        await self.check()
         if self.polling and self.application.updater is not None:
             await self.application.updater.start_polling(allowed_updates=list(ALLOWED_UPDATES))
         await self.application.start()

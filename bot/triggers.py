@@ -110,6 +110,14 @@ async def trigger(
         )
     address = _address(service, request, channels)
     send_at = _send_at(request, now)
+    delivers = address is not None  # a link survey has nobody to send to: it is open at once
+    if not delivers:
+        for field, given in (("delay", request.delay), ("send_at", request.send_at)):
+            if given is not None:
+                raise TriggerError(
+                    field,
+                    f"a {request.channel} link is open at once and nothing is sent later: leave out {field}",
+                )
     new = NewSurvey(
         flow.id,
         request.channel,
@@ -120,7 +128,6 @@ async def trigger(
         language=request.language,
         meta=request.metadata,
     )
-    delivers = address is not None  # a link survey has nobody to send to: it is open at once
     try:
         created = await create_survey(
             service.db,

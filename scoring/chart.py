@@ -4,6 +4,9 @@ Pure like the rest of `scoring`: points in, PNG bytes out. Drawn on matplotlib's
 through `Figure` directly, never pyplot: pyplot keeps a global registry of figures that is
 not thread-safe, and this chart is drawn inside the web server. For the same reason nothing
 here touches the global `rcParams`; every size and colour is passed explicitly.
+
+matplotlib is imported only when a chart is drawn: `Band` and `TrendPoint` are used by the
+reports, and importing matplotlib cost `afterword report` more CPU than the report itself.
 """
 
 from __future__ import annotations
@@ -14,16 +17,14 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
-
-from matplotlib.artist import Artist
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
+from typing import TYPE_CHECKING, Any, Literal
 
 from scoring.metrics import DEFAULT_TARGETS
+
+if TYPE_CHECKING:
+    from matplotlib.artist import Artist
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 Language = Literal["de", "en"]
 Metric = Literal["csat", "nps"]
@@ -105,6 +106,9 @@ def trend_chart(
         raise ValueError(f"unknown target metric(s): {sorted(unknown)}")
     if width_px < MIN_SIZE[0] or height_px < MIN_SIZE[1]:
         raise ValueError(f"a {width_px}x{height_px} px chart is below {MIN_SIZE[0]}x{MIN_SIZE[1]} px")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     text = TEXT[language]
     # Fonts grow with the image; at the default size they stay legible in a Telegram preview,
     # which shows the photo at roughly half its width.
@@ -202,6 +206,9 @@ def _panel(
     marker_pt: float,
 ) -> None:
     """One metric: line, markers, interval band, target line and its legend strip."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     colour, text = COLOURS[metric], TEXT[language]
     rows = _series(points, metric)
     values, lows, highs = ([row[k] for row in rows] for k in range(3))

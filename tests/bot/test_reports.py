@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,14 @@ from bot.errors import ReportError
 from bot.importer import import_csv
 from bot.inbound import Inbound, handle
 from bot.report_format import render
-from bot.reports import COVERING_INDEXES, build_report, histogram_query, load_csi_config, report_query
+from bot.reports import (
+    COVERING_INDEXES,
+    CsiSpec,
+    build_report,
+    histogram_query,
+    load_csi_config,
+    report_query,
+)
 from bot.service import Service
 from bot.surveys import NewSurvey, close_survey, create_survey
 from tests.support import Clock
@@ -181,8 +189,10 @@ async def test_api_report_matches_cli_json(service: Service, tmp_path: Path) -> 
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         ok = await client.get("/api/report", params={"by": "agent", "trend": "week"}, headers=headers)
         bad = await client.get("/api/report", params={"by": "agnt"}, headers=headers)
+        mixed = await client.get("/api/report", params={"since": "7d", "to": "2026-11-01"}, headers=headers)
     assert (200, await report(service, by="agent", trend="week")) == (ok.status_code, ok.json())
     assert (400, "by") == (bad.status_code, bad.json()["error"]["field"])
+    assert (400, "since") == (mixed.status_code, mixed.json()["error"]["field"])
 
 
 @pytest.mark.parametrize(
@@ -193,6 +203,8 @@ async def test_api_report_matches_cli_json(service: Service, tmp_path: Path) -> 
         ({"since": "30"}, "since"),
         ({"since": None, "from_": "2026-13-01"}, "from"),
         ({"since": None, "from_": "2026-11-20", "to": "2026-11-01"}, "from"),
+        ({"since": "7d", "to": "2026-11-01"}, "since"),  # either a period ending now or days, never both
+        ({"since": "", "from_": None}, "since"),
         ({"rule": "top3"}, "rule"),
     ],
 )
@@ -216,6 +228,48 @@ async def test_question_means_and_csi(service: Service, tmp_path: Path) -> None:
     means = {q["question"]: q["mean"]["value"] for q in data["questions"]}
     assert {"csat": pytest.approx(3.6), "ces": pytest.approx(6.0), "nps": pytest.approx(33 / 5)} == means
     assert (pytest.approx(1.0), []) == (data["csi"]["value"], data["csi"]["missing"])
+
+
+async def test_csi_is_a_row_of_csv_and_markdown(service: Service, tmp_path: Path) -> None:
+    """The CSI is the CSV row (period, all, csi, value) and a Markdown row; empty while a question has none."""
+    await load(service, tmp_path)
+    known = await report(service, csi=(CsiSpec("csat", 0.5, 2.6), CsiSpec("ces", 0.5, 5)))
+    unknown = await report(service, csi=(CsiSpec("q9", 1, 3),))
+    rows = [next(csv.reader([render(data, "csv").splitlines()[-1]])) for data in (known, unknown)]
+    assert (
+        ["period", "all", "csi", pytest.approx(1.0), "", "", "", ""],
+        ["period", "all", "csi", "", "", "", "", ""],
+        "| period | all | CSI | 1.000 |",
+        "| period | all | CSI | no answers for q9 |",
+    ) == (
+        [*rows[0][:3], float(rows[0][3]), *rows[0][4:]],
+        rows[1],
+        render(known, "md").splitlines()[-1],
+        render(unknown, "md").splitlines()[-1],
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "cannot read it: No such file or directory"),
+        (
+            "attributes: [\n  - a: b\n",
+            "not YAML: expected the node content, but found '-' (line 2, column 3)",
+        ),
+        ("x: 1\n", "needs a non-empty list 'attributes' of {question, weight, expected}"),
+    ],
+)
+def test_csi_file_errors_are_one_line_naming_the_file(
+    tmp_path: Path, content: str | None, problem: str
+) -> None:
+    """A missing, malformed or empty CSI file gives one line: the file's name, then what is wrong."""
+    config = tmp_path / "csi.yaml"
+    if content is not None:
+        config.write_text(content, encoding="utf-8")
+    with pytest.raises(ReportError) as raised:
+        load_csi_config(config)
+    assert f"{config}: {problem}" == raised.value.message
 
 
 def test_csi_config_errors_name_the_problem(tmp_path: Path) -> None:

@@ -1,0 +1,91 @@
+"""Start-up: `afterword --help` and `afterword report` import only what they use."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from bot.db import HEAD_REVISION, Database, head_revision
+from tests.support import environment
+
+CHANNELS_AND_CHART = ("matplotlib", "telegram", "twilio")
+DATABASE_AND_WEB = ("sqlalchemy", "pydantic_settings", "fastapi", "uvicorn")
+# The `afterword` entry point in a fresh interpreter; what it imported is written to argv[1].
+PROBE = """
+import json, sys
+out, args = sys.argv[1], json.loads(sys.argv[2])
+sys.argv = ["afterword", *args]
+from bot.cli import main
+try:
+    main()
+    code = 0
+except SystemExit as exc:
+    code = exc.code
+with open(out, "w", encoding="utf-8") as handle:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, handle)
+"""
+
+
+def _run(args: list[str], env: dict[str, str], folder: Path) -> dict[str, Any]:
+    """Exit code and imported module names of `afterword *args`, run in ``folder``."""
+    out = folder / "modules.json"
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(out), json.dumps(args)],
+        env=env,
+        cwd=folder,  # no .env of the developer's is read
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.exists(), f"the probe failed (exit {done.returncode}):\n{done.stderr}"
+    found: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    return found
+
+
+def _under(modules: list[str], packages: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0] in packages)
+
+
+def test_help_imports_no_database_web_chart_or_channel_library(tmp_path: Path) -> None:
+    """`afterword --help` exits 0 without importing a chart, channel, database or web library."""
+    ran = _run(["--help"], environment(f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}"), tmp_path)
+    assert (0, []) == (ran["code"], _under(ran["modules"], CHANNELS_AND_CHART + DATABASE_AND_WEB))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_report_json_imports_no_chart_or_channel_library(db_url: str, tmp_path: Path) -> None:
+    """`afterword report --format json` exits 0 without importing matplotlib, telegram or twilio."""
+    ran = _run(["report", "--format", "json"], environment(db_url), tmp_path)
+    assert (0, []) == (ran["code"], _under(ran["modules"], CHANNELS_AND_CHART))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_report_on_a_current_database_neither_migrates_nor_reads_flows(db_url: str, tmp_path: Path) -> None:
+    """A report on a database at the newest revision imports neither Alembic nor the flow loader."""
+    ran = _run(["report", "--format", "json"], environment(db_url), tmp_path)
+    found = [m for m in ran["modules"] if m.split(".")[0] == "alembic" or m == "flows.loader"]
+    assert [] == found
+
+
+def test_head_revision_constant_is_alembics_head() -> None:
+    """HEAD_REVISION, which start-up compares with, is the head Alembic finds in the migration files."""
+    assert head_revision() == HEAD_REVISION
+
+
+async def test_sqlite_behind_the_head_is_migrated_on_open(tmp_path: Path) -> None:
+    """Database.open brings a SQLite file at an older revision to the newest one."""
+    url = make_url(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+    old = Database(url)
+    await old.upgrade("0005")
+    await old.dispose()
+    db = await Database.open(url)
+    try:
+        assert HEAD_REVISION == await db.revision()
+    finally:
+        await db.dispose()
