@@ -12,8 +12,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.app import create_app
 from bot.service import Service
@@ -49,13 +47,12 @@ class Clock:
         return self.now
 
 
-async def reset_postgres(url: str) -> None:
-    """Drop and recreate the public schema, so every test starts from an empty database."""
-    engine = create_async_engine(make_url(url))
-    async with engine.begin() as conn:
-        await conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
-        await conn.exec_driver_sql("CREATE SCHEMA public")
-    await engine.dispose()
+def environment(url: str) -> dict[str, str]:
+    """This process's environment with DATABASE_URL set to ``url`` and no FLOWS_DIR of the caller's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "FLOWS_DIR"))}
+    env["DATABASE_URL"] = url
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 @asynccontextmanager

@@ -8,7 +8,6 @@ import csv
 import io
 import shutil
 import signal
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,29 +16,25 @@ import httpx
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from tests.bot.test_cli import AFTERWORD, ROOT, run
+from tests.cli import AFTERWORD, ROOT, free_port, run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = ROOT / "test-output" / "screenshots"
 PASSWORD = "correct horse battery"
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason="Debian's chromium is not installed (.ci/run installs it with apt-get)",
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason="Debian's chromium is not installed (.ci/run installs it with apt-get)",
+    ),
+]
 
 
 @pytest.fixture
 async def server(cli_env: dict[str, str], tmp_path: Path) -> AsyncIterator[tuple[str, dict[str, str]]]:
     """`afterword serve` on a free port after `db upgrade`, with a manager login anna."""
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**cli_env, "PUBLIC_BASE_URL": base, "PORT": str(port)}
     assert 0 == run(["db", "upgrade"], env, tmp_path).returncode
@@ -50,7 +45,7 @@ async def server(cli_env: dict[str, str], tmp_path: Path) -> AsyncIterator[tuple
     with (tmp_path / "serve.log").open("w") as log:
         proc = await asyncio.create_subprocess_exec(AFTERWORD, "serve", env=env, cwd=tmp_path, stderr=log)
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 90  # a busy machine starts it slowly
             async with httpx.AsyncClient() as client:
                 while True:
                     try:
@@ -64,7 +59,7 @@ async def server(cli_env: dict[str, str], tmp_path: Path) -> AsyncIterator[tuple
             yield base, env
         finally:
             proc.send_signal(signal.SIGINT)
-            await asyncio.wait_for(proc.wait(), 15)
+            await asyncio.wait_for(proc.wait(), 60)
 
 
 @pytest.fixture

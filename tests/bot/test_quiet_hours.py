@@ -224,7 +224,7 @@ def window(minutes: tuple[int, int]) -> QuietHours:
     return QuietHours(start, end)
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(database=None)
 @given(
     seconds=st.integers(int(utc(2000, 1, 1).timestamp()), int(utc(2035, 12, 31, 23, 59).timestamp())),
     micros=st.integers(0, 999_999),
@@ -244,7 +244,7 @@ def test_property_first_allowed_minute(
 night_minutes = st.integers(60, 210) | st.integers(0, 1439)
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(database=None)
 @given(
     change=st.sampled_from(DST_CHANGES),
     shift=st.integers(-30 * 60, 30 * 60),

@@ -24,10 +24,10 @@ from bot.db import Database
 from bot.service import Service, utc_now
 from bot.tables import answers, jobs, surveys
 from bot.triggers import SurveyRequest, trigger
-from tests.bot.test_cli import AFTERWORD, run
 from tests.bot.test_twilio import PUBLIC, SENDER
-from tests.fakes.telegram import FakeBotApi
+from tests.cli import AFTERWORD, free_port, invoke
 from tests.fakes.twilio import FakeTwilioApi
+from tests.support import environment
 
 SURVEYS = 100  # two claim batches of 50 (bot.scheduler.BATCH): enough that both schedulers get some
 REPLIES = ("2", "1", "2", "Sehr nett")  # support-csat: three ratings and the comment
@@ -62,54 +62,29 @@ def _untouched(url: str) -> bool:
         ),
     ],
 )
+@pytest.mark.usefixtures("in_tmp_path")
 def test_workers_refused_with_one_line_and_nothing_started(
-    cli_env: dict[str, str], db_url: str, tmp_path: Path, args: list[str], expected: str
+    empty_db_url: str, taken_port: int, args: list[str], expected: str
 ) -> None:
     """`serve --workers 0` and `--workers 2 --telegram-polling` exit 2 with one line; the database stays untouched."""
-    result = run(["serve", "--port", "1", *args], cli_env, tmp_path)
-    assert (2, [expected]) == (result.returncode, result.stderr.strip().splitlines())
-    assert _untouched(db_url)
+    result = invoke(["serve", "--port", str(taken_port), *args], environment(empty_db_url))
+    assert (2, [expected]) == (result.code, result.stderr.strip().splitlines())
+    assert _untouched(empty_db_url)
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_several_workers_on_sqlite_are_refused(cli_env: dict[str, str], db_url: str, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("in_tmp_path")
+@pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)
+def test_several_workers_on_sqlite_are_refused(empty_db_url: str, taken_port: int) -> None:
     """`serve --workers 2` on SQLite exits 2 saying PostgreSQL is needed; no database file is made."""
-    result = run(["serve", "--port", "1", "--workers", "2"], cli_env, tmp_path)
+    result = invoke(["serve", "--port", str(taken_port), "--workers", "2"], environment(empty_db_url))
     assert (
         2,
         [
             "Error: --workers: more than one process needs PostgreSQL "
             "(DATABASE_URL=postgresql+asyncpg://…); SQLite serves one process"
         ],
-    ) == (result.returncode, result.stderr.strip().splitlines())
-    assert _untouched(db_url)
-
-
-def test_refused_telegram_token_stops_several_workers_before_they_start(
-    cli_env: dict[str, str], db_url: str, fake_telegram: FakeBotApi, tmp_path: Path
-) -> None:
-    """`serve --workers 2` checks the bot token once itself: refused, it exits 1 with one line and starts no worker."""
-    if db_url.startswith("sqlite"):
-        pytest.skip("several workers need PostgreSQL; with SQLite Afterword runs as one process")
-    assert 0 == run(["db", "upgrade"], cli_env, tmp_path).returncode
-    fake_telegram.fail_next("getMe", error_code=401)
-    env = {
-        **cli_env,
-        "TELEGRAM_BOT_TOKEN": fake_telegram.token,
-        "TELEGRAM_API_BASE_URL": fake_telegram.base_url,
-        "TELEGRAM_WEBHOOK_SECRET": "s3cret",
-    }
-    result = run(["serve", "--port", "1", "--workers", "2"], env, tmp_path)
-    assert (1, 1) == (result.returncode, len(result.stderr.strip().splitlines())), result.stderr
-    assert result.stderr.startswith("Error: telegram: Telegram refused to start the bot:")
-    assert 1 == len(fake_telegram.calls_to("getMe"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    ) == (result.code, result.stderr.strip().splitlines())
+    assert _untouched(empty_db_url)
 
 
 def _tail(log: Path, lines: int = 60) -> str:
@@ -185,6 +160,7 @@ async def _serving(
                         os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 async def test_two_workers_share_webhooks_and_jobs_mask_numbers_and_stop_on_sigterm(
     service: Service, cli_env: dict[str, str], fake_twilio: FakeTwilioApi, tmp_path: Path
 ) -> None:
@@ -196,7 +172,7 @@ async def test_two_workers_share_webhooks_and_jobs_mask_numbers_and_stop_on_sigt
     for i, number in enumerate(numbers):
         request = SurveyRequest(ticket_id=f"W-{i}", channel="sms", to=number, language="de")
         await trigger(live, request, channels={"sms": object()}, link_for=lambda *_: None)
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in cli_env.items() if not k.startswith(("TWILIO_", "TELEGRAM_", "QUIET_"))},
         "TWILIO_ACCOUNT_SID": fake_twilio.account_sid,
@@ -249,7 +225,7 @@ async def test_two_workers_share_webhooks_and_jobs_mask_numbers_and_stop_on_sigt
 
         await asyncio.gather(*(customer(n, number) for n, number in enumerate(numbers)))
         proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), 30)
+        code = await asyncio.wait_for(proc.wait(), 60)
 
     text = await asyncio.to_thread(log.read_text)
     failed = [line for line in text.splitlines() if "ERROR" in line]  # uvicorn's and ours

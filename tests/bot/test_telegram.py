@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import inspect
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,12 +89,17 @@ class Harness:
             callback_update(self.update_id(), chat, message_id, data, message_text=call.params["text"], **kw)
         )
 
-    async def wait(self, check: Callable[[], bool]) -> None:
-        """Until ``check()`` holds; the alert loop looks every second, so 10 s is plenty."""
-        deadline = time.monotonic() + 10
-        while not check():
+    async def wait(self, check: Callable[[], bool | Awaitable[bool]]) -> None:
+        """Until ``check()`` holds. The alert loop looks every second; 30 s allows a busy machine."""
+        deadline = time.monotonic() + 30
+        while not await _holds(check):
             assert time.monotonic() < deadline, [c.method for c in self.fake.calls]
             await asyncio.sleep(0.05)
+
+
+async def _holds(check: Callable[[], bool | Awaitable[bool]]) -> bool:
+    result = check()
+    return await result if inspect.isawaitable(result) else result
 
 
 def button(call: Call, value: int) -> str:
@@ -304,13 +310,20 @@ async def test_detractor_alert_then_its_comment(tg: Harness) -> None:
     follow = tg.to_chat(ALERT_CHAT)[1].params
     assert "💬 Comment on ticket T-1 (anna): “Niemand hat zurückgerufen”" == follow["text"]
     assert 1 == follow["reply_parameters"]["message_id"]
-    async with tg.service.db.read() as conn:
-        kinds = (
-            await conn.execute(
-                sa.select(jobs.c.kind, jobs.c.status).where(jobs.c.kind.like("alert%")).order_by(jobs.c.id)
-            )
-        ).all()
-    assert [("alert", "done"), ("alert_comment", "done")] == [tuple(k) for k in kinds]
+
+    async def alert_jobs() -> list[tuple[object, ...]]:
+        async with tg.service.db.read() as conn:
+            query = sa.select(jobs.c.kind, jobs.c.status).where(jobs.c.kind.like("alert%"))
+            return [tuple(k) for k in await conn.execute(query.order_by(jobs.c.id))]
+
+    # The alerter marks a job done after Telegram answered, so the message can arrive first.
+    done = [("alert", "done"), ("alert_comment", "done")]
+
+    async def all_done() -> bool:
+        return done == await alert_jobs()
+
+    await tg.wait(all_done)
+    assert done == await alert_jobs()
 
 
 async def test_rate_limited_message_is_retried_and_delivered(tg: Harness) -> None:

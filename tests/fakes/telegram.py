@@ -149,8 +149,15 @@ def _inline_markup(params: dict[str, Any]) -> dict[str, Any] | None:
 class FakeBotApi(LocalServer):
     """A Telegram Bot API server for tests; use as ``with FakeBotApi() as fake:``."""
 
-    def __init__(self, token: str = DEFAULT_TOKEN, bot_username: str = _DEFAULT_BOT_USERNAME) -> None:
+    def __init__(
+        self,
+        token: str = DEFAULT_TOKEN,
+        bot_username: str = _DEFAULT_BOT_USERNAME,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``clock`` times message arrivals for limit_rate; a test may pass one it moves by hand."""
         self.token = token
+        self._clock = clock
         self.bot_username = bot_username
         self.bot_id = int(token.split(":", 1)[0])
         self._lock = threading.Lock()
@@ -159,7 +166,7 @@ class FakeBotApi(LocalServer):
         self._next_message_id: dict[int, int] = {}
         self._photo_count = 0
         self._rate: tuple[int, float] | None = None  # (messages, per seconds) once limit_rate is called
-        self._arrivals: list[float] = []  # time.monotonic() of each delivered message, ascending
+        self._arrivals: list[float] = []  # the clock's time of each delivered message, ascending
         self._too_many = 0
         self._failures: dict[str, _Failure] = {}
         self._updates: list[dict[str, Any]] = []
@@ -240,8 +247,8 @@ class FakeBotApi(LocalServer):
     def limit_rate(self, messages: int = 30, per: float = 1.0) -> None:
         """Refuse a message call with 429 once ``messages`` were delivered in the last ``per`` seconds.
 
-        The window is half-open, (now - per, now], on the fake's monotonic clock when the call
-        arrives; refused calls do not count. Off until called.
+        The window is half-open, (now - per, now], on the fake's clock (time.monotonic unless
+        given) when the call arrives; refused calls do not count. Off until called.
         """
         with self._lock:
             self._rate = (messages, per)
@@ -254,7 +261,7 @@ class FakeBotApi(LocalServer):
 
     @property
     def message_arrivals(self) -> list[float]:
-        """When each delivered message call arrived (time.monotonic()), oldest first."""
+        """When each delivered message call arrived (on the fake's clock), oldest first."""
         with self._lock:
             return list(self._arrivals)
 
@@ -273,7 +280,7 @@ class FakeBotApi(LocalServer):
 
     # The `timeout` parameter mirrors asyncio.wait_for; wrapping each call in asyncio.timeout
     # would be noisier in every test, hence the noqa.
-    async def wait_for(self, method: str, count: int = 1, timeout: float = 10.0) -> list[Call]:  # noqa: ASYNC109
+    async def wait_for(self, method: str, count: int = 1, timeout: float = 30.0) -> list[Call]:  # noqa: ASYNC109
         """Wait until at least ``count`` successful calls of ``method`` arrived; return them."""
         deadline = time.monotonic() + timeout
         while True:
@@ -349,7 +356,7 @@ class FakeBotApi(LocalServer):
         if not method.lower().startswith(_SEND_PREFIX):
             return None
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             self._arrivals.append(now)  # taken under the lock, so the list stays sorted
             if self._rate is None:
                 return now

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
-import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -21,9 +19,8 @@ PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(32))
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeBotApi]:
-    with FakeBotApi() as api:
-        yield api
+def fake(fake_telegram: FakeBotApi) -> FakeBotApi:
+    return fake_telegram
 
 
 @pytest.fixture
@@ -238,14 +235,25 @@ async def _post_message(fake: FakeBotApi, chat: int) -> httpx.Response:
     return response
 
 
-async def test_rate_limit_refuses_the_31st_message_within_a_second(fake: FakeBotApi) -> None:
-    """With limit_rate(30) a 31st message within one second gets Telegram's 429 and is not delivered."""
-    fake.limit_rate(30)
-    accepted = await _post_messages(fake, range(1, 31))
-    refused = await _post_message(fake, 31)
+class HandClock:
+    """A monotonic clock the test moves, so the rate window never depends on the machine's speed."""
 
-    # The refusal is only right if it came within the second after the first message.
-    assert time.monotonic() - fake.message_arrivals[0] < 1.0
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_rate_limit_refuses_the_31st_message_within_a_second() -> None:
+    """With limit_rate(30) a 31st message within one second gets Telegram's 429 and is not delivered."""
+    clock = HandClock()
+    with FakeBotApi(clock=clock) as fake:
+        fake.limit_rate(30)
+        accepted = await _post_messages(fake, range(1, 31))
+        clock.now += 0.999
+        refused = await _post_message(fake, 31)
+
     assert [200] * 30 == [response.status_code for response in accepted]
     assert 429 == refused.status_code
     assert {
@@ -258,12 +266,14 @@ async def test_rate_limit_refuses_the_31st_message_within_a_second(fake: FakeBot
     assert [(31, True)] == [(c.params["chat_id"], c.failed) for c in fake.calls if c.params["chat_id"] == 31]
 
 
-async def test_rate_limit_accepts_again_once_the_window_has_passed(fake: FakeBotApi) -> None:
+async def test_rate_limit_accepts_again_once_the_window_has_passed() -> None:
     """A message after the oldest delivered one left the window goes through again."""
-    fake.limit_rate(2, per=0.5)
-    first = [await _post_message(fake, chat) for chat in (1, 2, 3)]
-    await asyncio.sleep(fake.message_arrivals[0] + 0.5 - time.monotonic() + 0.01)
-    later = await _post_message(fake, 4)
+    clock = HandClock()
+    with FakeBotApi(clock=clock) as fake:
+        fake.limit_rate(2, per=0.5)
+        first = [await _post_message(fake, chat) for chat in (1, 2, 3)]
+        clock.now += 0.5  # the window is (now - 0.5, now]: the first arrival has just left it
+        later = await _post_message(fake, 4)
 
     assert [200, 200, 429, 200] == [response.status_code for response in [*first, later]]
     assert (3, 1) == (len(fake.message_arrivals), fake.too_many_requests)
@@ -294,8 +304,9 @@ async def test_rate_limit_is_off_by_default(fake: FakeBotApi) -> None:
 
 def test_stop_ends_the_server_thread() -> None:
     """Leaving the with block stops the server and its thread."""
+    # Other tests' servers may still be ending on their own (their fixtures do not wait).
+    before = set(threading.enumerate())
     with FakeBotApi():
-        running = [t.name for t in threading.enumerate() if t.name == "fake-telegram-bot-api"]
+        started = [t for t in threading.enumerate() if t not in before]
 
-    assert ["fake-telegram-bot-api"] == running
-    assert [] == [t.name for t in threading.enumerate() if t.name == "fake-telegram-bot-api"]
+    assert (["fake-telegram-bot-api"], [False]) == ([t.name for t in started], [t.is_alive() for t in started])

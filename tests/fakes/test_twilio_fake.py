@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -15,9 +15,8 @@ from tests.fakes.twilio import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeTwil
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeTwilioApi]:
-    with FakeTwilioApi() as api:
-        yield api
+def fake(fake_twilio: FakeTwilioApi) -> FakeTwilioApi:
+    return fake_twilio
 
 
 @pytest.fixture
@@ -234,8 +233,9 @@ async def test_wait_for_names_the_requests_it_saw_when_it_times_out(
 
 def test_stop_ends_the_server_thread() -> None:
     """Leaving the with block stops the server and its thread."""
+    # Other tests' servers may still be ending on their own (their fixtures do not wait).
+    before = set(threading.enumerate())
     with FakeTwilioApi():
-        running = [t.name for t in threading.enumerate() if t.name == "fake-twilio-api"]
+        started = [t for t in threading.enumerate() if t not in before]
 
-    assert ["fake-twilio-api"] == running
-    assert [] == [t.name for t in threading.enumerate() if t.name == "fake-twilio-api"]
+    assert (["fake-twilio-api"], [False]) == ([t.name for t in started], [t.is_alive() for t in started])

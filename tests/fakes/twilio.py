@@ -187,7 +187,7 @@ class FakeTwilioApi(LocalServer):
 
     # The `timeout` parameter mirrors asyncio.wait_for; wrapping each call in asyncio.timeout
     # would be noisier in every test, hence the noqa.
-    async def wait_for(self, resource: str, count: int = 1, timeout: float = 10.0) -> list[Call]:  # noqa: ASYNC109
+    async def wait_for(self, resource: str, count: int = 1, timeout: float = 30.0) -> list[Call]:  # noqa: ASYNC109
         """Wait until at least ``count`` successful requests to ``resource`` arrived; return them."""
         deadline = time.monotonic() + timeout
         while True:

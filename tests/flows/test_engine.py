@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from flows import engine
@@ -199,7 +199,6 @@ def test_state_round_trips_through_json() -> None:
     assert state == State.from_json(state.to_json())
 
 
-@settings(max_examples=300, deadline=None)
 @given(
     flow_id=st.sampled_from(sorted(FLOWS)),
     replies=st.lists(

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from scipy import stats
 from statsmodels.stats.proportion import proportion_confint, proportions_ztest
@@ -324,7 +324,6 @@ def test_nps_interval_holds_the_value_for_every_histogram_from_n_2_to_60() -> No
     assert [] == misses
 
 
-@settings(max_examples=300)
 @given(st.dictionaries(st.integers(0, 10), st.integers(0, 2000), max_size=11))
 def test_nps_bounds_and_containment(counts: dict[int, int]) -> None:
     """NPS and its interval stay within ±100; the interval holds the value whenever n >= 2."""
@@ -403,7 +402,6 @@ def test_mean_of_identical_answers_has_a_zero_width_interval() -> None:
     )
 
 
-@settings(max_examples=150, deadline=None)
 @given(st.dictionaries(st.integers(1, 7), st.integers(0, 300), min_size=1, max_size=7))
 def test_mean_interval_matches_scipy(counts: dict[int, int]) -> None:
     """Mean, sd and interval equal scipy's t.interval on the expanded answers."""
@@ -652,7 +650,6 @@ def histograms(draw: st.DrawFn, max_count: int = 300) -> Histogram:
     return Histogram(scale, counts)
 
 
-@settings(max_examples=300)
 @given(st.lists(histograms(), max_size=4), st.sampled_from(["top2", "top1"]))
 def test_csat_bounds_and_containment(hists: list[Histogram], rule: str) -> None:
     """CSAT lies in 0..100 and always inside its own interval, which lies in 0..100 too."""
@@ -664,7 +661,6 @@ def test_csat_bounds_and_containment(hists: list[Histogram], rule: str) -> None:
     assert True is (0.0 <= low <= value <= high <= 100.0)  # type: ignore[operator]
 
 
-@settings(max_examples=200)
 @given(st.lists(histograms(), max_size=4))
 def test_top_box_never_exceeds_top_two_box(hists: list[Histogram]) -> None:
     """Top-1 CSAT is at most top-2 CSAT."""
@@ -672,7 +668,6 @@ def test_top_box_never_exceeds_top_two_box(hists: list[Histogram]) -> None:
     assert (top1.n, True) == (top2.n, top1.value is None or top1.value <= top2.value)  # type: ignore[operator]
 
 
-@settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_order_of_answers_is_irrelevant(data: st.DataObject) -> None:
     """Histograms counted from the answers in any order give identical CSAT, CES and NPS."""
@@ -685,7 +680,6 @@ def test_order_of_answers_is_irrelevant(data: st.DataObject) -> None:
     assert nps(Counter(nps_answers)) == nps(Counter(data.draw(st.permutations(nps_answers))))
 
 
-@settings(max_examples=200, deadline=None)
 @given(histograms(max_count=20))
 def test_too_few_iff_fewer_than_30_answers(hist: Histogram) -> None:
     """too_few is set exactly when n < 30, for CSAT, CES and SCI alike."""
