@@ -309,4 +309,7 @@ def test_stop_ends_the_server_thread() -> None:
     with FakeBotApi():
         started = [t for t in threading.enumerate() if t not in before]
 
-    assert (["fake-telegram-bot-api"], [False]) == ([t.name for t in started], [t.is_alive() for t in started])
+    assert (["fake-telegram-bot-api"], [False]) == (
+        [t.name for t in started],
+        [t.is_alive() for t in started],
+    )
