@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from bot.tables import answers, surveys
 from flows.loader import load_flows
-from tests.bot.test_twilio import PUBLIC, SENDER
+from tests.bot.test_twilio import SENDER, twilio_process_env
 from tests.cli import AFTERWORD, free_port, invoke, no_database, query, run
 from tests.fakes.telegram import FakeBotApi, message_update
 from tests.fakes.twilio import FakeTwilioApi
@@ -197,16 +197,7 @@ def test_worker_sends_a_due_survey_and_stops_on_sigterm(
     cli_env: dict[str, str], db_url: str, tmp_path: Path, fake_twilio: FakeTwilioApi
 ) -> None:
     """`afterword worker` sends a survey `trigger` queued through Twilio, then SIGTERM stops it with exit 0."""
-    env = {
-        **{k: v for k, v in cli_env.items() if not k.startswith(("TWILIO_", "TELEGRAM_", "QUIET_"))},
-        "TWILIO_ACCOUNT_SID": fake_twilio.account_sid,
-        "TWILIO_AUTH_TOKEN": fake_twilio.auth_token,
-        "TWILIO_FROM_NUMBER": SENDER,
-        "TWILIO_API_BASE_URL": fake_twilio.base_url,
-        "PUBLIC_BASE_URL": PUBLIC,
-        "QUIET_HOURS": "off",  # the worker reads the real clock; the test must not depend on the hour
-        "WORKER_POLL_SECONDS": "0.2",
-    }
+    env = twilio_process_env(cli_env, fake_twilio)
     queued = invoke(["trigger", "--channel", "sms", "--to", "+4915112345678", "--ticket", "T-1"], env)
     assert 0 == queued.code, queued.stderr
     log = tmp_path / "worker.log"

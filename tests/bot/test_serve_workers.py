@@ -24,7 +24,7 @@ from bot.db import Database
 from bot.service import Service, utc_now
 from bot.tables import answers, jobs, surveys
 from bot.triggers import SurveyRequest, trigger
-from tests.bot.test_twilio import PUBLIC, SENDER
+from tests.bot.test_twilio import PUBLIC, SENDER, twilio_process_env
 from tests.cli import AFTERWORD, free_port, invoke
 from tests.fakes.twilio import FakeTwilioApi
 from tests.support import environment
@@ -173,18 +173,12 @@ async def test_two_workers_share_webhooks_and_jobs_mask_numbers_and_stop_on_sigt
         request = SurveyRequest(ticket_id=f"W-{i}", channel="sms", to=number, language="de")
         await trigger(live, request, channels={"sms": object()}, link_for=lambda *_: None)
     port = free_port()
-    env = {
-        **{k: v for k, v in cli_env.items() if not k.startswith(("TWILIO_", "TELEGRAM_", "QUIET_"))},
-        "TWILIO_ACCOUNT_SID": fake_twilio.account_sid,
-        "TWILIO_AUTH_TOKEN": fake_twilio.auth_token,
-        "TWILIO_FROM_NUMBER": SENDER,
-        "TWILIO_API_BASE_URL": fake_twilio.base_url,
-        "PUBLIC_BASE_URL": PUBLIC,
-        "QUIET_HOURS": "off",  # the workers read the real clock; the test must not depend on the hour
-        "SEND_RATE_SMS": "50",  # a batch of 50 surveys takes seconds: the other worker claims the next
-        "WORKER_POLL_SECONDS": "0.2",
-        "LOG_LEVEL": "INFO",  # uvicorn's access log, where a number in a request line must be masked
-    }
+    env = twilio_process_env(
+        cli_env,
+        fake_twilio,
+        SEND_RATE_SMS="50",  # a batch of 50 surveys takes seconds: the other worker claims the next
+        LOG_LEVEL="INFO",  # uvicorn's access log, where a number in a request line must be masked
+    )
     log = tmp_path / "serve.log"
     validator = RequestValidator(fake_twilio.auth_token)
     served: Counter[int] = Counter()  # requests answered, by worker pid

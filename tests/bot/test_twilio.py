@@ -99,6 +99,25 @@ def twilio_settings(fake: FakeTwilioApi) -> dict[str, Any]:
     }
 
 
+def twilio_process_env(base: Mapping[str, str], fake: FakeTwilioApi, **more: str) -> dict[str, str]:
+    """``base`` for an `afterword` process whose SMS and calls go to ``fake``, and ``more`` on top.
+
+    Quiet hours are off: a process reads the real clock, and a test must not depend on the hour.
+    """
+    kept = {k: v for k, v in base.items() if not k.startswith(("TWILIO_", "TELEGRAM_", "QUIET_"))}
+    return {
+        **kept,
+        "TWILIO_ACCOUNT_SID": fake.account_sid,
+        "TWILIO_AUTH_TOKEN": fake.auth_token,
+        "TWILIO_FROM_NUMBER": SENDER,
+        "TWILIO_API_BASE_URL": fake.base_url,
+        "PUBLIC_BASE_URL": PUBLIC,
+        "QUIET_HOURS": "off",
+        "WORKER_POLL_SECONDS": "0.2",
+        **more,
+    }
+
+
 @pytest.fixture
 async def tw(service: Service, fake_twilio: FakeTwilioApi, clock: Clock) -> AsyncIterator[Harness]:
     """The web app with the Twilio channels on, pointed at the fake REST API."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 import time
@@ -17,8 +16,9 @@ import sqlalchemy as sa
 from bot.service import Service
 from bot.tables import jobs
 from bot.triggers import SurveyRequest, trigger
-from tests.bot.test_twilio import PUBLIC, SENDER
+from tests.bot.test_twilio import twilio_process_env
 from tests.fakes.twilio import FakeTwilioApi
+from tests.support import environment
 
 AFTERWORD = str(Path(sys.executable).parent / "afterword")
 SURVEYS = 1000
@@ -36,19 +36,12 @@ async def test_two_workers_send_each_of_1000_due_surveys_exactly_once(
         request = SurveyRequest(ticket_id=f"T-{i}", channel="sms", to=number)
         await trigger(service, request, channels={"sms": object()}, link_for=lambda *_: None)
 
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "TWILIO_", "QUIET_"))},
-        "DATABASE_URL": service.settings.database_url,
-        "TWILIO_ACCOUNT_SID": fake_twilio.account_sid,
-        "TWILIO_AUTH_TOKEN": fake_twilio.auth_token,
-        "TWILIO_FROM_NUMBER": SENDER,
-        "TWILIO_API_BASE_URL": fake_twilio.base_url,
-        "PUBLIC_BASE_URL": PUBLIC,
-        "QUIET_HOURS": "off",  # the workers read the real clock; the test must not depend on the hour
-        "SEND_RATE_SMS": "300",  # slow enough that one worker alone would take seconds: both get work
-        "WORKER_POLL_SECONDS": "0.2",
-        "LOG_LEVEL": "WARNING",
-    }
+    env = twilio_process_env(
+        environment(service.settings.database_url),
+        fake_twilio,
+        SEND_RATE_SMS="300",  # slow enough that one worker alone would take seconds: both get work
+        LOG_LEVEL="WARNING",
+    )
     logs = [tmp_path / f"worker{n}.log" for n in (1, 2)]
     with contextlib.ExitStack() as files:
         sinks = [files.enter_context(log.open("w")) for log in logs]
