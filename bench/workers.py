@@ -80,19 +80,27 @@ async def _all_serving(proc: asyncio.subprocess.Process, port: int, processes: i
     """
     if processes == 1:
         return [proc.pid]
+    # The workers share one listening socket and asyncio accepts a whole burst at once, so one
+    # burst often lands on one or two of them: count every worker that answered in any burst.
+    answered: set[int] = set()
+    pids: list[int] = []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        pids = _workers(proc.pid)
+        if _workers(proc.pid) != pids:  # started, or replaced: count again
+            pids, answered = _workers(proc.pid), set()
         clients = [httpx.AsyncClient(timeout=10) for _ in range(4 * processes)]
         try:
             await asyncio.gather(*(c.get(f"http://127.0.0.1:{port}/healthz") for c in clients))
-            if len(pids) == processes and set(pids) == _holders(port, pids):
+            answered |= _holders(port, pids)
+            if len(pids) == processes and set(pids) == answered:
                 return pids
         finally:
             for client in clients:
                 await client.aclose()
         await asyncio.sleep(0.5)
-    raise RuntimeError(f"not all {processes} workers answered within 120 s")
+    raise RuntimeError(
+        f"not all {processes} workers answered within 120 s; answered: {sorted(answered)} of {pids}"
+    )
 
 
 def _cpu_seconds(pids: list[int]) -> float:
