@@ -23,11 +23,15 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# Help and usage errors in Click's plain form (rich_markup_mode=None, here and on each sub-app):
+# Typer's boxed form imports rich's Markdown and traceback modules, 85 ms of the 160 ms that
+# `afterword --help` cost (bench/startup.py), and draws an error as a five-line box.
 app = typer.Typer(
+    rich_markup_mode=None,
     help="Afterword: ask customers how a support contact went, and tell the team how it is doing.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
 )
 app.add_typer(db_app, name="db")
 app.add_typer(flows_app, name="flows")

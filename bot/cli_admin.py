@@ -13,11 +13,13 @@ from bot.cli_support import err, errors, fail, load, run, with_service
 if TYPE_CHECKING:
     from bot.service import Service
 
-db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
-flows_app = typer.Typer(help="List and check survey flows.", no_args_is_help=True)
-staff_app = typer.Typer(help="Manage who may use the staff commands.", no_args_is_help=True)
-telegram_app = typer.Typer(help="Set up the Telegram bot.", no_args_is_help=True)
-apikey_app = typer.Typer(help="Manage API keys for /api/….", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True, rich_markup_mode=None)
+flows_app = typer.Typer(help="List and check survey flows.", no_args_is_help=True, rich_markup_mode=None)
+staff_app = typer.Typer(
+    help="Manage who may use the staff commands.", no_args_is_help=True, rich_markup_mode=None
+)
+telegram_app = typer.Typer(help="Set up the Telegram bot.", no_args_is_help=True, rich_markup_mode=None)
+apikey_app = typer.Typer(help="Manage API keys for /api/….", no_args_is_help=True, rich_markup_mode=None)
 
 
 @db_app.command("upgrade")
