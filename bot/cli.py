@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from bot.cli_admin import apikey_app, db_app, flows_app, staff_app, telegram_app
-from bot.cli_support import err, fail, load, run
+from bot.cli_support import err, errors, fail, load, run
 
 if TYPE_CHECKING:
     from bot.reports import CsiSpec
@@ -255,15 +255,16 @@ def report(
     if fmt not in FORMATS:
         fail(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}", 2)
     csi = _csi_specs(csi_file) if csi_file is not None else ()
+    with errors():  # every option is checked before the database is opened
+        query = report_query(
+            now=datetime.now(UTC), since=since, from_=from_, to=to, by=by, trend=trend, rule=rule, csi=csi
+        )
     settings = load()
 
     async def _report() -> dict[str, Any]:
         # The database alone: a report needs no flow files, and a current schema no migration.
         db = await Database.open(settings.database)
         try:
-            query = report_query(
-                now=datetime.now(UTC), since=since, from_=from_, to=to, by=by, trend=trend, rule=rule, csi=csi
-            )
             return await build_report(db, query, settings.targets)
         finally:
             await db.dispose()

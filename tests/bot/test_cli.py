@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from bot.cli import app
 from bot.tables import answers, surveys
@@ -280,6 +281,17 @@ def test_report_cli_json_and_bad_by(cli_env: dict[str, str], tmp_path: Path) -> 
         bad.code,
         bad.stderr.strip(),
     )
+
+
+@pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("args", [["--by", "agnt"], ["--csi", "missing.yaml"], ["--format", "xml"]])
+def test_bad_report_option_is_refused_before_the_database_is_opened(
+    empty_db_url: str, args: list[str]
+) -> None:
+    """A bad report option exits 2 with one line, and no database file is made for it."""
+    result = invoke(["report", *args], environment(empty_db_url))
+    database = Path(str(make_url(empty_db_url).database))
+    assert (2, 1, False) == (result.code, len(result.stderr.strip().splitlines()), database.exists())
 
 
 def test_import_bad_file_exits_1_and_stores_nothing(
