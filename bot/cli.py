@@ -301,21 +301,26 @@ def chart(
 
     Example: afterword chart --since 90d --trend week --out trend.png
     """
+    from datetime import UTC, datetime
+
+    from bot.db import Database
     from bot.reports import build_report, report_query, trend_points
-    from bot.service import Service
     from scoring.chart import trend_chart
 
     if lang not in ("de", "en"):
         fail(f"--lang: {lang!r} is not de or en", 2)
+    if not out.parent.is_dir():
+        fail(f"--out: {out}: there is no folder {out.parent}", 2)
+    with errors():  # every option is checked before the database is opened
+        query = report_query(now=datetime.now(UTC), since=since, trend=trend)
     settings = load()
 
     async def _chart() -> bytes:
-        service = await Service.open(settings)
+        db = await Database.open(settings.database)  # a chart needs no flow files
         try:
-            query = report_query(now=service.clock(), since=since, trend=trend)
-            data = await build_report(service.db, query, settings.targets)
+            data = await build_report(db, query, settings.targets)
         finally:
-            await service.close()
+            await db.dispose()
         return trend_chart(trend_points(data), targets=settings.targets, language=lang)  # type: ignore[arg-type]
 
     png = run(_chart())

@@ -284,12 +284,22 @@ def test_report_cli_json_and_bad_by(cli_env: dict[str, str], tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("empty_db_url", ["sqlite"], indirect=True)
-@pytest.mark.parametrize("args", [["--by", "agnt"], ["--csi", "missing.yaml"], ["--format", "xml"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report", "--by", "agnt"],
+        ["report", "--csi", "missing.yaml"],
+        ["report", "--format", "xml"],
+        ["chart", "--out", "trend.png", "--since", "7"],
+        ["chart", "--out", "trend.png", "--trend", "hour"],
+        ["chart", "--out", "no/such/folder/trend.png"],
+    ],
+)
 def test_bad_report_option_is_refused_before_the_database_is_opened(
     empty_db_url: str, args: list[str]
 ) -> None:
-    """A bad report option exits 2 with one line, and no database file is made for it."""
-    result = invoke(["report", *args], environment(empty_db_url))
+    """A bad report or chart option exits 2 with one line, and no database file is made for it."""
+    result = invoke(args, environment(empty_db_url))
     database = Path(str(make_url(empty_db_url).database))
     assert (2, 1, False) == (result.code, len(result.stderr.strip().splitlines()), database.exists())
 
