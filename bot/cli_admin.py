@@ -13,13 +13,17 @@ from bot.cli_support import err, errors, fail, load, run, with_service
 if TYPE_CHECKING:
     from bot.service import Service
 
-db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True, rich_markup_mode=None)
-flows_app = typer.Typer(help="List and check survey flows.", no_args_is_help=True, rich_markup_mode=None)
-staff_app = typer.Typer(
-    help="Manage who may use the staff commands.", no_args_is_help=True, rich_markup_mode=None
-)
-telegram_app = typer.Typer(help="Set up the Telegram bot.", no_args_is_help=True, rich_markup_mode=None)
-apikey_app = typer.Typer(help="Manage API keys for /api/….", no_args_is_help=True, rich_markup_mode=None)
+
+def _group(about: str) -> typer.Typer:
+    """A sub-command group; plain Click help, as the app's (see bot/cli.py)."""
+    return typer.Typer(help=about, no_args_is_help=True, rich_markup_mode=None)
+
+
+db_app = _group("Manage the database schema.")
+flows_app = _group("List and check survey flows.")
+staff_app = _group("Manage who may use the staff commands.")
+telegram_app = _group("Set up the Telegram bot.")
+apikey_app = _group("Manage API keys for /api/….")
 
 
 @db_app.command("upgrade")
