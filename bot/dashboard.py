@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import ipaddress
+import json
 import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -21,10 +22,18 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from bot import web_auth
 from bot.errors import InputError, ReportError
 from bot.pages import SECURITY_HEADERS, page
-from bot.report_format import METRICS, change_cell, metric_cell, target_cell
+from bot.report_format import (
+    FOOTNOTE,
+    METRICS,
+    change_cell,
+    group_key,
+    metric_cell,
+    period_label,
+    target_cell,
+)
 from bot.reports import build_report, report_query, trend_points
 from bot.service import Service
-from bot.tables import answers
+from bot.tables import answers, surveys
 from bot.triggers import SurveyRequest, trigger
 from scoring.chart import trend_chart
 
@@ -252,8 +261,16 @@ async def dashboard(request: Request, since: str = "30d", by: str = "agent") -> 
         for name in METRICS
     ]
     groups = [
-        {"key": g["key"] if g["key"] is not None else "(none)", **{m: metric_cell(m, g[m]) for m in METRICS}}
+        {"key": group_key(g["key"]), **{m: metric_cell(m, g[m]) for m in METRICS}}
         for g in report.get("groups", [])
+    ]
+    questions = [
+        {
+            "question": q["question"],
+            "metric": q["metric"].upper(),
+            "value": metric_cell(q["metric"], q[q["metric"]]),
+        }
+        for q in report["questions"]
     ]
     context = {
         "lang": "en",
@@ -265,9 +282,13 @@ async def dashboard(request: Request, since: str = "30d", by: str = "agent") -> 
         "segments": SEGMENTS,
         "cards": cards,
         "groups": groups,
+        "questions": questions,
         "rate": report["response_rate"],
         "comments": report["comments"],
-        "period": report["period"],
+        "period_label": period_label(report),
+        "footnote": FOOTNOTE,
+        # The start page's own survey is the first-hour path; it exists only without providers.
+        "can_try": not set(request.app.state.channels) - {"web"},
     }
     return page(request, "dashboard.html", context)
 
@@ -300,21 +321,30 @@ async def export(request: Request, since: str = "30d") -> Response:
         since = "30d"
     query = report_query(now=service.clock(), since=since)
     columns = [answers.c[name] for name in EXPORT_COLUMNS]
+    in_period = sa.and_(answers.c.answered_at >= query.start, answers.c.answered_at < query.end)
     stmt = (
-        sa.select(*columns)
-        .where(answers.c.answered_at >= query.start, answers.c.answered_at < query.end)
+        sa.select(*columns, surveys.c.meta)
+        .select_from(answers.outerjoin(surveys, surveys.c.id == answers.c.survey_id))
+        .where(in_period)
         .order_by(answers.c.answered_at, answers.c.id)
+    )
+    # One column per metadata key (`metadata.<key>`), so a spreadsheet can filter and sort by
+    # it; the keys are every survey's of the period, found first, as the header comes first.
+    metas = sa.select(surveys.c.meta).where(
+        surveys.c.id.in_(sa.select(answers.c.survey_id).where(in_period).scalar_subquery())
     )
 
     async def rows() -> AsyncIterator[str]:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(EXPORT_COLUMNS)
         async with service.db.read() as conn:
+            keys = sorted({key async for (meta,) in await conn.stream(metas) for key in _keyed(meta)})
+            writer.writerow([*EXPORT_COLUMNS, *(f"metadata.{key}" for key in keys)])
             result = await conn.stream(stmt)
-            async for row in result:
+            async for *values, meta in result:
                 writer.writerow(
-                    [value.isoformat() if hasattr(value, "isoformat") else value for value in row]
+                    [value.isoformat() if hasattr(value, "isoformat") else value for value in values]
+                    + [_meta_cell(_keyed(meta).get(key)) for key in keys]
                 )
                 if out.tell() > 64_000:
                     yield out.getvalue()
@@ -328,3 +358,14 @@ async def export(request: Request, since: str = "30d") -> Response:
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
     )
+
+
+def _keyed(meta: object) -> dict[str, object]:
+    return meta if isinstance(meta, dict) else {}  # none stored (null), or not an object
+
+
+def _meta_cell(value: object) -> object:
+    """A metadata value as a cell: text as it is, a number or a nested value as JSON, none empty."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)

@@ -124,3 +124,12 @@ class ImportFailed(AfterwordError):
             + "\n".join(problems)
             + more
         )
+
+
+class ImportFileUnreadable(AfterwordError):
+    """The import file as a whole cannot be read (missing, encoding, header); --skip-bad cannot help."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -39,6 +39,18 @@ _ACTIVE_SURVEY = (
     .order_by(surveys.c.sent_at.desc(), surveys.c.id.desc())
     .limit(1)
 )
+# The contact's newest survey that reached them (a pending one has not been sent yet): when no
+# survey is active, a late reply may still be meant for it.
+_NEWEST_SURVEY = (
+    sa.select(surveys.c.id, surveys.c.flow_id, surveys.c.state, surveys.c.status, surveys.c.expires_at)
+    .where(surveys.c.contact_id == _CONTACT, surveys.c.status != "pending")
+    .order_by(sa.func.coalesce(surveys.c.sent_at, surveys.c.created_at).desc(), surveys.c.id.desc())
+    .limit(1)
+)
+# How long after a survey expired a reply by address still gets the flow's `expired` text.
+# A week covers a customer who reads the message after a weekend or a holiday; a message
+# weeks later is more likely about something else, and "this survey has expired" would puzzle.
+LATE_REPLY_WINDOW = timedelta(days=7)
 _SAVE_SURVEY = (
     sa.update(surveys)
     .where(surveys.c.id == sa.bindparam("survey_id"))
@@ -116,7 +128,7 @@ def _handle(conn: Connection, db: Database, flows: Mapping[str, Flow], inbound: 
         return Handled("duplicate")
     row = _open_survey(conn, inbound)
     if row is None:
-        return Handled("no_survey")
+        return _late_reply(conn, flows, inbound)
     flow = flows.get(row.flow_id)
     if flow is None:
         return Handled("no_survey", survey_id=row.id)
@@ -130,7 +142,7 @@ def _handle(conn: Connection, db: Database, flows: Mapping[str, Flow], inbound: 
         return Handled("already_answered", survey_id=row.id, language=state.language, status=row.status)
     reply = engine.Reply(text=inbound.text, choice=inbound.choice, command=inbound.command)
     step = engine.step(flow, state, reply, inbound.received_at)
-    status = _store(db, conn, row, step, inbound.received_at)
+    status = _store(db, conn, row, flow, step, inbound.received_at)
     return Handled(
         step.outcome, step.prompts, step.answers, row.id, step.state.language, status, row.channel_ref
     )
@@ -162,6 +174,25 @@ def _open_survey(conn: Connection, inbound: Inbound) -> sa.Row[tuple[object, ...
     return conn.execute(_ACTIVE_SURVEY, contact).one_or_none()
 
 
+def _late_reply(conn: Connection, flows: Mapping[str, Flow], inbound: Inbound) -> Handled:
+    """No active survey: the flow's `expired` text if the newest one expired lately, stored nowhere.
+
+    Only for a look-up by address (SMS, WhatsApp, Telegram text); a token or a survey id
+    reaches the expired branch of the engine through its own row.
+    """
+    if inbound.survey_token is not None or inbound.survey_id is not None:
+        return Handled("no_survey")
+    row = conn.execute(_NEWEST_SURVEY, {"channel": inbound.channel, "address": inbound.address}).one_or_none()
+    if row is None or row.status != "expired" or row.expires_at is None:
+        return Handled("no_survey")
+    flow = flows.get(row.flow_id)
+    if flow is None or inbound.received_at - row.expires_at > LATE_REPLY_WINDOW:
+        return Handled("no_survey", survey_id=row.id)
+    language = engine.State.from_json(row.state).language
+    expired = engine.Prompt("expired", flow.texts[language].expired)
+    return Handled("expired", (expired,), survey_id=row.id, language=language, status="expired")
+
+
 def _current(flow: Flow, state: engine.State) -> str | None:
     if state.status != "active" or state.position >= len(flow.questions):
         return None
@@ -169,7 +200,12 @@ def _current(flow: Flow, state: engine.State) -> str | None:
 
 
 def _store(
-    db: Database, conn: Connection, row: sa.Row[tuple[object, ...]], step: engine.Step, now: datetime
+    db: Database,
+    conn: Connection,
+    row: sa.Row[tuple[object, ...]],
+    flow: Flow,
+    step: engine.Step,
+    now: datetime,
 ) -> str:
     if step.answers:
         copied = {
@@ -192,6 +228,10 @@ def _store(
                 "scale_min": a.scale.min if a.scale else None,
                 "scale_max": a.scale.max if a.scale else None,
                 "scale_best": a.scale.best if a.scale else None,
+                # One respondent, one observation: only the flow's headline question of a metric.
+                "headline": a.metric is not None
+                and a.score is not None
+                and flow.headline_question(a.metric) == a.question_id,
             }
             for a in step.answers
         ]

@@ -127,8 +127,12 @@ def report_query(
     if since is not None and (from_ is not None or to is not None):
         raise ReportError("since", "give a period ending now (since) or days (from, to), not both")
     if from_ is not None or to is not None:
-        end = _day("to", to) + timedelta(days=1) if to else now
-        start = _day("from", from_) if from_ else end - timedelta(days=30)
+        first = _day("from", from_) if from_ else None
+        last = _day("to", to) if to else None
+        if first is not None and last is not None and first > last:
+            raise ReportError("from", f"{from_} is after to {to}: give the first day, then the last")
+        end = last + timedelta(days=1) if last is not None else now
+        start = first if first is not None else end - timedelta(days=30)
     else:
         since = DEFAULT_SINCE if since is None else since
         match = SINCE.match(since)
@@ -136,9 +140,7 @@ def report_query(
             raise ReportError("since", f"{since!r} is not a number of days such as 7d, 30d, 90d or 365d")
         end, start = now, now - timedelta(days=int(match.group(1)))
     if start >= end:
-        raise ReportError(
-            "from", f"the period {start.date()} … {end.date()} is empty: from must be before to"
-        )
+        raise ReportError("from", f"{from_} is after today ({now.date()}): a report covers days up to now")
     return ReportQuery(start, end, by, trend, rule, csi)  # type: ignore[arg-type]
 
 
@@ -155,13 +157,24 @@ async def build_report(
     """The whole report as JSON-ready data."""
     async with db.read() as conn:
         # With a grouping, the overall histogram is the sum of the groups': one scan, not two.
+        # Not by question: the groups then hold every question's answers, the overall only
+        # the headline ones (one per respondent and metric).
         grouped = await _histograms(conn, query.start, query.end, query.by) if query.by else None
-        current = grouped if grouped is not None else await _histograms(conn, query.start, query.end)
+        headline_grouped = grouped if query.by != "question" else None
+        if headline_grouped is not None:
+            current = headline_grouped
+        else:
+            current = await _histograms(conn, query.start, query.end)
         previous = await _histograms(conn, *query.previous)
+        per_question = grouped if query.by == "question" else None
+        if per_question is None:
+            per_question = await _histograms(conn, query.start, query.end, "question")
         report: dict[str, Any] = {
             "period": {
                 "from": query.start.isoformat(),
-                "to": query.end.isoformat(),
+                "to": query.end.isoformat(),  # exclusive: the first moment after the period
+                "first_day": query.start.date().isoformat(),
+                "last_day": _last_day(query.end).isoformat(),
                 "previous_from": query.previous[0].isoformat(),
             },
             "rule": query.rule,
@@ -171,12 +184,8 @@ async def build_report(
             "response_rate": await _response_rate(conn, query.start, query.end),
             "comments": await _comments(conn, query.start, query.end),
         }
-        # Per-question means only when asked for: GROUP BY question has no covering index.
-        per_question = grouped if query.by == "question" else None
-        if per_question is None and query.csi:
-            per_question = await _histograms(conn, query.start, query.end, "question")
-        if per_question is not None:
-            report["questions"] = _question_means(per_question)
+        # Every rating question on its own, beside the headline metrics: all its answers.
+        report["questions"] = _questions(per_question, query.rule)
         if query.csi:
             report["csi"] = _csi(query.csi, report["questions"])
         if grouped is not None:
@@ -186,17 +195,45 @@ async def build_report(
                 for key, rows in sorted(_split(grouped).items(), key=lambda kv: (kv[0] is None, str(kv[0])))
             ]
         if query.trend is not None:
-            buckets = await _histograms(conn, query.start, query.end, query.trend)
+            buckets = _split(await _histograms(conn, query.start, query.end, query.trend))
             report["trend_by"] = query.trend
+            # Every bucket of the period, empty ones too, so that a chart shows a gap as a gap.
             report["trend"] = [
-                {"start": str(key), **scores_json(scores(rows, query.rule), None, targets)}
-                for key, rows in sorted(_split(buckets).items(), key=lambda kv: str(kv[0]))
+                {"start": key, **scores_json(scores(buckets.get(key, []), query.rule), None, targets)}
+                for key in bucket_starts(query.start, query.end, query.trend)
             ]
     return report
 
 
-def _question_means(rows: Sequence[tuple[Any, HistogramRow]]) -> list[dict[str, Any]]:
-    """Mean with t interval of every rating question, on the scale most of its answers used."""
+def _last_day(end: datetime) -> date:
+    """The last day in a period that ends (exclusively) at `end`: the day before a midnight."""
+    return (end - timedelta(microseconds=1)).date()
+
+
+def bucket_starts(start: datetime, end: datetime, trend: Trend) -> list[str]:
+    """The first day (YYYY-MM-DD) of every day, ISO week or month that [start, end) touches."""
+    day, last = start.date(), _last_day(end)
+    if trend == "week":
+        day -= timedelta(days=day.weekday())
+    elif trend == "month":
+        day = day.replace(day=1)
+    found = []
+    while day <= last:
+        found.append(day.isoformat())
+        if trend == "day":
+            day += timedelta(days=1)
+        elif trend == "week":
+            day += timedelta(days=7)
+        else:
+            day = (day + timedelta(days=32)).replace(day=1)
+    return found
+
+
+def _questions(rows: Sequence[tuple[Any, HistogramRow]], rule: CsatRule) -> list[dict[str, Any]]:
+    """Every rating question on its own: its CSAT, NPS or CES and its mean, each with its interval.
+
+    All answers of the question count (one per respondent), on the scale most of them used.
+    """
     by_question: dict[tuple[str, str, Scale], dict[int, int]] = defaultdict(dict)
     for key, row in rows:
         counts = by_question[(str(key), row.metric, row.scale)]
@@ -205,15 +242,19 @@ def _question_means(rows: Sequence[tuple[Any, HistogramRow]]) -> list[dict[str, 
     for (question, metric, scale), counts in by_question.items():
         if question not in best or sum(counts.values()) > sum(best[question][2].values()):
             best[question] = (metric, scale, counts)
-    return [
-        {
-            "question": question,
-            "metric": metric,
-            "scale": {"min": scale.min, "max": scale.max, "best": scale.best},
-            "mean": flat(mean(Histogram(scale, counts))),
-        }
-        for question, (metric, scale, counts) in sorted(best.items())
-    ]
+    found = []
+    for question, (metric, scale, counts) in sorted(best.items()):
+        only = [HistogramRow(metric, scale, score, count) for score, count in counts.items()]
+        found.append(
+            {
+                "question": question,
+                "metric": metric,
+                "scale": {"min": scale.min, "max": scale.max, "best": scale.best},
+                "mean": flat(mean(Histogram(scale, counts))),
+                metric: flat(getattr(scores(only, rule), metric)),
+            }
+        )
+    return found
 
 
 def _csi(specs: Sequence[CsiSpec], questions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -255,12 +296,13 @@ def _scale(low: int, high: int, best: str) -> Scale:
     return Scale(low, high, best)  # type: ignore[arg-type]
 
 
-# The covering index (key, metric, scale, score, answered_at) of each grouping that has one.
+# The covering index ([headline,] key, metric, scale, score, answered_at) of each grouping that has one.
 COVERING_INDEXES: dict[str | None, str] = {
     None: "ix_answers_report",
     "agent": "ix_answers_report_agent",
     "team": "ix_answers_report_team",
     "channel": "ix_answers_report_channel",
+    "question": "ix_answers_report_question",
 }
 
 
@@ -289,16 +331,21 @@ def histogram_query(key: str | None, dialect: str) -> sa.Select[Any]:
     else:
         column = c[GROUPS[key].name]
     key_col = column.label("key")
+    conditions = [
+        c["answered_at"] >= sa.bindparam("start"),
+        c["answered_at"] < sa.bindparam("end"),
+        c["metric"].is_not(None),
+        c["score"].is_not(None),
+        c["scale_min"].is_not(None),
+    ]
+    if key != "question":
+        # One observation per respondent and metric: the flow's headline question. A literal
+        # true, not a parameter, so that the planner sees it matches the index's first column.
+        conditions.append(c["headline"] == sa.true())
     return (
         sa.select(key_col, *cols, sa.func.count().label("n"))
         .select_from(source)
-        .where(
-            c["answered_at"] >= sa.bindparam("start"),
-            c["answered_at"] < sa.bindparam("end"),
-            c["metric"].is_not(None),
-            c["score"].is_not(None),
-            c["scale_min"].is_not(None),
-        )
+        .where(*conditions)
         .group_by(*([key_col] if key is not None else []), *cols)
     )
 

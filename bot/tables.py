@@ -107,7 +107,8 @@ answers = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     # Imported answers have no survey; they carry the response id of the tool they came from.
     sa.Column("survey_id", sa.Integer, sa.ForeignKey("surveys.id", ondelete="CASCADE")),
-    sa.Column("response_id", sa.String(128), unique=True),
+    # One respondent of an import: unique with the question (a response has several answers).
+    sa.Column("response_id", sa.String(128)),
     sa.Column("question_id", sa.String(64), nullable=False),
     sa.Column("metric", sa.String(8)),
     sa.Column("score", sa.Integer),
@@ -124,7 +125,12 @@ answers = sa.Table(
     sa.Column("channel", sa.String(16), nullable=False),
     sa.Column("flow_id", sa.String(64), nullable=False),
     sa.Column("language", sa.String(8), nullable=False),
+    # The answer to its flow's headline question of its metric (Flow.headline_question), or
+    # an import's first row per response and metric: the flow's CSAT, NPS and CES count only
+    # these, so one respondent is one observation (migration 0008).
+    sa.Column("headline", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("survey_id", "question_id"),
+    sa.UniqueConstraint("response_id", "question_id"),
     sa.Index(None, "metric", "answered_at"),
     sa.Index(None, "answered_at"),
     # Covering indexes in GROUP BY order: the report's histograms come from an index scan
@@ -132,10 +138,11 @@ answers = sa.Table(
     *(
         sa.Index(f"ix_answers_report{suffix}", *lead, *REPORT_COLUMNS)
         for suffix, lead in (
-            ("", ()),
-            ("_agent", ("agent",)),
-            ("_team", ("team",)),
-            ("_channel", ("channel",)),
+            ("", ("headline",)),
+            ("_agent", ("headline", "agent")),
+            ("_team", ("headline", "team")),
+            ("_channel", ("headline", "channel")),
+            ("_question", ("question_id",)),
         )
     ),
     # Only answers with a comment: "latest comments" reads a few rows, not the table.

@@ -17,7 +17,15 @@ from telegram.ext import Application, CommandHandler, ContextTypes
 
 from bot.errors import ContactOptedOut, ReportError
 from bot.inbound import first_delivery
-from bot.report_format import METRICS, change_cell, metric_cell, target_cell
+from bot.report_format import (
+    FOOTNOTE,
+    METRICS,
+    change_cell,
+    group_key,
+    metric_cell,
+    period_label,
+    target_cell,
+)
 from bot.reports import build_report, report_query, trend_points
 from bot.service import Service
 from bot.settings import StaffRole
@@ -56,8 +64,7 @@ def parse_report_args(args: Sequence[str]) -> tuple[str, str | None]:
 
 def report_message(report: dict[str, Any], period: str) -> str:
     """The report as a Telegram HTML message: each metric with interval, n, target and change."""
-    start, end = report["period"]["from"][:10], report["period"]["to"][:10]
-    lines = [f"<b>Afterword report, last {period[:-1]} days</b> ({start} … {end})"]
+    lines = [f"<b>Afterword report, last {period[:-1]} days</b> ({period_label(report)})"]
     for name in METRICS:
         item = report[name]
         extra = " · ".join(part for part in (target_cell(item), change_cell(item)) if part)
@@ -67,15 +74,20 @@ def report_message(report: dict[str, Any], period: str) -> str:
     if report.get("groups"):
         lines.append(f"\n<b>By {report['by']}</b>")
         for group in report["groups"]:
-            key = group["key"] if group["key"] is not None else "(none)"
+            key = group_key(group["key"])
             cells = "; ".join(f"{m.upper()} {metric_cell(m, group[m])}" for m in METRICS if group[m]["n"])
-            lines.append(f"• {html.escape(str(key))}: {html.escape(cells or 'no answers')}")
+            lines.append(f"• {html.escape(key)}: {html.escape(cells or 'no answers')}")
+    if report["questions"]:
+        lines.append("\n<b>Each question</b> (all its answers)")
+        for q in report["questions"]:
+            cell = metric_cell(q["metric"], q[q["metric"]])
+            lines.append(f"• {html.escape(q['question'])}: {q['metric'].upper()} {html.escape(cell)}")
     rate = report["response_rate"]
     if rate["delivered"]:
         lines.append(
             f"\nAnswered: {rate['answered']} of {rate['delivered']} surveys delivered ({rate['answer_rate']} %)"
         )
-    lines.append("<i>95 % intervals in brackets; * fewer than 30 answers.</i>")
+    lines.append(f"<i>{html.escape(FOOTNOTE)}</i>")
     return "\n".join(lines)
 
 

@@ -5,7 +5,13 @@ Rules, in order:
 * Text is read after NFKC normalisation and casefolding; only the first 2,000 characters
   are looked at, so the work stays linear and bounded. Nothing here ever raises.
 * A label answer (``labels``) wins when the whole answer equals one label, ignoring case,
-  surrounding punctuation and repeated spaces. An answer of only stars ("⭐⭐⭐⭐") is their count.
+  surrounding punctuation and repeated spaces.
+* An answer of only stars ("⭐⭐⭐⭐") is a star rating, where more stars are always better:
+  it is read only on a five-point scale, as that many points from the worst end, so five
+  stars are 5 where 5 is best and 1 on the school-grade scale where 1 is best. On any other
+  scale stars are "ambiguous" (is ⭐⭐⭐ on 0-10 a 3 or a 6?). Other symbols and words of
+  praise ("👍", "😀", "super", "top") are no number on any scale: the customer is asked again
+  rather than given a score whose direction we guessed.
 * A number at the start may be digits ("04", "４", "-1"), a keycap ("4️⃣", "🔟") or a
   German/English number word ("Fünf.", "ten"). A fraction ("8/10", "8 von 10",
   "8 out of 10") is its numerator. Words after the leading number are the comment, with
@@ -51,6 +57,7 @@ _KEYCAP_TEN = "\U0001f51f"
 _VS16, _KEYCAP = "\ufe0f", "\u20e3"
 _STARS = frozenset("⭐★")
 _STAR_PARTS = _STARS | {_VS16}
+_STAR_POINTS = 5  # star ratings have five points
 # Left out of a comment's start: dashes, colons, closing brackets, invisible leftovers.
 # Opening brackets and quotes stay, they belong to what the customer wrote next.
 _COMMENT_STRIP = frozenset({"Pd", "Po", "Pe", "Pf", "Pc", "Mn", "Me", "Cf"})
@@ -92,8 +99,17 @@ class _Tok(NamedTuple):
     value: int  # only meaningful for "num"
 
 
-def parse_score(text: str, low: int, high: int, labels: Mapping[int, str] | None = None) -> ParsedAnswer:
-    """Read a score between low and high (inclusive) from a customer's answer."""
+def parse_score(
+    text: str,
+    low: int,
+    high: int,
+    labels: Mapping[int, str] | None = None,
+    best: Literal["high", "low"] = "high",
+) -> ParsedAnswer:
+    """Read a score between low and high (inclusive) from a customer's answer.
+
+    `best` says which end of the scale is the good one; only star ratings need it.
+    """
     body = text.strip()
     head = body[:_HEAD]
     toks = _tokens(head)
@@ -109,7 +125,7 @@ def parse_score(text: str, low: int, high: int, labels: Mapping[int, str] | None
     if all(t.kind == "sep" and t.text in _STAR_PARTS for t in toks):
         stars = sum(t.text in _STARS for t in toks)
         if stars:
-            return _checked(stars, None, low, high)
+            return _stars(stars, low, high, best)
 
     first = next((i for i, t in enumerate(toks) if not (t.kind == "sep" and _is_punct(t.text))), len(toks))
     lead = _number_at(toks, first, leading=True)
@@ -156,6 +172,15 @@ def is_skip(text: str) -> bool:
     if body and len(body) <= _COMMAND_MAX and all(unicodedata.category(c) == "Pd" for c in body):
         return True
     return _command(text) in _SKIP
+
+
+def _stars(stars: int, low: int, high: int, best: Literal["high", "low"]) -> ParsedAnswer:
+    """A star rating (1 to 5 stars, more is better) as a point of a five-point scale."""
+    if high - low + 1 != _STAR_POINTS:
+        return ParsedAnswer(None, None, "ambiguous")
+    if not 1 <= stars <= _STAR_POINTS:
+        return ParsedAnswer(None, None, "out_of_range")
+    return ParsedAnswer(low + stars - 1 if best == "high" else high - stars + 1, None, None)
 
 
 def _checked(value: int, comment: str | None, low: int, high: int) -> ParsedAnswer:

@@ -141,6 +141,10 @@ class FlowTexts(_Model):
     """The fixed texts of a flow in one language.
 
     ``reprompt`` may use ``{min}`` and ``{max}``; it is sent after an invalid answer.
+    ``stop_hint`` ("Reply stop to end the survey") follows the intro only where the customer
+    types a reply (SMS, WhatsApp, Telegram, the terminal): a web page has buttons and a
+    caller hangs up, so there it would be wrong. It is optional, so an older flow whose
+    intro says it itself stays valid and is shown as written everywhere.
     """
 
     intro: str
@@ -148,6 +152,7 @@ class FlowTexts(_Model):
     reprompt: str
     expired: str
     stopped: str
+    stop_hint: str | None = None
 
 
 class Flow(_Model):
@@ -161,6 +166,10 @@ class Flow(_Model):
     max_reprompts: int = Field(default=2, ge=0, le=10)
     texts: dict[str, FlowTexts]
     questions: tuple[Question, ...] = Field(min_length=1)
+    # The one question per metric whose answers are the flow's CSAT, NPS or CES, so that
+    # one customer counts once: {csat: satisfaction}. A metric not named here takes its
+    # first question. The other questions of a metric are reported per question.
+    headline: dict[Metric, str] = Field(default_factory=dict)
 
     @field_validator("languages")
     @classmethod
@@ -178,6 +187,13 @@ class Flow(_Model):
             if q.id == question_id:
                 return q
         raise KeyError(question_id)
+
+    def headline_question(self, metric: Metric) -> str | None:
+        """The id of the question whose answers are this flow's `metric`, or None without one."""
+        named = self.headline.get(metric)
+        if named is not None:
+            return named
+        return next((q.id for q in self.questions if q.metric == metric), None)
 
     def language_for(self, wanted: str | None) -> str:
         """``wanted`` if the flow speaks it, else the flow's default language."""
@@ -234,6 +250,23 @@ def problems(flow: Flow) -> list[Problem]:
         for cond_at, cond in _conditions(q, at):
             found.extend(_condition_problems(flow, cond, cond_at, seen, q.id))
         seen.setdefault(q.id, i)
+    found.extend(_headline_problems(flow))
+    return found
+
+
+def _headline_problems(flow: Flow) -> list[Problem]:
+    """Each `headline` entry names a question of the flow that has that metric."""
+    found: list[Problem] = []
+    for metric, question_id in flow.headline.items():
+        matching = [q.id for q in flow.questions if q.metric == metric]
+        if question_id not in matching:
+            allowed = ", ".join(matching) if matching else f"none: no question has metric {metric}"
+            found.append(
+                Problem(
+                    ("headline", metric),
+                    f"'{question_id}' is not a {metric} question of this flow (allowed: {allowed})",
+                )
+            )
     return found
 
 

@@ -34,6 +34,11 @@ from scoring.distributions import wilson as wilson
 from scoring.errors import ScoreOutOfScale as ScoreOutOfScale
 
 MIN_TRUSTED_N = 30  # fewer answers are flagged too_few: the interval is wide, the value shaky
+# Fewer answers get no interval at all, only the value flagged too_few. With 1 to 4 answers
+# every interval spans most of the scale, and the NPS one (centred on the adjusted estimate)
+# need not even hold the value: one detractor is NPS -100 with [-98.5, 48.5]. Shown, that
+# reads as a bug; left out, the reader sees "too few" and no false precision.
+MIN_INTERVAL_N = 5
 
 CsatRule = Literal["top2", "top1"]
 SciBand = Literal["at_risk", "neutral", "secure"]
@@ -261,6 +266,8 @@ def csat(histograms: Sequence[Histogram], rule: CsatRule = "top2") -> Csat:
     satisfied = sum(hist.count_of(hist.scale.best_points(_TOP_BOXES[rule])) for hist in histograms)
     if n == 0:
         return Csat(None, 0, 0, None, None, rule, too_few=True)
+    if n < MIN_INTERVAL_N:
+        return Csat(100 * satisfied / n, n, satisfied, None, None, rule, too_few=True)
     low, high = wilson(satisfied, n)
     # 100 * satisfied / n divides two integers: one rounding, so 7 of 10 is exactly 70.0.
     return Csat(100 * satisfied / n, n, satisfied, 100 * low, 100 * high, rule, n < MIN_TRUSTED_N)
@@ -276,7 +283,9 @@ def nps(counts: Mapping[int, int]) -> Nps:
     n' = n + 3, p' = (promoters + 3/4) / n', d' = (detractors + 3/4) / n',
     se = sqrt((p' + d' − (p' − d')²) / n') and the interval (p' − d' ± z·se) × 100, clipped to
     ±100. The interval is centred on the adjusted p' − d', not on the reported value; it
-    holds the reported value for every n >= 2 but not always at n = 1 (see the tests).
+    holds the reported value for every n >= 2 but not always at n = 1 (see the tests), so
+    below MIN_INTERVAL_N answers no interval is given (`adjusted` and `se` still are, for
+    `nps_change`).
     """
     hist = Histogram(NPS_SCALE, counts)
     n = hist.n
@@ -290,14 +299,15 @@ def nps(counts: Mapping[int, int]) -> Nps:
     d_adj = (detractors + 0.75) / n_adj
     centre = (promoters - detractors) / n_adj  # p' − d' without the rounding of a subtraction
     se = math.sqrt((p_adj + d_adj - centre * centre) / n_adj)
+    shown = n >= MIN_INTERVAL_N
     return Nps(
         value=100 * (promoters - detractors) / n,
         n=n,
         promoters=promoters,
         passives=passives,
         detractors=detractors,
-        ci95_low=max(-100.0, 100 * (centre - Z95 * se)),
-        ci95_high=min(100.0, 100 * (centre + Z95 * se)),
+        ci95_low=max(-100.0, 100 * (centre - Z95 * se)) if shown else None,
+        ci95_high=min(100.0, 100 * (centre + Z95 * se)) if shown else None,
         too_few=n < MIN_TRUSTED_N,
         adjusted=100 * centre,
         se=100 * se,
@@ -308,8 +318,8 @@ def mean(hist: Histogram) -> Mean:
     """Mean score with the t interval mean ± t(0.975, n − 1) · sd / sqrt(n), sd with divisor n − 1.
 
     Source: Student (1908), "The probable error of a mean", Biometrika 6. With one answer
-    there is no spread to estimate: the value is given, sd and both bounds are None. With no
-    answers everything is None.
+    there is no spread to estimate: the value is given, sd and both bounds are None. Below
+    MIN_INTERVAL_N answers the bounds are None too. With no answers everything is None.
     """
     n = hist.n
     if n == 0:
@@ -322,6 +332,8 @@ def mean(hist: Histogram) -> Mean:
     # Sum of squared deviations as an exact integer, n·Σx² − (Σx)² over n: no cancellation,
     # and the same result whatever order the answers came in.
     sd = math.sqrt((n * squares - total * total) / (n * (n - 1)))
+    if n < MIN_INTERVAL_N:
+        return Mean(value, n, sd, None, None, too_few=True)
     half = t_quantile(0.975, n - 1) * sd / math.sqrt(n)
     return Mean(value, n, sd, value - half, value + half, n < MIN_TRUSTED_N)
 
@@ -360,14 +372,14 @@ def sci(secure: int, n: int) -> Sci:
     """Secure Customer Index: the share of secure customers, its Wilson interval and band.
 
     Source: seed 004: below 0.7 the customers are at risk, from 0.7 to below 0.9 neutral,
-    0.9 and above secure. Interval: Wilson (1927), as shares 0..1.
+    0.9 and above secure. Interval: Wilson (1927), as shares 0..1; none below MIN_INTERVAL_N.
     """
     if not (is_whole(secure) and is_whole(n)) or n < 0 or not 0 <= secure <= n:
         raise ValueError(f"need whole numbers 0 <= secure <= n, got {secure!r} of {n!r}")
     if n == 0:
         return Sci(None, 0, 0, None, None, None, too_few=True)
     value = secure / n
-    low, high = wilson(secure, n)
+    low, high = wilson(secure, n) if n >= MIN_INTERVAL_N else (None, None)
     band: SciBand = "at_risk" if value < 0.7 else "neutral" if value < 0.9 else "secure"
     return Sci(value, n, secure, low, high, band, n < MIN_TRUSTED_N)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from bot.errors import ImportFailed
-from bot.importer import BATCH, import_csv
+from bot.errors import ImportFailed, ImportFileUnreadable
+from bot.importer import BATCH, check_file, encoding_name, import_csv
 from bot.service import Service
 from bot.tables import answers
 
@@ -102,17 +103,131 @@ async def test_skip_bad_imports_the_good_rows(service: Service, tmp_path: Path) 
     )
 
 
-async def test_wrong_encoding_and_missing_columns_are_one_clear_error(
+async def test_missing_columns_name_what_the_first_line_has(service: Service, tmp_path: Path) -> None:
+    """A header without the required columns is one error naming them and the columns it has."""
+    missing = write(tmp_path, "r1,2026-11-20,5\n", header="response_id,submitted_at,score\n")
+    with pytest.raises(ImportFileUnreadable) as failed:
+        await import_csv(service.db, missing)
+    assert failed.value.reason.startswith(
+        "missing column(s) metric (the first line has: response_id, submitted_at, score); the columns are: "
+    )
+    assert 0 == await count(service)
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+async def test_a_file_that_cannot_be_opened_is_one_line_naming_it(
+    service: Service, tmp_path: Path, kind: str
+) -> None:
+    """A missing path or a directory is its own error naming the path, not a bad row."""
+    path = tmp_path / "nonexist.csv"
+    if kind == "directory":
+        path.mkdir()
+    reason = {"missing": "No such file or directory", "directory": "Is a directory"}[kind]
+    with pytest.raises(ImportFileUnreadable) as failed:
+        await import_csv(service.db, path, skip_bad=True)
+    assert f"{path}: cannot read the file: {reason}" == str(failed.value)
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+async def test_semicolon_and_tab_files_are_read_with_commas_in_comments(
+    service: Service, tmp_path: Path, delimiter: str
+) -> None:
+    """Excel-DE's ; and tab-separated files are read; commas in their comments stay text."""
+    header = delimiter.join(["response_id", "submitted_at", "metric", "score", "comment"]) + "\n"
+    body = "".join(
+        delimiter.join(cells) + "\n"
+        for cells in (
+            ["r1", "2026-11-20T10:00:00Z", "csat", "4", "gut, aber 3,5 Tage gewartet"],
+            ["r2", "2026-11-20T10:00:00Z", "nps", "9", '"mit ; im Text"'],
+        )
+    )
+    result = await import_csv(service.db, write(tmp_path, body, header=header))
+    async with service.db.read() as conn:
+        rows = (await conn.execute(sa.select(answers.c.response_id, answers.c.score, answers.c.text))).all()
+    assert (2, [("r1", 4, "gut, aber 3,5 Tage gewartet"), ("r2", 9, "mit ; im Text")]) == (
+        result.added,
+        sorted(tuple(r) for r in rows),
+    )
+
+
+async def test_utf8_byte_order_mark_is_dropped(service: Service, tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" starts with a byte order mark; the first column is still response_id."""
+    path = write(tmp_path, "r1,2026-11-20,csat,5,jürgen,,,,\n", header="\ufeff" + HEADER)
+    result = await import_csv(service.db, path)
+    async with service.db.read() as conn:
+        agent = (await conn.execute(sa.select(answers.c.agent))).scalar_one()
+    assert (1, "jürgen") == (result.added, agent)
+
+
+async def test_non_utf8_file_is_refused_naming_the_encoding_line_and_byte(
     service: Service, tmp_path: Path
 ) -> None:
-    """A non-UTF-8 file and a file without the required columns fail with one message each."""
-    latin = write(tmp_path, "r1,2026-11-20,csat,5,jürgen,,,,\n", encoding="latin-1")
-    with pytest.raises(ImportFailed, match="not UTF-8 text"):
-        await import_csv(service.db, latin)
-    missing = write(tmp_path, "r1,2026-11-20,5\n", header="response_id,submitted_at,score\n")
-    with pytest.raises(ImportFailed, match="missing column\\(s\\) metric"):
-        await import_csv(service.db, missing)
+    """A Windows-1252 file read as UTF-8 is refused with the bad byte, its line and offset, and the fix."""
+    path = write(
+        tmp_path, "r1,2026-11-20,csat,5,anna,,,,\nr2,2026-11-20,csat,5,jürgen,,,,\n", encoding="cp1252"
+    )
+    offset = len(HEADER) + len("r1,2026-11-20,csat,5,anna,,,,\nr2,2026-11-20,csat,5,j")
+    with pytest.raises(ImportFileUnreadable) as failed:
+        await import_csv(service.db, path)
+    assert (
+        f"not UTF-8 text (byte 0xfc on line 3, offset {offset}); "
+        'save it as "CSV UTF-8", or name its encoding, e.g. --encoding cp1252'
+    ) == failed.value.reason
     assert 0 == await count(service)
+
+
+async def test_bad_byte_after_stored_batches_rolls_everything_back(service: Service, tmp_path: Path) -> None:
+    """A bad byte far into the file (past the decoder's read-ahead) stores nothing and names its line."""
+    good = "".join(f"r{i},2026-11-20T10:00:00Z,csat,{i % 5 + 1},,,,,\n" for i in range(BATCH + 5))
+    path = write(tmp_path, good + "bad,2026-11-20T10:00:00Z,csat,3,müller,,,,\n", encoding="latin-1")
+    with pytest.raises(ImportFileUnreadable) as failed:
+        await import_csv(service.db, path)
+    assert (True, 0) == (f"on line {BATCH + 7}," in failed.value.reason, await count(service))
+
+
+async def test_cp1252_file_is_read_with_its_encoding(service: Service, tmp_path: Path) -> None:
+    """--encoding cp1252 reads an Excel "CSV" file from Windows with its umlauts and euro sign."""
+    path = write(tmp_path, "r1,2026-11-20,csat,5,jürgen,10 € zurück,,,\n", encoding="cp1252")
+    await import_csv(service.db, path, encoding="cp1252")
+    async with service.db.read() as conn:
+        row = (await conn.execute(sa.select(answers.c.agent, answers.c.text))).one()
+    assert ("jürgen", "10 € zurück") == tuple(row)
+
+
+@pytest.mark.parametrize(
+    ("data", "encoding", "reason"),
+    [
+        (
+            codecs.BOM_UTF16_LE + HEADER.encode("utf-16-le"),
+            "utf-8",
+            'UTF-16 text (Excel\'s "Unicode Text"); save it as "CSV UTF-8" and import that',
+        ),
+        (
+            codecs.BOM_UTF8 + HEADER.encode(),
+            "cp1252",
+            "starts with a UTF-8 byte order mark, so it is UTF-8, not cp1252: leave out --encoding",
+        ),
+        (b"", "utf-8", "the file is empty; its first line must name the columns"),
+    ],
+)
+def test_files_that_cannot_be_read_as_given_are_refused(
+    tmp_path: Path, data: bytes, encoding: str, reason: str
+) -> None:
+    """UTF-16, a UTF-8 mark with another encoding named, and an empty file are refused, saying why."""
+    path = tmp_path / "answers.csv"
+    path.write_bytes(data)
+    with pytest.raises(ImportFileUnreadable) as failed:
+        check_file(path, encoding)
+    assert failed.value.reason.startswith(reason)
+
+
+def test_encoding_names_take_aliases_and_refuse_the_rest() -> None:
+    """Aliases of the allowed encodings are accepted; any other name is refused with the list."""
+    names = [encoding_name(n) for n in ("UTF8", "utf-8-sig", "windows-1252", "latin1", "ISO-8859-15")]
+    assert ["utf-8", "utf-8", "cp1252", "latin-1", "iso-8859-15"] == names
+    with pytest.raises(ValueError, match="is not one of") as refused:
+        encoding_name("utf-16")
+    assert "'utf-16' is not one of utf-8, cp1252, latin-1, iso-8859-15" == str(refused.value)
 
 
 async def test_large_import_rebuilds_read_indexes(service: Service, tmp_path: Path) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
+import itertools
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +136,25 @@ async def test_trend_by_week_starts_on_monday(service: Service, tmp_path: Path) 
     await load(service, tmp_path)
     data = await report(service, trend="week")
     assert [("2026-11-09", 75.0), ("2026-11-16", 50.0)] == [
-        (b["start"], b["csat"]["value"]) for b in data["trend"]
+        (b["start"], b["csat"]["value"]) for b in data["trend"] if b["csat"]["n"]
     ]
+
+
+async def test_trend_lists_empty_weeks_so_a_gap_shows(service: Service, tmp_path: Path) -> None:
+    """Every Monday of the 30 days is a bucket; the weeks without answers have n 0 and no value."""
+    await load(service, tmp_path)
+    data = await report(service, trend="week")
+    starts = [b["start"] for b in data["trend"]]
+    period = data["period"]
+    first = date.fromisoformat(period["first_day"])
+    assert starts[0] == (first - timedelta(days=first.weekday())).isoformat()
+    assert {7} == {
+        (date.fromisoformat(b) - date.fromisoformat(a)).days for a, b in itertools.pairwise(starts)
+    }
+    assert starts[-1] <= period["last_day"] < (date.fromisoformat(starts[-1]) + timedelta(days=7)).isoformat()
+    empty = [b for b in data["trend"] if b["start"] not in ("2026-11-09", "2026-11-16")]
+    assert len(empty) >= 2
+    assert {(0, None)} == {(b["csat"]["n"], b["csat"]["value"]) for b in empty}
 
 
 async def test_comments_put_detractors_first(service: Service, tmp_path: Path) -> None:
@@ -161,23 +181,36 @@ async def test_empty_period_says_no_answers(service: Service, tmp_path: Path) ->
 
 
 async def test_school_grade_answers_from_a_flow(service: Service, clock: Clock) -> None:
-    """support-csat answers 1, 2 and 3 (1 best) give CSAT 2 of 3 = 66.7 %."""
-    await create_survey(
-        service.db,
-        service.flows,
-        NewSurvey(flow_id="support-csat", channel="sms", address="+4915112345678"),
-        now=service.clock(),
-        ttl=service.survey_ttl,
-    )
-    for text in ("1", "2", "3"):
-        await handle(
+    """One customer is one observation: CSAT is the satisfaction question, the others stand beside it.
+
+    Customer A answers satisfaction 1, resolution 2, speed 3; customer B 4, 1, 5 (1 best, top 2).
+    CSAT = satisfaction: A satisfied, B not → 1 of 2 = 50 %, n = 2 (not 6 answers).
+    Per question: satisfaction 1 of 2 = 50 %, resolution 2 of 2 = 100 %, speed 0 of 2 = 0 %.
+    """
+    for address, answers in (("+4915112345678", "123"), ("+4915112345679", "415")):
+        await create_survey(
             service.db,
             service.flows,
-            Inbound(channel="sms", address="+4915112345678", received_at=service.clock(), text=text),
+            NewSurvey(flow_id="support-csat", channel="sms", address=address),
+            now=service.clock(),
+            ttl=service.survey_ttl,
         )
+        for text in answers:
+            await handle(
+                service.db,
+                service.flows,
+                Inbound(channel="sms", address=address, received_at=service.clock(), text=text),
+            )
     clock.advance(minutes=1)  # periods are half-open: [now - 1d, now)
     data = await report(service, since="1d")
-    assert (pytest.approx(200 / 3), 3) == (data["csat"]["value"], data["csat"]["n"])
+    assert (50.0, 2, 1) == (data["csat"]["value"], data["csat"]["n"], data["csat"]["satisfied"])
+    per_question = {q["question"]: (q["csat"]["value"], q["csat"]["n"]) for q in data["questions"]}
+    assert {"satisfaction": (50.0, 2), "resolution": (100.0, 2), "speed": (0.0, 2)} == per_question
+    by_question = await report(service, since="1d", by="question")
+    assert (50.0, 2) == (by_question["csat"]["value"], by_question["csat"]["n"])
+    assert {"resolution": 2, "satisfaction": 2, "speed": 2} == {
+        g["key"]: g["csat"]["n"] for g in by_question["groups"]
+    }
 
 
 async def test_api_report_matches_cli_json(service: Service, tmp_path: Path) -> None:
@@ -215,6 +248,31 @@ def test_bad_report_parameters_name_the_field(params: dict[str, Any], field: str
     assert field == raised.value.field
 
 
+def test_from_after_to_is_refused_not_called_empty() -> None:
+    """--from 2026-11-20 --to 2026-11-01 is a reversed period: refused naming both days."""
+    with pytest.raises(ReportError) as raised:
+        report_query(now=Clock()(), from_="2026-11-20", to="2026-11-01")
+    assert ("from", "2026-11-20 is after to 2026-11-01: give the first day, then the last") == (
+        raised.value.field,
+        str(raised.value).split(": ", 1)[1],
+    )
+
+
+async def test_period_label_names_the_last_day_included(service: Service) -> None:
+    """--to 2026-11-01 ends the period with that day: the label says 2026-11-01, not the exclusive 11-02."""
+    data = await report(service, since=None, from_="2026-10-01", to="2026-11-01")
+    assert ("2026-10-01", "2026-11-01", "2026-11-02T00:00:00+00:00") == (
+        data["period"]["first_day"],
+        data["period"]["last_day"],
+        data["period"]["to"],
+    )
+    for fmt in ("table", "md"):
+        assert "2026-10-01 … 2026-11-01" in render(data, fmt)
+        assert "2026-11-02" not in render(data, fmt)
+    one_day = await report(service, since=None, from_="2026-11-01", to="2026-11-01")
+    assert ("2026-11-01", "2026-11-01") == (one_day["period"]["first_day"], one_day["period"]["last_day"])
+
+
 async def test_question_means_and_csi(service: Service, tmp_path: Path) -> None:
     """Per-question means are reported; CSI = Σ w (P − E) = 0.5·(3.6 − 2.6) + 0.5·(6 − 5) = 1.0."""
     await load(service, tmp_path)
@@ -231,22 +289,54 @@ async def test_question_means_and_csi(service: Service, tmp_path: Path) -> None:
 
 
 async def test_csi_is_a_row_of_csv_and_markdown(service: Service, tmp_path: Path) -> None:
-    """The CSI is the CSV row (period, all, csi, value) and a Markdown row; empty while a question has none."""
+    """The CSI is the CSV row (period, all, csi, value) and a Markdown line; empty while a question has none."""
     await load(service, tmp_path)
     known = await report(service, csi=(CsiSpec("csat", 0.5, 2.6), CsiSpec("ces", 0.5, 5)))
     unknown = await report(service, csi=(CsiSpec("q9", 1, 3),))
-    rows = [next(csv.reader([render(data, "csv").splitlines()[-1]])) for data in (known, unknown)]
-    assert (
-        ["period", "all", "csi", pytest.approx(1.0), "", "", "", ""],
-        ["period", "all", "csi", "", "", "", "", ""],
-        "| period | all | CSI | 1.000 |",
-        "| period | all | CSI | no answers for q9 |",
-    ) == (
-        [*rows[0][:3], float(rows[0][3]), *rows[0][4:]],
-        rows[1],
-        render(known, "md").splitlines()[-1],
-        render(unknown, "md").splitlines()[-1],
+    rows = [
+        next(r for r in csv.DictReader(render(d, "csv").splitlines()) if r["metric"] == "csi")
+        for d in (known, unknown)
+    ]
+    assert (pytest.approx(1.0), "", "- CSI: 1.000", "- CSI: no answers for q9") == (
+        float(rows[0]["value"]),
+        rows[1]["value"],
+        next(line for line in render(known, "md").splitlines() if "CSI" in line),
+        next(line for line in render(unknown, "md").splitlines() if "CSI" in line),
     )
+
+
+async def test_csv_and_markdown_hold_what_the_table_shows(service: Service, tmp_path: Path) -> None:
+    """CSV and Markdown carry targets, change, response rate, questions and comments; no 'None' key.
+
+    The imported answers have no agent for one row: every format shows '(none)' there.
+    """
+    await load(service, tmp_path)
+    extra = tmp_path / "no-agent.csv"
+    extra.write_text(
+        "response_id,agent,submitted_at,metric,score\nx-1,,2026-11-17T10:00:00Z,csat,5\n", encoding="utf-8"
+    )
+    await import_csv(service.db, extra)
+    data = await report(service, by="agent")
+    table, md, text = render(data, "table"), render(data, "md"), render(data, "csv")
+    rows = list(csv.DictReader(text.splitlines()))
+    period_csat = next(r for r in rows if (r["scope"], r["metric"]) == ("period", "csat"))
+    assert ("80.0", "False", "False") == (
+        period_csat["target"],
+        period_csat["target_met"],
+        period_csat["target_certain"],
+    )
+    assert period_csat["change"] != ""  # the previous period is compared
+    assert {"completion_rate", "answer_rate", "sci"} <= {r["metric"] for r in rows if r["scope"] == "period"}
+    assert {"viel zu langsam", "super Service"} == {r["text"] for r in rows if r["scope"].endswith("comment")}
+    assert "(none)" in {r["key"] for r in rows if r["scope"] == "agent"}
+    assert {"question"} <= {r["scope"] for r in rows}
+    for shown in (table, md):
+        assert "(none)" in shown
+        assert "missed 80" in shown
+        assert "viel zu langsam" in shown
+        assert "Each question" in shown or "| question |" in shown
+    assert "None" not in md
+    assert "None" not in text
 
 
 @pytest.mark.parametrize(
@@ -281,15 +371,17 @@ def test_csi_config_errors_name_the_problem(tmp_path: Path) -> None:
 
 
 def test_metric_cell_shows_value_interval_and_n() -> None:
-    """A table cell reads '-44.1 [-48.8, -39.1], n=1000'; fewer than 30 answers get a star."""
+    """'-44.1 [-48.8, -39.1], n=1000'; under 30 answers '(few)'; under 5 no interval, said in words."""
     from bot.report_format import metric_cell
 
     item = {"value": -44.1, "ci95_low": -48.8, "ci95_high": -39.1, "n": 1000, "too_few": False}
     few = {"value": 40.0, "ci95_low": 11.8, "ci95_high": 76.9, "n": 5, "too_few": True}
-    assert ("-44.1 [-48.8, -39.1], n=1000", "40.0 % [11.8, 76.9], n=5*") == (
-        metric_cell("nps", item),
-        metric_cell("csat", few),
-    )
+    one = {"value": -100.0, "ci95_low": None, "ci95_high": None, "n": 1, "too_few": True}
+    assert (
+        "-44.1 [-48.8, -39.1], n=1000",
+        "40.0 % [11.8, 76.9], n=5 (few)",
+        "-100.0, n=1 (too few for an interval)",
+    ) == (metric_cell("nps", item), metric_cell("csat", few), metric_cell("nps", one))
 
 
 async def test_response_rate_counts_only_delivered_surveys(service: Service, clock: Clock) -> None:
@@ -320,3 +412,35 @@ async def test_response_rate_counts_only_delivered_surveys(service: Service, clo
         "completion_rate": 33.3,
         "answer_rate": 66.7,
     } == rate
+
+
+async def test_trend_chart_shows_an_empty_week_as_a_gap(service: Service, tmp_path: Path) -> None:
+    """Answers in the weeks of 10-26 and 11-09, none in the week of 11-02: the CSAT line is broken there.
+
+    The chart drawn from the report has fewer pixels in the CSAT colour than one drawn from
+    the answered weeks alone, where matplotlib joins 10-26 straight to 11-09.
+    """
+    from matplotlib.image import imread
+
+    from bot.reports import trend_points
+    from scoring.chart import COLOURS, TrendPoint, trend_chart
+
+    await load(service, tmp_path)
+    extra = tmp_path / "october.csv"
+    extra.write_text(
+        "response_id,submitted_at,metric,score\n"
+        + "".join(f"o{i},2026-10-28T09:00:00Z,csat,5\n" for i in range(5)),
+        encoding="utf-8",
+    )
+    await import_csv(service.db, extra)
+    points = trend_points(await report(service, trend="week"))
+    gap = next(p for p in points if p.start == date(2026, 11, 2))
+    assert (None, None) == (gap.csat, gap.nps)
+
+    def csat_pixels(chosen: list[TrendPoint]) -> int:
+        image = imread(io.BytesIO(trend_chart(chosen)), format="png")[:, :, :3]
+        colour = [int(COLOURS["csat"][i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        return int((abs(image - colour).max(axis=2) < 0.02).sum())
+
+    joined = [p for p in points if p.csat is not None or p.nps is not None]
+    assert csat_pixels(points) < csat_pixels(joined)

@@ -18,6 +18,7 @@ from twilio.request_validator import RequestValidator
 
 from bot.channels.base import Channel
 from bot.errors import ContactOptedOut
+from bot.scheduler import Scheduler
 from bot.service import Service
 from bot.surveys import NewSurvey, create_survey
 from bot.tables import answers, contacts, surveys
@@ -284,6 +285,58 @@ async def test_delivered_status_callback_changes_nothing(tw: Harness) -> None:
     survey_id = await tw.start("sms")
     await tw.post(f"/twilio/status?survey={survey_id}", {"MessageSid": "SM1", "MessageStatus": "delivered"})
     assert "active" == await survey_status(tw.service, survey_id)
+
+
+async def expire_by_scheduler(tw: Harness, clock: Clock) -> None:
+    """Move past SURVEY_TTL_HOURS and run a scheduler pass, whose expire job closes the survey."""
+    clock.advance(hours=49)
+    await Scheduler(tw.service, tw.channels, worker="test").run_once()
+
+
+async def test_reply_after_expiry_gets_the_expired_text(tw: Harness, clock: Clock) -> None:
+    """A late reply to a survey the scheduler expired gets the flow's expired text, and nothing is stored."""
+    survey_id = await tw.start("sms")
+    await tw.sms("2")
+    await expire_by_scheduler(tw, clock)
+    assert "expired" == await survey_status(tw.service, survey_id)
+    assert ["Diese Umfrage ist leider abgelaufen. Vielen Dank trotzdem!"] == await tw.sms("4")
+    assert [("satisfaction", 2, None, "sms")] == await stored(tw.service)
+    assert "expired" == await survey_status(tw.service, survey_id)
+
+
+async def test_every_late_reply_is_told_in_the_survey_language(tw: Harness, clock: Clock) -> None:
+    """The reply that finds the survey expired and each one after it get the expired text in its language."""
+    await tw.start("sms", flow="nps", language="en")
+    clock.advance(hours=49)
+    expired = ["Sorry, this survey has expired. Thank you anyway!"]
+    assert (expired, expired) == (await tw.sms("9"), await tw.sms("9 really"))
+    assert [] == await stored(tw.service)
+
+
+async def test_help_and_stop_after_expiry_get_their_own_answers(tw: Harness, clock: Clock) -> None:
+    """HELP still gets the help text and STOP no reply: keywords never get the expired text."""
+    await tw.start("sms")
+    await expire_by_scheduler(tw, clock)
+    [help_text] = await tw.sms("HELP")
+    assert (True, []) == (help_text.startswith("Kurze Umfrage"), await tw.sms("STOP"))
+
+
+async def test_reply_a_week_after_expiry_gets_no_reply(tw: Harness, clock: Clock) -> None:
+    """Past LATE_REPLY_WINDOW the message is likely about something else: empty TwiML, as with no survey."""
+    await tw.start("sms")
+    await expire_by_scheduler(tw, clock)
+    clock.advance(days=7, seconds=1)
+    assert [] == await tw.sms("4")
+
+
+async def test_reply_after_a_newer_finished_survey_gets_no_expired_text(tw: Harness, clock: Clock) -> None:
+    """Only the newest survey counts: one completed after an expired one leaves a late reply unanswered."""
+    await tw.start("sms")
+    await expire_by_scheduler(tw, clock)
+    await tw.start("sms", flow="nps", ticket="T-2")
+    await tw.sms("10")
+    await tw.sms("weiter")
+    assert [] == await tw.sms("4")
 
 
 # --- voice ------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -133,7 +135,11 @@ async def test_dashboard_needs_login_and_shows_the_answer(web: Web) -> None:
     cookie = logged.headers["set-cookie"]
     assert (303, True, True) == (logged.status_code, "HttpOnly" in cookie, "SameSite=lax" in cookie)
     page = (await web.client.get("/dashboard")).text
-    assert "66.7 %" in page  # CSAT: 2 of 3 answers on the two best points
+    # One customer, one observation: CSAT is the satisfaction answer 2 (of the two best) →
+    # 100 %, n=1; resolution (5) and speed (2) are listed per question, not counted in it.
+    assert "100.0 %, n=1 (too few for an interval)" in page
+    assert "66.7 %" not in page  # the three CSAT questions are not pooled into one number
+    assert '<th scope="row">resolution</th><td>CSAT</td><td>0.0 %, n=1' in page
     assert (True, True) == ("Zu langsam" in page, 'class="detractor"' in page)
     chart = await web.client.get("/dashboard/chart.png")
     assert (200, b"\x89PNG") == (chart.status_code, chart.content[:4])
@@ -150,6 +156,24 @@ async def test_csv_export_has_every_answer(web: Web) -> None:
     assert ("text/csv; charset=utf-8", 2) == (export.headers["content-type"], len(lines))
     assert lines[0].startswith("answered_at,ticket,agent,team,channel")
     assert ",T-1,anna,,web,support-csat,de,satisfaction,csat,1,1,5,low," in lines[1]
+
+
+async def test_csv_export_has_a_column_per_metadata_key(web: Web) -> None:
+    """Survey metadata is exported as `metadata.<key>` columns, keys sorted; nested values as JSON."""
+    for ticket, meta in (("T-1", {"order": "A-77", "priority": 2}), ("T-2", {"tags": ["vip", "eü"]})):
+        request = SurveyRequest(ticket_id=ticket, channel="web", metadata=meta)
+        made = await trigger(web.service, request, channels={"web": None}, link_for=lambda _c, t: f"/s/{t}")
+        assert made.link is not None
+        await web.client.post(made.link, data={"question": "satisfaction", "choice": "2"})
+    web.service.clock.advance(minutes=1)  # type: ignore[attr-defined]
+    await web.log_in()
+    export = await web.client.get("/dashboard/export.csv")
+    table = list(csv.DictReader(io.StringIO(export.text)))
+    keys = ("ticket", "metadata.order", "metadata.priority", "metadata.tags")
+    assert [("T-1", "A-77", "2", ""), ("T-2", "", "", '["vip", "eü"]')] == [
+        tuple(row[k] for k in keys) for row in table
+    ]
+    assert list(table[0])[-4:] == ["text", "metadata.order", "metadata.priority", "metadata.tags"]
 
 
 async def test_login_form_without_csrf_token_is_refused(web: Web) -> None:
@@ -184,3 +208,48 @@ async def test_start_page_try_creates_a_web_survey(web: Web) -> None:
     response = await web.client.post("/try", data={"csrf": token, "flow": "nps", "language": "en"})
     assert (303, True) == (response.status_code, response.headers["location"].startswith("/s/"))
     assert "How likely are you to recommend us" in (await web.client.get(response.headers["location"])).text
+
+
+@pytest.mark.parametrize("language", ["de", "en"])
+async def test_survey_page_has_no_stop_hint(web: Web, language: str) -> None:
+    """The web page shows the intro without "reply stop": it has buttons, and nobody types there."""
+    page = (await web.client.get(await web.survey(language=language))).text
+    intro = web.service.flows["support-csat"].texts[language].intro
+    words = re.sub(r"<[^>]+>", " ", page).lower()
+    assert (True, False, False, False) == (
+        intro in page,
+        "stop" in words,
+        "reply" in words,
+        "abbrechen" in words,
+    )
+
+
+async def test_dashboard_links_to_answering_a_survey_yourself(web: Web) -> None:
+    """After login the dashboard offers "Answer a survey yourself"; following it leads to a survey page."""
+    await web.log_in()
+    dashboard = (await web.client.get("/dashboard")).text
+    links = re.findall(r'<a [^>]*href="([^"]+)"[^>]*>Answer a survey yourself</a>', dashboard)
+    assert ["/#try", "/#try"] == links  # in the header, and in the empty breakdown
+    start = (await web.client.get(links[0].split("#")[0])).text
+    assert 'id="try"' in start
+    token = await web.csrf("/")
+    opened = await web.client.post("/try", data={"csrf": token}, follow_redirects=True)
+    assert (200, "/s/", True) == (opened.status_code, opened.url.path[:3], "Frage 1 von 4" in opened.text)
+
+
+async def test_dashboard_offers_no_self_survey_when_providers_are_on(service: Service, clock: Clock) -> None:
+    """With a provider configured the start page takes no self-made surveys, so the dashboard does not link there."""
+    twilio = {
+        "twilio_account_sid": "AC" + "0" * 32,
+        "twilio_auth_token": "t" * 32,
+        "twilio_from_number": "+4930901820",
+    }
+    async with running_app(service, clock, public_base_url="http://testserver", **twilio) as (
+        app,
+        client,
+        svc,
+    ):
+        await set_web_login(svc.db, login="anna", password=PASSWORD, role="manager", name="Anna", now=clock())
+        await Web(app, client, svc).log_in()
+        dashboard = (await client.get("/dashboard")).text
+    assert (True, False) == ("Log out" in dashboard, "Answer a survey yourself" in dashboard)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -247,3 +249,28 @@ def test_every_point_of_the_scale_reads_back(data: st.DataObject, scale: tuple[i
     low, high = scale
     n = data.draw(st.integers(low, high))
     assert parse_score(str(n), low, high).score == n
+
+
+@pytest.mark.parametrize(
+    ("stars", "best", "score"),
+    [(5, "low", 1), (4, "low", 2), (1, "low", 5), (5, "high", 5), (1, "high", 1), (3, "low", 3)],
+)
+def test_stars_mean_the_same_on_both_directions(stars: int, best: Literal["high", "low"], score: int) -> None:
+    """More stars are always better: five stars are the best point, 1 on the school-grade scale."""
+    assert parse_score("⭐" * stars, 1, 5, LABELS, best) == ParsedAnswer(score, None, None)
+
+
+@pytest.mark.parametrize(("low", "high"), [(0, 10), (1, 7), (1, 10)])
+def test_stars_on_other_scales_are_asked_again(low: int, high: int) -> None:
+    """Stars on a scale without five points have no one reading: the customer is asked again."""
+    for best in ("high", "low"):
+        assert parse_score("⭐⭐⭐", low, high, None, best) == ParsedAnswer(None, None, "ambiguous")
+
+
+@pytest.mark.parametrize("text", ["👍", "👎", "😀", "😡", "super", "top", "Top!", "👍👍👍", "❤️", "🙂", "gut"])
+@pytest.mark.parametrize(
+    ("low", "high", "best"), [(1, 5, "low"), (1, 5, "high"), (0, 10, "high"), (1, 7, "high")]
+)
+def test_praise_and_emoji_give_no_score(text: str, low: int, high: int, best: Literal["high", "low"]) -> None:
+    """A thumb, a smiley or a word of praise is never turned into a point whose direction we guessed."""
+    assert parse_score(text, low, high, None, best).score is None

@@ -21,6 +21,7 @@ from statsmodels.stats.proportion import proportion_confint, proportions_ztest
 
 from scoring.metrics import (
     DEFAULT_TARGETS,
+    MIN_INTERVAL_N,
     MIN_TRUSTED_N,
     NPS_SCALE,
     Z95,
@@ -207,6 +208,9 @@ def test_csat_interval_matches_statsmodels_wilson() -> None:
     for count, n in pairs:
         low, high = proportion_confint(count, n, alpha=0.05, method="wilson")
         result = csat([Histogram(FIVE_HIGH, {5: count, 1: n - count})])
+        if n < MIN_INTERVAL_N:
+            assert (None, None, True) == (*_shares(result), result.too_few), (count, n)
+            continue
         assert pytest.approx((100 * low, 100 * high), **REF) == _shares(result), (count, n)
 
 
@@ -292,18 +296,43 @@ def test_nps_matches_published_adjusted_wald() -> None:
                 passives = n - promoters - detractors
                 result = nps({10: promoters, 7: passives, 3: detractors})
                 expected = _published_adjusted_wald(promoters, passives, detractors)
-                actual = (result.adjusted, result.se, result.ci95_low, result.ci95_high)
+                if n < MIN_INTERVAL_N:  # no interval shown, the estimate kept for nps_change
+                    assert (None, None) == (result.ci95_low, result.ci95_high)
+                    expected, actual = expected[:2], (result.adjusted, result.se)
+                else:
+                    actual = (result.adjusted, result.se, result.ci95_low, result.ci95_high)
                 assert pytest.approx(expected, **REF) == actual, (promoters, passives, detractors)
 
 
-def test_nps_interval_misses_the_value_at_n_1() -> None:
-    """At n = 1 the adjusted-Wald interval does not hold the reported NPS of ±100."""
+def test_nps_interval_would_miss_the_value_at_n_1_so_none_is_shown() -> None:
+    """At n = 1 the adjusted-Wald interval would not hold the reported NPS of ±100: none is given."""
     # One promoter: n' = 4, p' = 1.75/4 = 0.4375, d' = 0.75/4 = 0.1875, nps' = 0.25,
     # var = (0.625 − 0.0625) / 4 = 0.140625, se = 0.375, high = 0.25 + 1.95996398 · 0.375
     # = 0.98498649 → 98.498649 < 100 = the value.
     promoter, detractor = nps({10: 1}), nps({0: 1})
-    assert (100.0, pytest.approx(98.498649, **HAND_PERCENT)) == (promoter.value, promoter.ci95_high)
-    assert (-100.0, pytest.approx(-98.498649, **HAND_PERCENT)) == (detractor.value, detractor.ci95_low)
+    high = promoter.adjusted + Z95 * promoter.se  # type: ignore[operator]
+    assert (100.0, pytest.approx(98.498649, **HAND_PERCENT)) == (promoter.value, high)
+    assert (-100.0, None, None, True) == (
+        detractor.value,
+        detractor.ci95_low,
+        detractor.ci95_high,
+        detractor.too_few,
+    )
+    assert (None, None) == (promoter.ci95_low, promoter.ci95_high)
+
+
+@pytest.mark.parametrize("n", range(1, MIN_INTERVAL_N + 1))
+def test_interval_only_from_min_interval_n(n: int) -> None:
+    """Below MIN_INTERVAL_N (5) answers no metric has an interval, from 5 on every one has."""
+    shown = n >= MIN_INTERVAL_N
+    results = [
+        csat([Histogram(FIVE_HIGH, {5: n})]),
+        nps({0: n}),
+        ces(Histogram(SEVEN_HIGH, {6: 1, 7: n - 1})),
+        sci(n // 2, n),
+    ]
+    assert [shown] * 4 == [r.ci95_low is not None and r.ci95_high is not None for r in results]
+    assert [True] * 4 == [r.too_few for r in results]
 
 
 def test_nps_interval_holds_the_value_for_every_histogram_from_n_2_to_60() -> None:
@@ -319,7 +348,9 @@ def test_nps_interval_holds_the_value_for_every_histogram_from_n_2_to_60() -> No
         for promoters in range(n + 1):
             for detractors in range(n - promoters + 1):
                 r = nps({9: promoters, 8: n - promoters - detractors, 0: detractors})
-                if not r.ci95_low <= r.value <= r.ci95_high:  # type: ignore[operator]
+                high = r.adjusted + Z95 * r.se  # type: ignore[operator]
+                low = max(-100.0, r.adjusted - Z95 * r.se)  # type: ignore[operator]
+                if not low <= r.value <= min(100.0, high):  # type: ignore[operator]
                     misses.append((promoters, detractors))
     assert [] == misses
 
@@ -333,9 +364,11 @@ def test_nps_bounds_and_containment(counts: dict[int, int]) -> None:
         assert (None, None, None) == (result.value, result.ci95_low, result.ci95_high)
         return
     low, value, high = result.ci95_low, result.value, result.ci95_high
+    if n < MIN_INTERVAL_N:
+        assert (None, None, True) == (low, high, -100 <= value <= 100)  # type: ignore[operator]
+        return
     assert (True, True) == (-100 <= low <= high <= 100, -100 <= value <= 100)  # type: ignore[operator]
-    if n >= 2:
-        assert True is (low <= value <= high)  # type: ignore[operator]
+    assert True is (low <= value <= high)  # type: ignore[operator]
 
 
 # ---------------------------------------------------------------------------------------
@@ -343,18 +376,26 @@ def test_nps_bounds_and_containment(counts: dict[int, int]) -> None:
 
 
 def test_ces_hand_example() -> None:
-    """CES on 1–7 (7 easiest) with {5: 1, 6: 2, 7: 1}: mean 6.0 and its t interval."""
-    # n = 4, mean = (5 + 6 + 6 + 7) / 4 = 6.0; deviations −1, 0, 0, 1 → Σ = 2
-    # sd = sqrt(2 / 3) = 0.81649658, se = sd / sqrt(4) = 0.40824829
-    # t(0.975, 3) = 3.18244631 (t table), half = 3.18244631 · 0.40824829 = 1.29922826
-    # interval = (4.70077174, 7.29922826); easy = answers on 6 or 7 = 3 of 4 = 75.0 %
-    result = ces(Histogram(SEVEN_HIGH, {5: 1, 6: 2, 7: 1}))
-    assert (6.0, 4, 3, 75.0, True) == (result.value, result.n, result.easy, result.easy_share, result.too_few)
-    assert pytest.approx((0.81649658, 4.70077174, 7.29922826), **HAND) == (
+    """CES on 1–7 (7 easiest) with {5: 1, 6: 2, 7: 2}: mean 6.2 and its t interval."""
+    # n = 5, mean = (5 + 6 + 6 + 7 + 7) / 5 = 6.2; deviations −1.2, −0.2, −0.2, 0.8, 0.8
+    # → Σ squares = 1.44 + 0.04 + 0.04 + 0.64 + 0.64 = 2.8; sd = sqrt(2.8 / 4) = 0.83666003,
+    # se = sd / sqrt(5) = 0.37416574; t(0.975, 4) = 2.77644511 (t table),
+    # half = 2.77644511 · 0.37416574 = 1.03885063; interval = (5.16114937, 7.23885063);
+    # easy = answers on 6 or 7 = 4 of 5 = 80.0 %
+    result = ces(Histogram(SEVEN_HIGH, {5: 1, 6: 2, 7: 2}))
+    assert (6.2, 5, 4, 80.0, True) == (result.value, result.n, result.easy, result.easy_share, result.too_few)
+    assert pytest.approx((0.83666003, 5.16114937, 7.23885063), **HAND) == (
         result.sd,
         result.ci95_low,
         result.ci95_high,
     )
+
+
+def test_ces_of_four_answers_has_no_interval() -> None:
+    """With {5: 1, 6: 2, 7: 1} (n = 4 < 5) the mean 6.0 and sd sqrt(2/3) are given, no interval."""
+    result = ces(Histogram(SEVEN_HIGH, {5: 1, 6: 2, 7: 1}))
+    assert (6.0, None, None, True) == (result.value, result.ci95_low, result.ci95_high, result.too_few)
+    assert pytest.approx(0.81649658, **HAND) == result.sd
 
 
 def test_ces_easy_points_follow_best_low() -> None:
@@ -412,6 +453,10 @@ def test_mean_interval_matches_scipy(counts: dict[int, int]) -> None:
         0.95, len(answers) - 1, loc=sum(answers) / len(answers), scale=sd / math.sqrt(len(answers))
     )
     result = mean(Histogram(SEVEN_HIGH, counts))
+    if len(answers) < MIN_INTERVAL_N:  # value and sd, but too few answers for an interval
+        assert (None, None) == (result.ci95_low, result.ci95_high)
+        assert pytest.approx((sum(answers) / len(answers), sd), **REF) == (result.value, result.sd)
+        return
     assert pytest.approx((sum(answers) / len(answers), sd, expected_low, expected_high), **REF) == (
         result.value,
         result.sd,
@@ -658,6 +703,9 @@ def test_csat_bounds_and_containment(hists: list[Histogram], rule: str) -> None:
         assert (None, None, None) == (result.value, result.ci95_low, result.ci95_high)
         return
     low, value, high = result.ci95_low, result.value, result.ci95_high
+    if result.n < MIN_INTERVAL_N:
+        assert (None, None, True) == (low, high, 0.0 <= value <= 100.0)  # type: ignore[operator]
+        return
     assert True is (0.0 <= low <= value <= high <= 100.0)  # type: ignore[operator]
 
 
