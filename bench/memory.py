@@ -162,7 +162,7 @@ async def _copies(service: Service, first: dict[str, Any], n: int) -> None:
 async def _fill(url: str, n: int) -> tuple[float, str]:
     """A migrated database with n open surveys; (seconds taken, an API key)."""
     started = time.perf_counter()
-    service = await Service.open(_settings(url), migrate_sqlite=True)
+    service = await Service.open(_settings(url), create=True)
     try:
         first = await _first(service)
         await _copies(service, first, n)

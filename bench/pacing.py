@@ -127,7 +127,9 @@ async def measure(surveys: int = 10_000) -> Pacing:
     with tempfile.TemporaryDirectory() as tmp, FakeBotApi() as fake:
         fake.limit_rate(LIMIT)
         url = f"sqlite+aiosqlite:///{tmp}/bench.db"
-        service = await Service.open(load_settings(_env_file=None, database_url=url, flows_dir=[]))
+        service = await Service.open(
+            load_settings(_env_file=None, database_url=url, flows_dir=[]), create=True
+        )
         try:
             started = time.perf_counter()
             await _create(service, surveys)

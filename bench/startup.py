@@ -106,9 +106,8 @@ def measure(rounds: int = ROUNDS, answers: int = ANSWERS) -> dict[str, list[floa
         folder = Path(tmp)  # also the working directory: no .env of the caller's is read
         env = _environment(folder)
         write_answers(folder / "answers.csv", answers, datetime.now(UTC))
-        subprocess.run(
-            [AFTERWORD, "import", "answers.csv"], env=env, cwd=folder, check=True, stdout=subprocess.DEVNULL
-        )
+        for setup in (["db", "upgrade"], ["import", "answers.csv"]):  # import makes no database
+            subprocess.run([AFTERWORD, *setup], env=env, cwd=folder, check=True, stdout=subprocess.DEVNULL)
         cpu: dict[str, list[float]] = {c.label: [] for c in commands()}
         for round_ in range(rounds + 1):
             for command in commands():

@@ -172,7 +172,7 @@ async def ours(database_url: str | None) -> tuple[Load, int]:
         if database_url:
             await _reset_postgres(database_url)
         settings = load_settings(_env_file=None, database_url=url, flows_dir=[HERE / "flows"])
-        service = await Service.open(settings, migrate_sqlite=True) if not database_url else None
+        service = await Service.open(settings, create=True) if not database_url else None
         if service is None:
             from bot.db import Database
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from bot.cli_admin import apikey_app, db_app, flows_app, staff_app, telegram_app
-from bot.cli_support import err, errors, fail, load, run
+from bot.cli_support import err, errors, fail, load, open_database, open_service, options, run
 
 if TYPE_CHECKING:
     from bot.reports import CsiSpec
@@ -53,8 +53,18 @@ def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Say on stderr which database the command opens: the SQLite file's absolute path, "
+            "or the PostgreSQL URL without its password.",
+        ),
+    ] = False,
 ) -> None:
     """Afterword: ask customers how a support contact went, and tell the team how it is doing."""
+    options.verbose = verbose  # set on every run: in-process test runs share this module
 
 
 @app.command()
@@ -81,8 +91,8 @@ def serve(
 ) -> None:
     """Start the web app (webhooks, API, health check) with uvicorn, and the Telegram bot.
 
-    A SQLite database is migrated on start; a PostgreSQL one must be migrated first
-    with `afterword db upgrade`. Each channel says in one line whether it is on.
+    A SQLite database is made (in a folder that exists) and migrated on start; a
+    PostgreSQL one must be migrated first with `afterword db upgrade`. Each channel says in one line whether it is on.
     With --workers N, uvicorn runs N processes on one port; they share the surveys and
     jobs through PostgreSQL, so any of them can take any webhook.
 
@@ -93,7 +103,6 @@ def serve(
     from bot.app import create_app
     from bot.errors import ConfigError
     from bot.phones import install_log_masking
-    from bot.service import Service
 
     if port is not None and not 1 <= port <= 65535:
         fail(f"--port: {port} is not a port; use 1 to 65535", 2)
@@ -112,7 +121,8 @@ def serve(
 
     async def _serve() -> None:
         # One event loop for start-up checks and serving: pooled connections belong to it.
-        service = await Service.open(settings)
+        # serve is the one command (besides `db upgrade`) that may make a new SQLite file.
+        service = await open_service(settings, create=True)
         telegram = None
         try:
             if settings.telegram_enabled:
@@ -178,41 +188,53 @@ def _print_channels(settings: Settings, telegram: TelegramBot | None, polling: b
 
 @app.command()
 def chat(
-    flow: Annotated[str, typer.Option(help="Flow id (see `afterword flows list`).")] = "support-csat",
-    lang: Annotated[str | None, typer.Option(help="Language: de or en (default: the flow's).")] = None,
+    flow: Annotated[
+        str | None,
+        typer.Option(
+            help="Flow id (see `afterword flows list`; default: the open survey's, else support-csat)."
+        ),
+    ] = None,
+    lang: Annotated[
+        str | None, typer.Option(help="One of the flow's languages, e.g. de or en (default: the flow's).")
+    ] = None,
     ticket: Annotated[str | None, typer.Option(help="Ticket reference stored with the answers.")] = None,
     agent: Annotated[str | None, typer.Option(help="Agent who handled the ticket.")] = None,
     team: Annotated[str | None, typer.Option(help="Team of the agent.")] = None,
     contact: Annotated[
         str | None,
-        typer.Option(help="Who answers; an open survey of this contact is resumed (default: your login)."),
+        typer.Option(
+            help="Who answers; an open survey of this contact is resumed, and refused if it differs "
+            "from --flow, --lang, --ticket, --agent or --team (default: your login)."
+        ),
     ] = None,
-    new: Annotated[bool, typer.Option("--new", help="Start a new survey even if one is open.")] = False,
+    new: Annotated[
+        bool,
+        typer.Option("--new", help="Start a new survey even if one is open (that one becomes incomplete)."),
+    ] = False,
 ) -> None:
     """Answer a survey in the terminal; answers may also be piped in, one per line.
 
     Example: printf '2\\n1\\n2\\nsehr freundlich\\n' | afterword chat --flow support-csat --lang de
     """
+    from bot.channels.console import ChatRequest
     from bot.channels.console import chat as run_chat
-    from bot.service import Service
-    from bot.surveys import NewSurvey
 
     settings = load()
-    request = NewSurvey(
+    request = ChatRequest(
+        contact=contact or _login(),
         flow_id=flow,
-        channel="console",
-        address=contact or _login(),
+        language=lang,
         ticket=ticket,
         agent=agent,
         team=team,
-        language=lang,
+        new=new,
     )
 
     async def _chat() -> str:
-        service = await Service.open(settings)
+        service = await open_service(settings)
         try:
             result = await run_chat(
-                service, request, stdin=sys.stdin, out=sys.stdout, echo=not sys.stdin.isatty(), new=new
+                service, request, stdin=sys.stdin, out=sys.stdout, echo=not sys.stdin.isatty()
             )
         finally:
             await service.close()
@@ -248,7 +270,6 @@ def report(
     """
     from datetime import UTC, datetime
 
-    from bot.db import Database
     from bot.report_format import FORMATS, render
     from bot.reports import build_report, report_query
 
@@ -263,7 +284,7 @@ def report(
 
     async def _report() -> dict[str, Any]:
         # The database alone: a report needs no flow files, and a current schema no migration.
-        db = await Database.open(settings.database)
+        db = await open_database(settings)
         try:
             return await build_report(db, query, settings.targets)
         finally:
@@ -303,7 +324,6 @@ def chart(
     """
     from datetime import UTC, datetime
 
-    from bot.db import Database
     from bot.reports import build_report, report_query, trend_points
     from scoring.chart import trend_chart
 
@@ -316,7 +336,7 @@ def chart(
     settings = load()
 
     async def _chart() -> bytes:
-        db = await Database.open(settings.database)  # a chart needs no flow files
+        db = await open_database(settings)  # a chart needs no flow files
         try:
             data = await build_report(db, query, settings.targets)
         finally:
@@ -333,29 +353,40 @@ def chart(
 
 @app.command("import")
 def import_(
-    path: Annotated[Path, typer.Argument(help="CSV file, UTF-8, one answer per row.")],
+    path: Annotated[
+        Path, typer.Argument(help="CSV file, one answer per row, columns separated by , ; or tab.")
+    ],
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Import the good rows even if some are bad.")
     ] = False,
+    encoding: Annotated[
+        str, typer.Option(help="The file's encoding: utf-8, cp1252, latin-1 or iso-8859-15.")
+    ] = "utf-8",
 ) -> None:
     """Import answers collected with other tools from CSV; response_ids seen before are skipped.
 
     Required columns: response_id, submitted_at (ISO 8601), metric (csat, nps, ces), score.
     Optional: ticket_id, channel, agent, team, flow, language, question, comment,
     scale_min, scale_max, best (high or low). A bad row stops the import with its line
-    and reason, and nothing is stored, unless --skip-bad is given.
+    and reason, and nothing is stored, unless --skip-bad is given. The file is UTF-8 (a
+    byte order mark is fine) unless --encoding names another.
 
     Example: afterword import answers.csv
     """
     from rich.progress import Progress
 
-    from bot.importer import import_csv
-    from bot.service import Service
+    from bot.importer import check_file, encoding_name, import_csv
 
+    try:
+        encoding = encoding_name(encoding)
+    except ValueError as exc:
+        fail(f"--encoding: {exc}", 2)
+    with errors():  # a file that cannot be read fails before the database is opened
+        check_file(path, encoding)
     settings = load()
 
     async def _import() -> Any:
-        service = await Service.open(settings)
+        service = await open_service(settings)
         try:
             with Progress(console=err, transient=True) as bar:
                 task = bar.add_task("importing", total=None)
@@ -364,6 +395,7 @@ def import_(
                     path,
                     skip_bad=skip_bad,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    encoding=encoding,
                 )
         finally:
             await service.close()
@@ -402,7 +434,6 @@ def trigger(
     from pydantic import ValidationError
 
     from bot.channels.registry import configured
-    from bot.service import Service
     from bot.triggers import SurveyRequest, survey_links
     from bot.triggers import trigger as make
 
@@ -423,7 +454,7 @@ def trigger(
         fail(f"--{first['loc'][0]}: {first['msg']}", 2)
 
     async def _trigger() -> Any:
-        service = await Service.open(settings)
+        service = await open_service(settings)
         try:
             username = await _telegram_username(service) if channel == "telegram" and to is None else None
 
@@ -473,13 +504,12 @@ def worker() -> None:
     from bot.channels.registry import open_channels
     from bot.phones import install_log_masking
     from bot.scheduler import Scheduler, worker_name
-    from bot.service import Service
 
     settings = load()
     install_log_masking(settings.log_level)
 
     async def _work() -> None:
-        service = await Service.open(settings)
+        service = await open_service(settings)
         telegram = twilio = None
         try:
             if settings.telegram_enabled:
@@ -510,6 +540,117 @@ def worker() -> None:
 
     run(_work())
     err.print("worker stopped")
+
+
+@app.command()
+def demo(
+    database: Annotated[
+        Path, typer.Option("--database", help="The SQLite file to create (a path, not a URL).")
+    ] = Path("afterword-demo.db"),
+    months: Annotated[int, typer.Option(help="Months of surveys, ending three days ago: 1 to 24.")] = 4,
+    seed: Annotated[
+        int, typer.Option(help="Random seed: the same seed on the same day gives the same answers.")
+    ] = 1,
+    force: Annotated[bool, typer.Option("--force", help="Replace the file if it is there.")] = False,
+    web_login: Annotated[
+        str, typer.Option("--web-login", help="The dashboard login to create, a manager.")
+    ] = "demo",
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin",
+            help="Read the login's password from standard input (default: make one up and print it).",
+        ),
+    ] = False,
+) -> None:
+    """Fill a new SQLite file with months of made-up surveys and answers, to see Afterword in use.
+
+    Six agents in three teams, five channels, the flows support-csat, nps and ces, German and
+    English, comments, unanswered and undelivered surveys. Everything goes through the paths
+    real answers take. The demo never touches DATABASE_URL: made-up answers must not mix with
+    real ones, so it writes only a SQLite file of its own (PostgreSQL is not offered). At the
+    end it prints the command that serves the file and the dashboard login.
+
+    Example: afterword demo --force && DATABASE_URL=sqlite+aiosqlite:///afterword-demo.db afterword serve
+    """
+    import re
+    import shlex
+    import time
+    from datetime import UTC, datetime
+
+    from rich.progress import Progress
+
+    from bot.db import sqlite_path
+    from bot.demo import build_demo
+    from bot.web_auth import MIN_PASSWORD_LENGTH
+
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", str(database)):  # Path has made :// into :/
+        fail(
+            "--database: give the path of a SQLite file, not a URL: the demo writes no database server",
+            2,
+        )
+    if not 1 <= months <= 24:
+        fail(f"--months: {months} is not 1 to 24", 2)
+    if not database.parent.is_dir():
+        fail(f"--database: there is no folder {database.parent} for {database.name}", 2)
+    if database.is_dir():
+        fail(f"--database: {database} is a folder; give a file path", 2)
+    if database.exists() and not force:
+        fail(f"--database: {database} is there already; add --force to replace it", 1)
+    settings = load()
+    real = sqlite_path(settings.database)
+    if real is not None and real == database.resolve():
+        fail(f"--database: {database} is DATABASE_URL's database; give the demo a file of its own", 2)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        import secrets
+
+        password = secrets.token_urlsafe(12)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        fail(
+            f"--password-stdin: the password has {len(password)} characters; use at least {MIN_PASSWORD_LENGTH}",
+            2,
+        )
+    files = [database.with_name(database.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    for file in files:
+        file.unlink(missing_ok=True)
+
+    async def _build() -> Any:
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task("making surveys", total=None)
+            return await build_demo(
+                database,
+                now=datetime.now(UTC),
+                months=months,
+                seed=seed,
+                login=(web_login, password),
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+
+    started = time.process_time()
+    try:
+        made = run(_build())
+    except BaseException:  # a half-made demo would only be refused next time: leave nothing behind
+        for file in files:
+            file.unlink(missing_ok=True)
+        raise
+    statuses = ", ".join(f"{n} {status}" for status, n in made.statuses.most_common())
+    typer.echo(
+        f"wrote {database}: {made.surveys} surveys from {made.first_day} to {made.last_day} "
+        f"({statuses}), {made.answers} answers, in {time.process_time() - started:.1f} s of CPU"
+    )
+    typer.echo(f"dashboard login: {web_login}" + ("" if password_stdin else f"  password: {password}"))
+    url = f"sqlite+aiosqlite:///{database}"
+    script = ".venv/bin/afterword" if Path(".venv/bin/afterword").exists() else "afterword"
+    # Channels off: the demo's numbers and chat ids are made up, and a bot token in .env must
+    # not point a real bot's webhook at a demo.
+    typer.echo(
+        "look at it (channels off, the customers are made up):\n"
+        f"  DATABASE_URL={shlex.quote(url)} TELEGRAM_BOT_TOKEN= TWILIO_AUTH_TOKEN= "
+        f"{script} serve --host 127.0.0.1 --port 8000\n"
+        "  then open http://127.0.0.1:8000/dashboard"
+    )
 
 
 def _login() -> str:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from bot.cli_support import err, errors, fail, load, run, with_service
+from bot.cli_support import err, errors, fail, load, open_service, run, say_database, with_service
 
 if TYPE_CHECKING:
     from bot.service import Service
@@ -30,11 +30,15 @@ apikey_app = _group("Manage API keys for /api/….")
 def db_upgrade() -> None:
     """Apply the schema migrations to DATABASE_URL (safe to run again).
 
+    A SQLite file is made if it is not there yet, but never its folder: a missing folder
+    is refused, as it is most often a typo or a volume that is not mounted.
+
     Example: DATABASE_URL=postgresql+asyncpg://afterword@db/afterword afterword db upgrade
     """
-    from bot.db import Database
+    from bot.db import Database, describe
 
     settings = load()
+    say_database(settings)
 
     async def _upgrade() -> str | None:
         db = Database(settings.database)
@@ -45,18 +49,22 @@ def db_upgrade() -> None:
             await db.dispose()
 
     revision = run(_upgrade())
-    typer.echo(f"database {settings.database.render_as_string(hide_password=True)} is at revision {revision}")
+    typer.echo(f"database {describe(settings.database)} is at revision {revision}")
 
 
 @db_app.command("status")
 def db_status() -> None:
-    """Show the schema revision of DATABASE_URL and the one this version needs.
+    """Show which database DATABASE_URL is, its schema revision and the one this version needs.
+
+    A SQLite file that is not there is refused (and not made): exit 2.
 
     Example: afterword db status
     """
-    from bot.db import Database, head_revision
+    from bot.db import Database, describe, head_revision, require_sqlite_file
 
-    settings = load()
+    settings = load()  # no --verbose line: the output names the database, and so does any error
+    with errors():  # before connecting: connecting would make a missing SQLite file
+        require_sqlite_file(settings.database, create=False)
 
     async def _status() -> str | None:
         db = Database(settings.database)
@@ -66,7 +74,7 @@ def db_status() -> None:
             await db.dispose()
 
     current, head = run(_status()), head_revision()
-    typer.echo(f"current: {current or 'empty'}\nneeded:  {head}")
+    typer.echo(f"database: {describe(settings.database)}\ncurrent:  {current or 'empty'}\nneeded:   {head}")
     if current != head:
         raise typer.Exit(1)
 
@@ -229,7 +237,6 @@ def telegram_set_webhook() -> None:
     Example: afterword telegram set-webhook
     """
     from bot.errors import ConfigError
-    from bot.service import Service
 
     settings = load()
     if not settings.telegram_enabled:
@@ -238,7 +245,7 @@ def telegram_set_webhook() -> None:
     async def _set() -> str:
         from bot.telegram_bot import TelegramBot
 
-        service = await Service.open(settings)
+        service = await open_service(settings)
         try:
             bot = TelegramBot(service)
             await bot.check()

@@ -17,12 +17,22 @@ from bot.errors import AfterwordError
 from flows.errors import FlowError, FlowInvalid
 
 if TYPE_CHECKING:
+    from bot.db import Database
     from bot.service import Service
     from bot.settings import Settings
 
 T = TypeVar("T")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _Options:
+    """The options given before the command (`afterword --verbose report`), set by the app's callback."""
+
+    verbose = False
+
+
+options = _Options()
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -63,12 +73,35 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     raise AssertionError("unreachable: errors() exits on every error")
 
 
-def with_service(config: Settings, work: Callable[[Service], Awaitable[T]]) -> T:
-    """Open the service, run ``work`` with it, close it; errors as one line."""
+def say_database(settings: Settings) -> None:
+    """With --verbose, name the database on stderr before it is opened (password masked)."""
+    if options.verbose:
+        from bot.db import describe
+
+        err.print(f"database: {describe(settings.database)}", markup=False)
+
+
+async def open_service(settings: Settings, *, create: bool = False) -> Service:
+    """The service, saying which database with --verbose; a missing SQLite file only with ``create``."""
     from bot.service import Service
 
+    say_database(settings)
+    return await Service.open(settings, create=create)
+
+
+async def open_database(settings: Settings) -> Database:
+    """The database alone (no flow files), saying which with --verbose; never a new SQLite file."""
+    from bot.db import Database
+
+    say_database(settings)
+    return await Database.open(settings.database)
+
+
+def with_service(config: Settings, work: Callable[[Service], Awaitable[T]]) -> T:
+    """Open the service, run ``work`` with it, close it; errors as one line."""
+
     async def go() -> T:
-        service = await Service.open(config)
+        service = await open_service(config)
         try:
             return await work(service)
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -15,7 +16,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from bot.errors import DatabaseUnavailable, SchemaOutdated
+from bot.errors import ConfigError, DatabaseUnavailable, SchemaOutdated
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -24,7 +25,7 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration, so that opening a current database needs neither Alembic nor its
 # migration files: running them at the head cost each `afterword report` about 160 ms of CPU,
 # a quarter of it (bench/startup.py). tests/bot/test_startup.py checks it is Alembic's head.
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 _VERSION_TABLE = "alembic_version"  # Alembic's default; migrations/env.py keeps it
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
@@ -67,18 +68,25 @@ class Database:
             _configure_sqlite(self._sync_engine)
 
     @classmethod
-    async def open(cls, url: URL, *, migrate_sqlite: bool = True) -> Database:
+    async def open(cls, url: URL, *, create: bool = False, migrate_sqlite: bool = True) -> Database:
         """Connect, with the schema at the newest revision; raise a clear error if it is not.
 
-        An embedded SQLite database is brought to the newest schema on the spot (Alembic
-        runs only when it is behind); a PostgreSQL database shared by several workers is
-        migrated only on purpose (`afterword db upgrade`), so an outdated one is refused.
+        A SQLite file that is not there is made only with ``create`` (`serve`, `db upgrade`):
+        any other command would otherwise make a new, empty database whenever it runs in the
+        wrong folder or DATABASE_URL has a typo, and report on it as if nothing were wrong.
+        A missing folder is never made (see `require_sqlite_file`). An existing SQLite file
+        is brought to the newest schema on the spot (Alembic runs only when it is behind);
+        a PostgreSQL database shared by several workers is migrated only on purpose
+        (`afterword db upgrade`), so an outdated one is refused.
         """
+        # Before the engine connects: connecting is what makes a missing SQLite file.
+        require_sqlite_file(url, create=create)
         db = cls(url)
         try:
             if db.is_sqlite and migrate_sqlite:
-                # A file not there yet is made and migrated; one at the newest revision only read.
-                if not _sqlite_file_exists(url) or await db.revision() != HEAD_REVISION:
+                # A file not there yet (allowed above) is made and migrated; one at the newest revision only read.
+                path = sqlite_path(url)
+                if path is None or not path.exists() or await db.revision() != HEAD_REVISION:
                     await db.upgrade()
                     await db.require_schema()
             else:
@@ -160,9 +168,8 @@ class Database:
             return await conn.run_sync(_current_revision)
 
     async def upgrade(self, revision: str = "head") -> None:
-        """Apply the migrations up to ``revision``."""
-        if self.is_sqlite:
-            _make_sqlite_parent(self.url)
+        """Apply the migrations up to ``revision``; a SQLite file is made, but never its folder."""
+        require_sqlite_file(self.url, create=True)
         async with self._connect() as conn:
             await conn.run_sync(_upgrade, revision)
             await conn.commit()
@@ -220,10 +227,46 @@ def _upgrade(conn: Connection, revision: str) -> None:
     command.upgrade(cfg, revision)
 
 
-def _sqlite_file_exists(url: URL) -> bool:
-    """Whether ``url`` names a SQLite file that is already there (never so for an in-memory one)."""
+def sqlite_path(url: URL) -> Path | None:
+    """The absolute path of the SQLite file ``url`` names; None for PostgreSQL or an in-memory database.
+
+    Relative to the current folder, as SQLite opens it (SQLite does not expand ``~``).
+    """
     name = url.database
-    return name is not None and name not in ("", ":memory:") and Path(name).expanduser().exists()
+    if url.get_backend_name() != "sqlite" or name is None or name in ("", ":memory:"):
+        return None
+    return Path(os.path.abspath(name))
+
+
+def require_sqlite_file(url: URL, *, create: bool) -> None:
+    """Raise ConfigError naming DATABASE_URL unless the SQLite file is there (or may be made now).
+
+    A missing folder is refused even with ``create``: it is nearly always a typo in
+    DATABASE_URL or a volume that is not mounted, and a folder made for it would hold a new,
+    empty database that the next container restart throws away.
+    """
+    path = sqlite_path(url)
+    if path is None or path.exists():
+        return
+    if not path.parent.is_dir():
+        raise ConfigError(
+            "DATABASE_URL",
+            f"no folder {path.parent} for the SQLite file {path.name}; make the folder, or correct DATABASE_URL",
+        )
+    if not create:
+        raise ConfigError(
+            "DATABASE_URL",
+            f"no SQLite file at {path}; create it with `afterword db upgrade` (or `afterword serve`),"
+            " or correct DATABASE_URL",
+        )
+
+
+def describe(url: URL) -> str:
+    """Which database ``url`` is, for people: the SQLite file's absolute path, or the URL without its password."""
+    if url.get_backend_name() == "sqlite":
+        path = sqlite_path(url)
+        return f"sqlite {path}" if path is not None else "sqlite in memory"
+    return url.render_as_string(hide_password=True)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -245,11 +288,6 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
-
-
-def _make_sqlite_parent(url: URL) -> None:
-    if url.database and url.database != ":memory:":
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
 def _reason(exc: BaseException) -> str:

@@ -32,15 +32,16 @@ class Service:
         return timedelta(hours=self.settings.survey_ttl_hours)
 
     @classmethod
-    async def open(cls, settings: Settings, *, migrate_sqlite: bool = True) -> Service:
+    async def open(cls, settings: Settings, *, create: bool = False, migrate_sqlite: bool = True) -> Service:
         """Load the flows and connect; raise a clear error on a bad database or flow.
 
-        An embedded SQLite database is brought to the newest schema on the spot; a
-        PostgreSQL database shared by several workers is migrated only on purpose
-        (`afterword db upgrade`), so an outdated one is refused.
+        A missing SQLite file is made only with ``create`` (`afterword serve`); an existing
+        one is brought to the newest schema on the spot. A PostgreSQL database shared by
+        several workers is migrated only on purpose (`afterword db upgrade`), so an outdated
+        one is refused. See `Database.open`.
         """
         flows = load_flows(settings.flows_dir)
-        db = await Database.open(settings.database, migrate_sqlite=migrate_sqlite)
+        db = await Database.open(settings.database, create=create, migrate_sqlite=migrate_sqlite)
         return cls(settings=settings, db=db, flows=flows)
 
     async def close(self) -> None:

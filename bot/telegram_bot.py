@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from telegram import LinkPreviewOptions, ReplyParameters, Update
-from telegram.error import InvalidToken, TelegramError
+from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import ContextTypes
 
 from bot.alerts import Alerter
@@ -27,6 +27,35 @@ from bot.triggers import survey_links
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/telegram/webhook"
+DEFAULT_API_URL = "https://api.telegram.org/bot"  # python-telegram-bot's; it appends the token
+# python-telegram-bot logs an answer that is not JSON with a traceback before it raises; the
+# error we raise says so in one line, so that record is dropped while we call the API here.
+_PAYLOAD_LOGGER = "telegram.request.BaseRequest"
+
+
+def _not_json(exc: BaseException) -> str | None:
+    """The HTTP status, as "Not Found (404)", if the answer was not JSON: then something else than
+    the Bot API answered (a wrong URL, a proxy). Bot.initialize() wraps the error, so the causes are searched."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, TelegramError) and ". Parsing the server response" in cause.message:
+            return cause.message.split(". Parsing", 1)[0]
+        cause = cause.__cause__
+    return None
+
+
+def _drop_payload_record(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Can not load invalid JSON data")
+
+
+@contextlib.contextmanager
+def _no_payload_tracebacks() -> Iterator[None]:
+    logger = logging.getLogger(_PAYLOAD_LOGGER)
+    logger.addFilter(_drop_payload_record)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_drop_payload_record)
 
 
 class TelegramBot:
@@ -64,17 +93,18 @@ class TelegramBot:
         python-telegram-bot's InvalidToken quotes it, and every Bot API URL contains it.
         """
         try:
-            await self.application.initialize()
+            with _no_payload_tracebacks():
+                await self.application.initialize()
         except TelegramError as exc:
             # initialize() opened the HTTP clients before getMe failed, and the Application's
             # shutdown() skips a bot it never finished initializing: close them here.
             await self.application.bot.shutdown()
-            if isinstance(exc, InvalidToken):
-                reason = "it rejected TELEGRAM_BOT_TOKEN"
+            if isinstance(exc, InvalidToken) and _not_json(exc) is None:
+                reason = "Telegram refused to start the bot: it rejected TELEGRAM_BOT_TOKEN"
             else:
-                token = self.application.bot.token
-                reason = str(exc).replace(token, "<TELEGRAM_BOT_TOKEN>")
-            raise ChannelUnavailable("telegram", f"Telegram refused to start the bot: {reason}") from None
+                reason = self._failure(exc, "Telegram refused to start the bot")
+            # `from None`: the library's exceptions and their causes carry URLs with the token.
+            raise ChannelUnavailable("telegram", reason) from None
 
     async def start(self) -> None:
         """Check the token with Telegram (getMe), then take updates and send alerts."""
@@ -112,14 +142,35 @@ class TelegramBot:
         assert settings.telegram_webhook_secret is not None  # noqa: S101 - checked in __init__
         url = settings.public_base_url + WEBHOOK_PATH
         try:
-            await self.application.bot.set_webhook(
-                url,
-                secret_token=settings.telegram_webhook_secret.get_secret_value(),
-                allowed_updates=list(ALLOWED_UPDATES),
-            )
+            with _no_payload_tracebacks():
+                await self.application.bot.set_webhook(
+                    url,
+                    secret_token=settings.telegram_webhook_secret.get_secret_value(),
+                    allowed_updates=list(ALLOWED_UPDATES),
+                )
         except TelegramError as exc:
-            raise ChannelUnavailable("telegram", f"Telegram refused the webhook {url}: {exc}") from exc
+            reason = self._failure(exc, f"Telegram refused the webhook {url}")
+            raise ChannelUnavailable("telegram", reason) from None
         return url
+
+    @property
+    def api_url(self) -> str:
+        """The Bot API's address without the token (the library's ``bot.base_url`` ends with it)."""
+        return self.service.settings.telegram_api_base_url or DEFAULT_API_URL
+
+    def _failure(self, exc: TelegramError, refused: str) -> str:
+        """One line for a failed Bot API call, telling an unreachable or wrong API from a refusal; never the token."""
+        status = _not_json(exc)
+        if status is not None:
+            reason = (
+                f"{self.api_url} does not answer as the Telegram Bot API ({status}, not JSON); "
+                "check TELEGRAM_API_BASE_URL"
+            )
+        elif isinstance(exc, NetworkError) and not isinstance(exc, RetryAfter):
+            reason = f"cannot reach the Telegram Bot API at {self.api_url}: {exc.message}"
+        else:
+            reason = f"{refused}: {exc.message}"
+        return reason.replace(self.application.bot.token, "<TELEGRAM_BOT_TOKEN>")
 
     async def _send_alert(self, text: str, reply_to: int | None) -> int | None:
         chat_id = self.service.settings.telegram_alert_chat_id

@@ -2,8 +2,10 @@
 
 A flow file is checked in three passes: YAML syntax (and duplicate keys, which PyYAML would
 silently drop), the pydantic models of ``flows.schema``, then the cross-field rules of
-``problems()``. Each failure becomes a ``FlowIssue`` whose line is found by walking the
-composed YAML node tree along the error's path, so authors can jump straight to the fault.
+``problems()``, on the parts that passed when the models failed, so that one run reports
+every problem of a file that parses. Each failure becomes a ``FlowIssue`` whose line is found
+by walking the composed YAML node tree along the error's path, so authors can jump straight
+to the fault.
 Reading the files is the only I/O this module does.
 """
 
@@ -22,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from flows.errors import FlowInvalid, FlowIssue, UnknownFlow
-from flows.schema import Flow, Path, problems
+from flows.schema import Flow, FlowTexts, Metric, Path, Problem, problems
 
 BUILTIN_DIR = pathlib.Path(__file__).parent / "builtin"
 _SUFFIXES = (".yaml", ".yml")
@@ -107,14 +109,26 @@ def check_paths(paths: Sequence[pathlib.Path]) -> list[FlowIssue]:
         seen_files.add(path.resolve())
         flow, issues, root = _check_file(path)
         found.extend(issues)
-        if flow is None:
+        # An invalid file's id still counts, so a copied file is reported in the same run.
+        flow_id = flow.id if flow is not None else _written_id(root)
+        if flow_id is None:
             continue
-        if flow.id in first_with_id:
+        if flow_id in first_with_id:
             line = _line_of(root, ("id",)) if root is not None else None
-            why = f"duplicate flow id '{flow.id}' (also in {first_with_id[flow.id]})"
+            why = f"duplicate flow id '{flow_id}' (also in {first_with_id[flow_id]})"
             found.append(FlowIssue(str(path), line, "id", why))
-        first_with_id.setdefault(flow.id, str(path))
+        first_with_id.setdefault(flow_id, str(path))
     return found
+
+
+def _written_id(root: yaml.Node | None) -> str | None:
+    """The top-level ``id`` as written, if it is a plain string; None otherwise."""
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    for key, value in root.value:
+        if key.value == "id" and isinstance(value, yaml.ScalarNode) and value.tag == "tag:yaml.org,2002:str":
+            return str(value.value)
+    return None
 
 
 def _flow_files(directory: pathlib.Path) -> list[pathlib.Path]:
@@ -159,11 +173,100 @@ def _check_text(text: str, source: str) -> _Checked:
         flow = Flow.model_validate(data)
     except ValidationError as exc:
         issues.extend(_pydantic_issues(exc, root, source))
-    if flow is not None:
+        found = _salvaged_problems(data, exc)
+    else:
         found = problems(flow)
-        issues.extend(FlowIssue(source, _line_of(root, p.path), _field(p.path), p.message) for p in found)
+    issues.extend(FlowIssue(source, _line_of(root, p.path), _field(p.path), p.message) for p in found)
     issues.sort(key=lambda issue: issue.line or 0)
     return flow, issues, root
+
+
+def _salvaged_problems(data: dict[Any, Any], exc: ValidationError) -> list[Problem]:
+    """The cross-field problems of a flow that failed validation, checked on the parts that passed.
+
+    Each broken part is replaced by a stand-in that validates (a broken question keeps the id,
+    kind and metric it has, so conditions naming it are judged as they will be), and problems
+    under a broken part are dropped: the author sees a dangling ask_if or a missing translation
+    in the same run as a misspelt field, and nothing that only a stand-in has. Without readable
+    questions, or without both languages and texts, nothing sound is left to check against.
+    """
+    repaired = dict(data)
+    broken: set[Path] = set()
+    bad_questions: set[int] = set()
+    bad_texts: set[Any] = set()
+    questions = data.get("questions")
+    questions = questions if isinstance(questions, list) else []
+    texts = data.get("texts")
+    texts = texts if isinstance(texts, dict) else {}
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        if not loc:
+            return []  # a rule of the flow as a whole: no part to set aside
+        if loc[0] == "questions" and len(loc) > 1 and isinstance(loc[1], int) and questions:
+            bad_questions.add(loc[1])
+        elif loc[0] == "texts" and len(loc) > 1 and texts:
+            bad_texts.add(loc[1])
+        else:
+            broken.add(loc[:1])
+    languages: tuple[str, ...] | None = None
+    if ("languages",) in broken:
+        # Judged against the languages the texts are in, so that a typo in languages does not
+        # also make every text and prompt wrong; default_language cannot be judged then.
+        languages = tuple(k for k in texts if isinstance(k, str))
+        broken.add(("default_language",))
+    if languages == () or ("questions",) in broken:
+        return []
+    for (name,) in broken:
+        field = Flow.model_fields.get(str(name))
+        if name in _STAND_INS:
+            repaired[name] = _STAND_INS[str(name)]
+        elif field is None or not field.is_required():
+            repaired.pop(name, None)  # an unknown field, or one with a default
+        else:
+            return []  # a required field this function has no stand-in for
+    if bad_texts:
+        stand_in = {name: "" for name, f in FlowTexts.model_fields.items() if f.is_required()}
+        repaired["texts"] = {
+            k: stand_in if k in bad_texts else v for k, v in texts.items() if isinstance(k, str)
+        }
+    if bad_questions:
+        repaired["questions"] = [
+            _stand_in_question(q) if i in bad_questions else q for i, q in enumerate(questions)
+        ]
+    try:
+        flow = Flow.model_validate(repaired)
+    except ValidationError:
+        return []
+    kept = list(flow.questions)
+    for i in bad_questions:
+        raw_id = questions[i].get("id") if isinstance(questions[i], dict) else None
+        kept[i] = kept[i].model_copy(update={"id": raw_id if isinstance(raw_id, str) else ""})
+    flow = flow.model_copy(update={"questions": tuple(kept), "languages": languages or flow.languages})
+    broken.update(("questions", i) for i in bad_questions)
+    return [p for p in problems(flow) if not any(p.path[: len(b)] == b for b in broken)]
+
+
+# Valid values for broken required top-level fields; problems under them are dropped.
+_STAND_INS: dict[str, Any] = {
+    "id": "flow",
+    "version": 1,
+    "languages": ["xx"],
+    "default_language": "xx",
+    "texts": {},
+}
+
+
+def _stand_in_question(raw: object) -> dict[str, Any]:
+    """A question that validates in place of a broken one, keeping what conditions and headlines
+    look at: whether it is a text question (no score) and its metric."""
+    given = raw if isinstance(raw, dict) else {}
+    metric = given.get("metric") if given.get("metric") in typing.get_args(Metric) else None
+    return {
+        "id": "x",
+        "kind": "text" if given.get("kind") == "text" else "nps",
+        "metric": metric,
+        "prompt": {},
+    }
 
 
 def _fail(source: str, line: int | None, why: str) -> _Checked:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -89,3 +93,31 @@ def free_port() -> int:
 def no_database(folder: Path) -> dict[str, str]:
     """An environment for commands that never open the database."""
     return environment(f"sqlite+aiosqlite:///{folder / 'unused.db'}")
+
+
+@contextmanager
+def serving(args: Sequence[str], env: Mapping[str, str], cwd: Path, port: int) -> Iterator[Path]:
+    """`afterword serve ARGS` until /healthz answers on 127.0.0.1:``port``; its log; SIGINT at the end."""
+    log = cwd / "serve.log"
+    with (
+        log.open("w") as sink,
+        subprocess.Popen([AFTERWORD, "serve", *args], env=dict(env), cwd=cwd, stderr=sink) as proc,
+    ):
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                    break
+                except httpx.TransportError:
+                    assert proc.poll() is None, log.read_text()
+                    assert time.monotonic() < deadline, "serve did not come up: " + log.read_text()
+                    time.sleep(0.2)
+            yield log
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise

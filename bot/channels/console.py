@@ -10,6 +10,7 @@ from typing import ClassVar, TextIO
 import sqlalchemy as sa
 
 from bot.channels.base import Channel
+from bot.errors import InputError
 from bot.inbound import Inbound, handle
 from bot.service import Service
 from bot.surveys import NewSurvey, create_survey
@@ -26,7 +27,7 @@ _PAUSED = {
 
 def render(prompt: Prompt, language: str) -> str:
     """A prompt as terminal text: the question, then its scale with labels."""
-    lines = [prompt.text]
+    lines = [prompt.typed_text]
     if prompt.kind == "question" and prompt.scale is not None:
         points = range(prompt.scale.min, prompt.scale.max + 1)
         if prompt.labels and len(prompt.labels) == len(points):
@@ -68,22 +69,82 @@ class ChatResult:
     resumed: bool
 
 
+DEFAULT_FLOW = "support-csat"
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """What `afterword chat` asks for. None means "not given": the open survey decides, or the default."""
+
+    contact: str
+    flow_id: str | None = None
+    language: str | None = None
+    ticket: str | None = None
+    agent: str | None = None
+    team: str | None = None
+    new: bool = False
+
+
+@dataclass(frozen=True)
+class _Open:
+    """The contact's open survey, as far as a request can contradict it."""
+
+    survey_id: int
+    flow_id: str
+    language: str
+    ticket: str | None
+    agent: str | None
+    team: str | None
+    prompts: tuple[Prompt, ...]
+
+
 async def chat(
-    service: Service, request: NewSurvey, *, stdin: TextIO, out: TextIO, echo: bool, new: bool = False
+    service: Service, request: ChatRequest, *, stdin: TextIO, out: TextIO, echo: bool
 ) -> ChatResult:
-    """Run (or resume) the console contact's survey until it ends or input runs out."""
+    """Run (or resume) the console contact's survey until it ends or input runs out.
+
+    InputError, before anything is stored, for a flow or language that cannot be had, and for
+    an open survey that differs from what was asked: resuming it would quietly answer
+    another survey than the one asked for.
+    """
     channel = ConsoleChannel(out)
-    assert request.address is not None  # noqa: S101 - the CLI always names the console contact
-    found = None if new else await _open_survey(service, request.address)
+    if request.flow_id is not None and request.flow_id not in service.flows:
+        known = ", ".join(sorted(service.flows))
+        raise InputError("--flow", f"unknown flow {request.flow_id!r}; flows: {known}")
+    found = None if request.new else await _open_survey(service, request.contact)
+    flow = service.flows.get(request.flow_id or (found.flow_id if found else DEFAULT_FLOW))
+    if flow is None:
+        raise InputError("--flow", f"no flow {DEFAULT_FLOW!r} is loaded; name one with --flow")
+    if request.language is not None and request.language not in flow.languages:
+        raise InputError(
+            "--lang",
+            f"flow {flow.id} has no language {request.language!r}; it has {', '.join(flow.languages)}",
+        )
     if found is not None:
-        survey_id, language, prompts = found
+        _check_resumable(found, request)
+        survey_id, language, prompts = found.survey_id, found.language, found.prompts
         out.write(f"(resuming survey {survey_id})\n\n")
     else:
-        created = await create_survey(
-            service.db, service.flows, request, now=service.clock(), ttl=service.survey_ttl
+        new = NewSurvey(
+            flow_id=flow.id,
+            channel="console",
+            address=request.contact,
+            ticket=request.ticket,
+            agent=request.agent,
+            team=request.team,
+            language=request.language,
         )
+        created = await create_survey(
+            service.db, service.flows, new, now=service.clock(), ttl=service.survey_ttl
+        )
+        if not created.created:  # the ticket was surveyed with this flow before: nothing to ask
+            raise InputError(
+                "--ticket",
+                f"ticket {request.ticket} already has survey {created.survey_id} of flow {flow.id} "
+                f"({created.status}); a ticket is surveyed once per flow, so use another --ticket",
+            )
         survey_id, language, prompts = created.survey_id, created.language, created.prompts
-    await channel.deliver(request.address, prompts, language)
+    await channel.deliver(request.contact, prompts, language)
     status = "active"
     while status == "active" and prompts:
         line = await asyncio.to_thread(stdin.readline)
@@ -99,23 +160,51 @@ async def chat(
             service.flows,
             Inbound(
                 channel="console",
-                address=request.address,
+                address=request.contact,
                 received_at=service.clock(),
                 text=text,
                 command="skip" if optional and not text.strip() else None,
             ),
         )
         prompts = handled.prompts
-        await channel.deliver(request.address, prompts, handled.language or language)
+        await channel.deliver(request.contact, prompts, handled.language or language)
         status = handled.status or "closed"
     return ChatResult(survey_id, await _status(service, survey_id), resumed=found is not None)
 
 
-async def _open_survey(service: Service, address: str) -> tuple[int, str, tuple[Prompt, ...]] | None:
+def _check_resumable(found: _Open, request: ChatRequest) -> None:
+    """InputError naming the first option the open survey does not match."""
+    asked = {
+        "--flow": (request.flow_id, found.flow_id),
+        "--lang": (request.language, found.language),
+        "--ticket": (request.ticket, found.ticket),
+        "--agent": (request.agent, found.agent),
+        "--team": (request.team, found.team),
+    }
+    for option, (wanted, has) in asked.items():
+        if wanted is not None and wanted != has:
+            ticket = f"ticket {found.ticket}" if found.ticket else "no ticket"
+            raise InputError(
+                option,
+                f"contact {request.contact} has open survey {found.survey_id} of flow {found.flow_id} "
+                f"({ticket}, language {found.language}), not {wanted!r}; finish it "
+                f"(`afterword chat --contact {request.contact}`), or use --new to start a new one "
+                "(the open one is then closed as incomplete)",
+            )
+
+
+async def _open_survey(service: Service, address: str) -> _Open | None:
     async with service.db.read() as conn:
         row = (
             await conn.execute(
-                sa.select(surveys.c.id, surveys.c.flow_id, surveys.c.state)
+                sa.select(
+                    surveys.c.id,
+                    surveys.c.flow_id,
+                    surveys.c.state,
+                    surveys.c.ticket,
+                    surveys.c.agent,
+                    surveys.c.team,
+                )
                 .join(contacts, contacts.c.id == surveys.c.contact_id)
                 .where(
                     contacts.c.channel == "console",
@@ -129,7 +218,8 @@ async def _open_survey(service: Service, address: str) -> tuple[int, str, tuple[
     if row is None or row.flow_id not in service.flows:
         return None
     state = engine.State.from_json(row.state)
-    return row.id, state.language, engine.resume(service.flows[row.flow_id], state)
+    prompts = engine.resume(service.flows[row.flow_id], state)
+    return _Open(row.id, row.flow_id, state.language, row.ticket, row.agent, row.team, prompts)
 
 
 async def _status(service: Service, survey_id: int) -> str:

@@ -135,37 +135,117 @@ def test_unmigrated_postgres_is_refused(empty_db_url: str, taken_port: int) -> N
 
 
 def test_db_upgrade_makes_an_empty_database_current(empty_db_url: str) -> None:
-    """`db status` exits 1 on a database without tables; after `db upgrade` it shows the needed revision, exit 0."""
-    from bot.db import head_revision
+    """`db status` refuses a missing SQLite file (exit 2) and shows an empty PostgreSQL one (exit 1); `db upgrade` makes either current."""
+    from bot.db import describe, head_revision
 
     env = environment(empty_db_url)
+    url = make_url(empty_db_url)
     before = invoke(["db", "status"], env)
     upgraded = invoke(["db", "upgrade"], env)
     after = invoke(["db", "status"], env)
     head = head_revision()
-    assert (1, f"current: empty\nneeded:  {head}\n") == (before.code, before.stdout)
-    assert (0, True) == (upgraded.code, upgraded.stdout.endswith(f" is at revision {head}\n"))
-    assert (0, f"current: {head}\nneeded:  {head}\n") == (after.code, after.stdout)
+    if url.get_backend_name() == "sqlite":
+        assert (2, "", [f"Error: DATABASE_URL: no SQLite file at {url.database}; create it"]) == (
+            before.code,
+            before.stdout,
+            [line[: len(str(url.database)) + 50] for line in before.stderr.strip().splitlines()],
+        )
+    else:
+        assert (1, f"database: {describe(url)}\ncurrent:  empty\nneeded:   {head}\n") == (
+            before.code,
+            before.stdout,
+        )
+    assert (0, f"database {describe(url)} is at revision {head}\n") == (upgraded.code, upgraded.stdout)
+    assert (0, f"database: {describe(url)}\ncurrent:  {head}\nneeded:   {head}\n") == (
+        after.code,
+        after.stdout,
+    )
 
 
-def test_sqlite_serve_migrates_by_itself(tmp_path: Path) -> None:
-    """Opening the service on a new SQLite file creates the schema without `db upgrade`."""
+def test_sqlite_serve_makes_and_migrates_a_new_file(tmp_path: Path) -> None:
+    """Opening the service with create=True, as `serve` does, makes a new SQLite file at the newest schema."""
+    from bot.db import head_revision
     from bot.service import Service
     from bot.settings import load_settings
 
-    url = f"sqlite+aiosqlite:///{tmp_path / 'sub' / 'fresh.db'}"
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
 
     async def _open() -> str | None:
-        service = await Service.open(load_settings(_env_file=None, database_url=url))
+        service = await Service.open(load_settings(_env_file=None, database_url=url), create=True)
         try:
             return await service.db.revision()
         finally:
             await service.close()
 
-    from bot.db import head_revision
+    assert (head_revision(), True) == (asyncio.run(_open()), os.path.exists(tmp_path / "fresh.db"))
 
-    assert head_revision() == asyncio.run(_open())
-    assert os.path.exists(tmp_path / "sub" / "fresh.db")
+
+# Each command that opens the database but may not make it; FILES holds what they read.
+_NO_CREATE = [
+    ["report"],
+    ["chart", "--out", "trend.png"],
+    ["import", "answers.csv"],
+    ["trigger", "--channel", "web", "--ticket", "T-1"],
+    ["chat", "--contact", "kim"],
+    ["worker"],
+    ["db", "status"],
+    ["staff", "list"],
+    ["staff", "add", "--telegram", "1"],
+    ["apikey", "list"],
+    ["apikey", "create", "x"],
+    ["telegram", "set-webhook"],
+]
+_TELEGRAM = {"TELEGRAM_BOT_TOKEN": "123:abc", "TELEGRAM_WEBHOOK_SECRET": "s3cret"}
+
+
+@pytest.mark.parametrize("args", _NO_CREATE, ids=" ".join)
+def test_a_missing_sqlite_file_is_refused_and_not_made(tmp_path: Path, args: list[str]) -> None:
+    """Every command but serve and db upgrade refuses a SQLite file that is not there, in one line, and makes none."""
+    (tmp_path / "answers.csv").write_text("response_id,submitted_at,metric,score\nr1,2026-11-01,csat,4\n")
+    env = {**environment("sqlite+aiosqlite:///afterword.db"), **_TELEGRAM}  # relative: in the test's folder
+    result = invoke(args, env)
+    expected = (
+        f"Error: DATABASE_URL: no SQLite file at {tmp_path / 'afterword.db'}; create it with "
+        "`afterword db upgrade` (or `afterword serve`), or correct DATABASE_URL"
+    )
+    assert (2, [expected], ["answers.csv"]) == (
+        result.code,
+        result.stderr.strip().splitlines(),
+        sorted(path.name for path in tmp_path.iterdir()),
+    )
+
+
+@pytest.mark.parametrize("args", [["report"], ["db", "upgrade"], ["serve"]], ids=" ".join)
+def test_a_missing_folder_is_refused_and_not_made(tmp_path: Path, taken_port: int, args: list[str]) -> None:
+    """A SQLite file in a folder that is not there is refused in one line, even by `db upgrade` and `serve`."""
+    if args == ["serve"]:
+        args = ["serve", "--port", str(taken_port)]
+    result = invoke(args, environment(f"sqlite+aiosqlite:///{tmp_path / 'nonexistent_dir' / 'x.db'}"))
+    expected = (
+        f"Error: DATABASE_URL: no folder {tmp_path / 'nonexistent_dir'} for the SQLite file x.db; "
+        "make the folder, or correct DATABASE_URL"
+    )
+    assert (2, [expected], []) == (result.code, result.stderr.strip().splitlines(), list(tmp_path.iterdir()))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_verbose_names_the_sqlite_file(cli_env: dict[str, str], db_url: str) -> None:
+    """`afterword --verbose report` names the SQLite file it reads, by its absolute path, on stderr."""
+    result = invoke(["--verbose", "report", "--format", "json"], cli_env)
+    assert (0, [f"database: sqlite {make_url(db_url).database}"]) == (result.code, result.stderr.splitlines())
+
+
+def test_verbose_masks_the_postgresql_password(tmp_path: Path) -> None:
+    """`afterword -v report` shows the PostgreSQL URL with its password masked, in the line and in the error."""
+    url = "postgresql+asyncpg://afterword:hunter2@127.0.0.1:1/afterword"
+    result = invoke(["-v", "report"], environment(url))
+    lines = result.stderr.strip().splitlines()
+    assert (1, "database: postgresql+asyncpg://afterword:***@127.0.0.1:1/afterword", 2, False) == (
+        result.code,
+        lines[0],
+        len(lines),
+        "hunter2" in result.stdout + result.stderr,
+    )
 
 
 # -- serve: refused before it starts ---------------------------------------------------------
@@ -395,6 +475,62 @@ def test_telegram_set_webhook_without_public_url_names_the_setting(
     result = invoke(["telegram", "set-webhook"], env)
     assert (2, []) == (result.code, fake_telegram.sent("setWebhook"))
     assert result.stderr.startswith("Error: PUBLIC_BASE_URL: not set")
+
+
+_WRONG_TOKEN = "987654:WRONG-SECRET-TOKEN"
+
+
+@pytest.mark.parametrize(
+    ("api", "expected"),
+    [
+        ("fake", "Error: telegram: Telegram refused to start the bot: it rejected TELEGRAM_BOT_TOKEN"),
+        ("closed", "Error: telegram: cannot reach the Telegram Bot API at http://127.0.0.1:{port}/bot: "),
+        ("not the api", "Error: telegram: {base} does not answer as the Telegram Bot API (Not Found (404), "),
+    ],
+)
+def test_telegram_set_webhook_failure_is_one_line_without_the_token(
+    cli_env: dict[str, str],
+    fake_telegram: FakeBotApi,
+    caplog: pytest.LogCaptureFixture,
+    api: str,
+    expected: str,
+) -> None:
+    """A wrong token, a closed port or a URL that is not the Bot API: one line, exit 1, the token nowhere."""
+    from starlette.applications import Starlette
+
+    from tests.cli import free_port
+    from tests.fakes.server import LocalServer
+
+    port = free_port()
+    other = LocalServer(Starlette(), "not-telegram")  # any other web server: a plain-text 404
+    other.start()
+    base = {
+        "fake": fake_telegram.base_url,  # it answers 401 for any token but its own
+        "closed": f"http://127.0.0.1:{port}/bot",
+        "not the api": f"{other.origin}/bot",
+    }[api]
+    env = {
+        **cli_env,
+        "TELEGRAM_BOT_TOKEN": _WRONG_TOKEN,
+        "TELEGRAM_API_BASE_URL": base,
+        "TELEGRAM_WEBHOOK_SECRET": "s3cret",
+        "PUBLIC_BASE_URL": "https://survey.example.com",
+    }
+    try:
+        result = invoke(["telegram", "set-webhook"], env)
+    finally:
+        other.stop(wait=False)
+    gc.collect()  # an unclosed HTTP client would be reported (and fail the test) on collection
+    lines = result.stderr.strip().splitlines()
+    logged = [record.getMessage() for record in caplog.records if record.name.startswith("telegram")]
+    assert (1, 1, True, False, [], []) == (
+        result.code,
+        len(lines),
+        lines[0].startswith(expected.format(port=port, base=base)),
+        "WRONG-SECRET" in result.stdout + result.stderr + "".join(logged),
+        logged,
+        fake_telegram.sent("setWebhook"),
+    )
 
 
 def test_apikey_create_list_revoke(cli_env: dict[str, str]) -> None:

@@ -8,8 +8,6 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -19,7 +17,7 @@ import sqlalchemy as sa
 from bot.tables import answers, surveys
 from flows.loader import load_flows
 from tests.bot.test_twilio import SENDER, twilio_process_env
-from tests.cli import AFTERWORD, free_port, invoke, no_database, query, run
+from tests.cli import AFTERWORD, free_port, invoke, no_database, query, run, serving
 from tests.fakes.telegram import FakeBotApi, message_update
 from tests.fakes.twilio import FakeTwilioApi
 
@@ -116,41 +114,13 @@ def test_killed_chat_continues_at_question_two(cli_env: dict[str, str], db_url: 
 # -- serve and worker as real processes ------------------------------------------------------
 
 
-@contextmanager
-def _serving(args: list[str], env: dict[str, str], cwd: Path, port: int) -> Iterator[Path]:
-    """`afterword serve ARGS` until /healthz answers on 127.0.0.1:``port``; its log; SIGINT at the end."""
-    log = cwd / "serve.log"
-    with (
-        log.open("w") as sink,
-        subprocess.Popen([AFTERWORD, "serve", *args], env=env, cwd=cwd, stderr=sink) as proc,
-    ):
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                    break
-                except httpx.TransportError:
-                    assert proc.poll() is None, log.read_text()
-                    assert time.monotonic() < deadline, "serve did not come up: " + log.read_text()
-                    time.sleep(0.2)
-            yield log
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                raise
-
-
 @pytest.mark.slow
 def test_serve_answers_healthz(cli_env: dict[str, str], tmp_path: Path) -> None:
     """`serve --host 127.0.0.1 --port P` listens there, not on HOST and PORT, and /healthz gives version and database."""
     port = free_port()
     # HOST and PORT name another address: only the options can make it answer on 127.0.0.1:P.
     env = {**cli_env, "HOST": "127.0.0.2", "PORT": str(free_port())}
-    with _serving(["--host", "127.0.0.1", "--port", str(port)], env, tmp_path, port) as log:
+    with serving(["--host", "127.0.0.1", "--port", str(port)], env, tmp_path, port) as log:
         response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
         assert 200 == response.status_code, (response.text, log.read_text())
         body = response.json()
@@ -173,7 +143,7 @@ def test_serve_telegram_polling_answers_without_a_webhook(
         "TELEGRAM_BOT_TOKEN": fake_telegram.token,
         "TELEGRAM_API_BASE_URL": fake_telegram.base_url,
     }
-    with _serving(["--telegram-polling", "--port", str(port)], env, tmp_path, port) as log:
+    with serving(["--telegram-polling", "--port", str(port)], env, tmp_path, port) as log:
         fake_telegram.queue_update(message_update(1, 5001, "/start", language_code="en"))
         deadline = time.monotonic() + 30
         while not fake_telegram.sent("sendMessage"):

@@ -1,4 +1,4 @@
-"""Start-up: `afterword --help` and `afterword report` import only what they use."""
+"""Start-up: `afterword --help` and `afterword report` import only what they use; which database is opened."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from bot.db import HEAD_REVISION, Database, head_revision
+from bot.db import HEAD_REVISION, Database, describe, head_revision
+from bot.errors import ConfigError
 from tests.support import environment
 
 CHANNELS_AND_CHART = ("matplotlib", "telegram", "twilio")
@@ -89,3 +90,58 @@ async def test_sqlite_behind_the_head_is_migrated_on_open(tmp_path: Path) -> Non
         assert HEAD_REVISION == await db.revision()
     finally:
         await db.dispose()
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir())
+
+
+async def test_open_refuses_a_missing_sqlite_file_and_makes_nothing(tmp_path: Path) -> None:
+    """Database.open without create names the missing file and the command that makes it, and makes no file."""
+    url = make_url(f"sqlite+aiosqlite:///{tmp_path / 'typo.db'}")
+    with pytest.raises(ConfigError) as refused:
+        await Database.open(url)
+    assert (
+        "DATABASE_URL",
+        f"no SQLite file at {tmp_path / 'typo.db'}; create it with `afterword db upgrade` "
+        "(or `afterword serve`), or correct DATABASE_URL",
+        [],
+    ) == (refused.value.key, refused.value.message, _files(tmp_path))
+
+
+@pytest.mark.parametrize("create", [False, True])
+async def test_open_never_makes_a_missing_folder(tmp_path: Path, create: bool) -> None:
+    """A SQLite file in a folder that is not there is refused, even with create: the folder is not made."""
+    url = make_url(f"sqlite+aiosqlite:///{tmp_path / 'volume' / 'afterword.db'}")
+    with pytest.raises(ConfigError) as refused:
+        await Database.open(url, create=create)
+    assert (
+        f"no folder {tmp_path / 'volume'} for the SQLite file afterword.db; make the folder, or correct DATABASE_URL",
+        False,
+    ) == (refused.value.message, (tmp_path / "volume").exists())
+
+
+async def test_open_with_create_makes_and_migrates_a_new_file(tmp_path: Path) -> None:
+    """Database.open(create=True), as `serve` calls it, makes a new SQLite file at the newest revision."""
+    url = make_url(f"sqlite+aiosqlite:///{tmp_path / 'new.db'}")
+    db = await Database.open(url, create=True)
+    try:
+        assert HEAD_REVISION == await db.revision()
+    finally:
+        await db.dispose()
+
+
+def test_describe_names_the_absolute_sqlite_path_or_the_url_without_password(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """describe() resolves a relative SQLite path against the current folder and masks a PostgreSQL password."""
+    monkeypatch.chdir(tmp_path)
+    assert [
+        f"sqlite {tmp_path / 'afterword.db'}",
+        "postgresql+asyncpg://aw:***@db:5432/aw",
+        "sqlite in memory",
+    ] == [
+        describe(make_url("sqlite+aiosqlite:///afterword.db")),
+        describe(make_url("postgresql+asyncpg://aw:hunter2@db:5432/aw")),
+        describe(make_url("sqlite+aiosqlite://")),
+    ]

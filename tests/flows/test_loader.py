@@ -255,11 +255,13 @@ def test_unknown_extra_field_is_named_with_a_suggestion() -> None:
 
 
 def test_unknown_field_in_texts_lists_the_text_names() -> None:
-    """An unknown key among a language's texts lists the five text names."""
+    """An unknown key among a language's texts lists the six text names."""
     text = edited("stopped: Beendet}", "stopped: Beendet, bye: Tschüss}")
     [issue] = issues_of(text)
     assert (issue.line, issue.field) == (6, "texts.de.bye")
-    assert issue.message == "unknown field 'bye' (allowed: intro, thanks, reprompt, expired, stopped)"
+    assert (
+        issue.message == "unknown field 'bye' (allowed: intro, thanks, reprompt, expired, stopped, stop_hint)"
+    )
 
 
 def test_condition_field_in_is_reported_under_its_yaml_name() -> None:
@@ -306,6 +308,67 @@ def test_every_problem_is_reported_in_line_order() -> None:
     """Several faults in one file are all reported, sorted by line."""
     text = edited("kind: text", "kind: txt").replace("version: 1", "version: 0")
     assert [(i.line, i.field) for i in issues_of(text)] == [(2, "version"), (16, "questions[1].kind")]
+
+
+def test_schema_and_cross_field_problems_are_reported_in_one_run() -> None:
+    """A misspelt kind, a missing translation and a dangling ask_if all come out at once, by line."""
+    text = edited("kind: text", "kind: txt").replace(
+        'prompt: {de: "Wie war es?", en: "How was it?"}', 'prompt: {de: "Wie?"}'
+    )
+    text += "  - id: more\n    kind: text\n    prompt: {de: a, en: b}\n    ask_if: {question: nope, gte: 1}\n"
+    assert issues_of(text) == [
+        FlowIssue(SRC, 12, "questions[0].prompt", "missing prompt for declared language 'en'"),
+        FlowIssue(SRC, 16, "questions[1].kind", "must be one of rating, nps, text (got 'txt')"),
+        FlowIssue(
+            SRC,
+            22,
+            "questions[2].ask_if.question",
+            "'nope' is an unknown question; a condition may only name an earlier question",
+        ),
+    ]
+
+
+def test_a_condition_on_a_broken_question_is_judged_by_its_id_and_kind() -> None:
+    """A question that fails the schema keeps its id and kind for the conditions that name it."""
+    more = "  - id: more\n    kind: text\n    prompt: {de: a, en: b}\n    ask_if: {question: %s, gte: 1}\n"
+    rating = edited("kind: rating", "kind: ratin") + more % "score"
+    text = edited("    optional: true\n", "    optional: true\n    promt: x\n") + more % "why"
+    assert [(10, "questions[0].kind")] == [(i.line, i.field) for i in issues_of(rating)]
+    assert [
+        (18, "questions[1].promt", "unknown f"),
+        (23, "questions[2].ask_if.question", "'why' is "),
+    ] == [(i.line, i.field, i.message[:9]) for i in issues_of(text)]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        # A typo in languages is one problem, not one more for every text and prompt.
+        ("languages: [de, en]", "languages: [de, EN]", [(3, "languages")]),
+        ("languages: [de, en]", "languages: de", [(3, "languages")]),
+        # A broken text of one language still counts as that language's texts.
+        ("stopped: Beendet}", "stopped: Beendet, bye: x}", [(6, "texts.de.bye")]),
+        # With the languages missing, the prompts are judged against the languages of the texts.
+        ("languages: [de, en]\n", "", [(1, "languages"), (11, "questions[0].prompt")]),
+    ],
+)
+def test_schema_problems_add_no_cross_field_noise(
+    old: str, new: str, expected: list[tuple[int, str]]
+) -> None:
+    """Problems that only follow from a part the schema refused are not reported on top of it."""
+    text = edited(old, new)
+    if not new:
+        text = text.replace('prompt: {de: "Wie war es?", en: "How was it?"}', 'prompt: {de: "Wie?"}')
+    assert expected == [(i.line, i.field) for i in issues_of(text)]
+
+
+def test_duplicate_flow_id_is_reported_for_an_invalid_copy(tmp_path: pathlib.Path) -> None:
+    """A second file with the same id is reported even when it also fails the schema."""
+    (tmp_path / "a.yaml").write_text(BASE, encoding="utf-8")
+    (tmp_path / "b.yaml").write_text(BASE.replace("version: 1", "version: 0"), encoding="utf-8")
+    found = [(i.source, i.line, i.field) for i in check_paths([tmp_path])]
+    b = str(tmp_path / "b.yaml")
+    assert [(b, 2, "version"), (b, 1, "id")] == found
 
 
 # --- broken files -------------------------------------------------------------------------
