@@ -90,6 +90,7 @@ def _body(made: Triggered) -> dict[str, Any]:
         "send_at": made.send_at.isoformat() if made.send_at else None,
         "link": made.link,
         "created": made.created,
+        "metadata": made.metadata,
     }
 
 
@@ -137,6 +138,7 @@ async def show(request: Request, survey_id: int, key: Annotated[str, Depends(api
                     s.sent_at,
                     s.completed_at,
                     s.expires_at,
+                    s.meta,
                 ).where(s.id == survey_id)
             )
         ).one_or_none()
@@ -168,6 +170,7 @@ async def show(request: Request, survey_id: int, key: Annotated[str, Depends(api
             "agent": row.agent,
             "team": row.team,
             **{t: getattr(row, t).isoformat() if getattr(row, t) else None for t in times},
+            "metadata": row.meta or None,  # the key POST took; {} and null are stored alike
             "answers": found,
         }
     )

@@ -6,21 +6,25 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import fastapi_offline
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from bot import api, dashboard
 from bot.channels import sms, voice, web
 from bot.channels.registry import open_channels
 from bot.errors import AfterwordError
-from bot.pages import STATIC_DIR
+from bot.pages import SECURITY_HEADERS, STATIC_DIR
 from bot.phones import install_log_masking
 from bot.scheduler import Scheduler
 from bot.service import Service
@@ -30,6 +34,12 @@ if TYPE_CHECKING:  # python-telegram-bot is imported only when the channel is on
     from bot.telegram_bot import TelegramBot
 
 VERSION = version("afterword")
+
+# Swagger UI's files (swagger-ui-dist 5, the ones FastAPI would load from a CDN) as the
+# fastapi-offline package ships them, so /docs works on a network without internet.
+SWAGGER_UI_DIR = Path(fastapi_offline.__file__).parent / "static"
+SWAGGER_UI_URL = "/static/swagger-ui"
+OPENAPI_URL = "/openapi.json"
 
 
 def create_app(
@@ -85,13 +95,17 @@ def create_app(
             if owned:
                 await app.state.service.close()
 
-    app = FastAPI(title="Afterword", version=VERSION, lifespan=lifespan)
+    app = FastAPI(
+        title="Afterword", version=VERSION, lifespan=lifespan, openapi_url=OPENAPI_URL, docs_url=None
+    )
     if service is not None:  # usable without running the lifespan (in-process test clients)
         app.state.service = service
     app.state.telegram = None
     app.state.twilio = None
     app.state.scheduler = None
     app.state.channels = {}
+    # Before /static, which would otherwise answer 404 for these paths.
+    app.mount(SWAGGER_UI_URL, StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # Routes are matched in order: the provider webhooks, called once per answer, go first.
     app.include_router(sms.router)
@@ -134,6 +148,19 @@ def create_app(
         await bot.process(data)
         return Response(status_code=200)
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        """Swagger UI for the API, with every file it loads served by this app."""
+        root = request.scope.get("root_path", "").rstrip("/")
+        html = get_swagger_ui_html(
+            openapi_url=root + OPENAPI_URL,
+            title="Afterword - Swagger UI",
+            swagger_js_url=f"{root}{SWAGGER_UI_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{SWAGGER_UI_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{SWAGGER_UI_URL}/favicon.png",
+        )
+        return _with_nonce(bytes(html.body))
+
     @app.get("/healthz", tags=["ops"])
     async def healthz(request: Request) -> JSONResponse:
         """Liveness and database status; 503 when the database cannot be queried."""
@@ -150,6 +177,23 @@ def create_app(
         return JSONResponse(body)
 
     return app
+
+
+def _with_nonce(html: bytes) -> HTMLResponse:
+    """The docs page under the pages' policy, with its own scripts allowed by a fresh nonce.
+
+    FastAPI's Swagger UI page starts the UI from an inline script, which the pages' policy
+    (no script at all) would block; a nonce new on every response lets exactly the page's own
+    two scripts run and nothing injected. Swagger UI also fetches the schema (connect-src) and
+    draws its icons from data: URLs in its stylesheet (img-src).
+    """
+    nonce = secrets.token_urlsafe(16)
+    policy = (
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    body = html.replace(b"<script", f'<script nonce="{nonce}"'.encode())
+    return HTMLResponse(body, headers={**SECURITY_HEADERS, "Content-Security-Policy": policy})
 
 
 def create_app_from_env() -> FastAPI:

@@ -276,5 +276,5 @@ def asking(flow: Flow, state: engine.State) -> tuple[engine.Prompt, ...]:
     """The prompts that ask the current question, after the intro while nothing is answered."""
     prompts = engine.resume(flow, state)
     if prompts and not (state.scores or state.position > 0):
-        return (engine.Prompt("intro", flow.texts[state.language].intro), *prompts)
+        return (engine.intro(flow, state.language), *prompts)
     return prompts

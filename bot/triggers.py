@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+import sqlalchemy as sa
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from bot.errors import ContactOptedOut, InvalidPhone, TriggerError
 from bot.phones import normalize
 from bot.service import Service
 from bot.surveys import NewSurvey, create_survey
+from bot.tables import surveys
 
 ChannelName = Literal["telegram", "sms", "whatsapp", "voice", "web"]
 CHANNELS: tuple[ChannelName, ...] = ("telegram", "sms", "whatsapp", "voice", "web")
@@ -46,7 +48,11 @@ class SurveyRequest(BaseModel):
         default=None, description="wait before sending: 90s, 15m, 1h, 2d", examples=["1h"]
     )
     send_at: AwareDatetime | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = Field(
+        default=None,
+        description="any JSON object; stored with the survey, returned by GET and in the dashboard's CSV export",
+        examples=[{"order": "A-77", "priority": "high"}],
+    )
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class Triggered:
     language: str | None
     send_at: datetime | None
     link: str | None
+    metadata: dict[str, Any] | None = None  # as stored: the request's, or the found survey's own
 
 
 def survey_links(base_url: str, telegram_username: str | None) -> Callable[[str, str], str | None]:
@@ -142,6 +149,10 @@ async def trigger(
             None, "skipped", False, request.ticket_id, request.channel, flow.id, request.language, None, None
         )
     link = None if delivers else link_for(request.channel, created.token)
+    if created.created:
+        metadata = dict(request.metadata) if request.metadata else None  # {} is stored as null
+    else:  # found again by ticket: its metadata is the first request's
+        metadata = await _stored_metadata(service, created.survey_id)
     return Triggered(
         created.survey_id,
         created.status,
@@ -152,7 +163,14 @@ async def trigger(
         created.language,
         send_at if delivers and created.created else None,
         link,
+        metadata,
     )
+
+
+async def _stored_metadata(service: Service, survey_id: int) -> dict[str, Any] | None:
+    async with service.db.read() as conn:
+        meta = (await conn.execute(sa.select(surveys.c.meta).where(surveys.c.id == survey_id))).scalar_one()
+    return dict(meta) if meta else None
 
 
 def _address(service: Service, request: SurveyRequest, channels: Mapping[str, object]) -> str | None:

@@ -43,6 +43,16 @@ class Prompt:
     scale: Scale | None = None
     labels: Mapping[int, str] = field(default_factory=dict)
     optional: bool = False
+    stop_hint: str | None = None  # only on the intro; see ``typed_text``
+
+    @property
+    def typed_text(self) -> str:
+        """The text for a channel where the customer types a reply: the stop hint after the intro.
+
+        SMS, WhatsApp, Telegram and the terminal show this; the web page and a call show
+        ``text`` alone, because there nobody replies "stop".
+        """
+        return f"{self.text} {self.stop_hint}" if self.stop_hint else self.text
 
 
 @dataclass(frozen=True)
@@ -115,9 +125,14 @@ def start(flow: Flow, language: str | None, expires_at: datetime | None = None) 
     """Open a conversation: the intro and the first question to ask."""
     state = State(language=flow.language_for(language), expires_at=expires_at)
     state = _advance(flow, state, from_position=0)
-    texts = flow.texts[state.language]
-    prompts = (Prompt("intro", texts.intro), *_ask_or_finish(flow, state))
+    prompts = (intro(flow, state.language), *_ask_or_finish(flow, state))
     return Step(_finished(flow, state), (), prompts, "started")
+
+
+def intro(flow: Flow, language: str) -> Prompt:
+    """The intro in ``language``, with the flow's stop hint for the channels where one types."""
+    texts = flow.texts[language]
+    return Prompt("intro", texts.intro, stop_hint=texts.stop_hint)
 
 
 def resume(flow: Flow, state: State) -> tuple[Prompt, ...]:
@@ -177,7 +192,7 @@ def _read(question: Question, reply: Reply, language: str, now: datetime) -> Ans
             return None
         return Answer(question.id, question.metric, reply.choice, None, now, scale)
     labels = question.labels.get(language, {})
-    parsed = parse_score(reply.text or "", scale.min, scale.max, labels)
+    parsed = parse_score(reply.text or "", scale.min, scale.max, labels, scale.best)
     if parsed.score is None:
         return None
     comment = parsed.comment[:MAX_TEXT] if parsed.comment else None

@@ -69,7 +69,7 @@ def segments(text: str) -> tuple[int, str]:
 
 def sms_text(prompt: Prompt, language: str) -> str:
     """A prompt as one short message; a rating question ends in its scale: "1 = … ... 5 = …"."""
-    lines = [prompt.text]
+    lines = [prompt.typed_text]
     if prompt.kind == "question" and prompt.scale is not None:
         low, high = prompt.scale.min, prompt.scale.max
         ends = [f"{v} = {prompt.labels[v]}" if v in prompt.labels else str(v) for v in (low, high)]

@@ -106,7 +106,7 @@ def message_text(prompts: Sequence[Prompt], language: str) -> str:
     texts = TEXTS.get(language, TEXTS["en"])
     parts = []
     for prompt in prompts:
-        lines = [prompt.text]
+        lines = [prompt.typed_text]
         if prompt.kind == "question" and prompt.scale is not None and prompt.labels:
             lines.append("")
             lines.extend(f"{value} = {label}" for value, label in sorted(prompt.labels.items()))

@@ -164,6 +164,36 @@ async def test_get_survey_shows_status_and_answers(api: Api) -> None:
     assert (404, "survey_id") == (missing.status_code, missing.json()["error"]["field"])
 
 
+async def test_metadata_is_returned_by_post_and_get(api: Api) -> None:
+    """The metadata a trigger sends comes back as `metadata` from POST and GET; none gives null."""
+    meta = {"order": "A-77", "priority": 2, "tags": ["vip", "eu"], "customer": {"since": 2019}}
+    made = await api.survey(metadata=meta)
+    bare = await api.survey(ticket_id="T-2", to="+4915112345679")
+    auth = {"Authorization": f"Bearer {api.key}"}
+    shown = (await api.client.get(f"/api/surveys/{made['id']}", headers=auth)).json()
+    shown_bare = (await api.client.get(f"/api/surveys/{bare['id']}", headers=auth)).json()
+    assert (meta, meta, None, None) == (
+        made["metadata"],
+        shown["metadata"],
+        bare["metadata"],
+        shown_bare["metadata"],
+    )
+
+
+async def test_trigger_found_again_returns_the_stored_metadata(api: Api) -> None:
+    """A repeated trigger for the same ticket answers with the first request's metadata, as stored."""
+    await api.survey(metadata={"order": "A-77"})
+    again = await api.post({"ticket_id": "T-1", "channel": "sms", "to": CUSTOMER, "metadata": {"order": "X"}})
+    assert (200, {"order": "A-77"}) == (again.status_code, again.json()["metadata"])
+
+
+async def test_helpdesk_hook_survey_shows_its_source(api: Api) -> None:
+    """A survey made by a helpdesk webhook shows the metadata the hook stores: its source."""
+    made = (await hook(api, "/hooks/zendesk", ZENDESK)).json()
+    shown = await api.client.get(f"/api/surveys/{made['id']}", headers={"Authorization": f"Bearer {api.key}"})
+    assert ({"source": "zendesk"}, {"source": "zendesk"}) == (made["metadata"], shown.json()["metadata"])
+
+
 async def test_openapi_docs_list_the_survey_routes(api: Api) -> None:
     """/docs is served and the OpenAPI schema documents POST /api/surveys."""
     schema = (await api.client.get("/openapi.json")).json()

@@ -221,3 +221,34 @@ def test_engine_never_raises_and_keeps_answers_in_range(flow_id: str, replies: l
             assert answer.score is None or (scale is not None and scale.contains(answer.score))
         assert State.from_json(step.state.to_json()) == step.state
         state = step.state
+
+
+@pytest.mark.parametrize("flow_id", sorted(FLOWS))
+@pytest.mark.parametrize("language", ["de", "en"])
+def test_builtin_intro_keeps_the_stop_hint_apart(flow_id: str, language: str) -> None:
+    """A built-in intro says nothing of "stop"; its stop hint follows only in the typed text."""
+    flow = FLOWS[flow_id]
+    intro = engine.start(flow, language).prompts[0]
+    hint = flow.texts[language].stop_hint
+    assert hint is not None
+    assert ("intro", False, f"{flow.texts[language].intro} {hint}", True) == (
+        intro.kind,
+        "stop" in intro.text.lower(),
+        intro.typed_text,
+        '"stop"' in hint,
+    )
+
+
+def test_stop_hint_is_only_on_the_intro() -> None:
+    """Questions, reprompts and thanks carry no stop hint: their typed text is their text."""
+    steps = _walk("support-csat", ["x", "2", "1", "2", "gut"], "en")
+    later = [p for s in steps for p in s.prompts if p.kind != "intro"]
+    assert [] == [p for p in later if p.stop_hint is not None or p.typed_text != p.text]
+
+
+def test_flow_whose_intro_says_stop_itself_still_works() -> None:
+    """An older flow without stop_hint, whose intro names "stop" itself, loads and shows the intro as written."""
+    old = SMALL.replace("intro: Hello,", "intro: 'Hello! Reply \"stop\" to end the survey at any time.',")
+    flow = load_flow_text(old, "old.yaml")
+    intro = engine.start(flow, "en").prompts[0]
+    assert ('Hello! Reply "stop" to end the survey at any time.',) * 2 == (intro.text, intro.typed_text)
