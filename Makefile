@@ -10,27 +10,54 @@ BIN    := $(VENV)/bin
 # Tests run on every core (pytest-xdist); `worksteal` moves waiting tests to an idle worker.
 PYTEST := $(BIN)/pytest -n auto --dist worksteal
 
-.PHONY: run test test-fast lint typecheck pytest bench clean help
+.PHONY: run demo screenshots test test-fast lint typecheck pytest bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
+# Installing: uv (one wheel, which pip puts into the venv) fetches and unpacks the packages in
+# parallel and from its cache; pip alone took most of a cold `make run` (README has the times).
+# Where uv cannot be had (no wheel for the platform, no PyPI) or fails, pip does it all.
+# Python writes .pyc files on first import, unless PYTHONDONTWRITEBYTECODE is set (as in many
+# container images): then uv writes them all at install, as pip always does, or every start of
+# `afterword` would compile its imports again (4 s → 15 s). Elsewhere that would only cost time.
+UV := $(BIN)/uv
+UV_COMPILE := $(if $(PYTHONDONTWRITEBYTECODE),--compile-bytecode)
+define install
+	@echo "installing $(1) into $(VENV)"
+	@if { test -x $(UV) || $(BIN)/python -m pip install --quiet uv; } \
+	    && $(UV) pip install --quiet $(UV_COMPILE) --python $(BIN)/python $(1); then :; else \
+	  echo "uv did not work here; installing with pip instead (slower)"; \
+	  $(BIN)/python -m pip install --quiet --upgrade pip && $(BIN)/python -m pip install --quiet $(1); \
+	fi
+endef
+
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Afterword needs Python 3.11 or newer"'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(call install,-e .)
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(call install,-e '.[dev]')
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed  ## migrate and serve on SQLite at http://127.0.0.1:8000
 	$(BIN)/afterword db upgrade
 	$(BIN)/afterword serve
+
+# The demo serves with the channels off: its phone numbers and chat ids are made up, and a bot
+# token in .env must not point a real bot's webhook at the demo. The login is printed above.
+DEMO_DB := afterword-demo.db
+demo: $(VENV)/.installed  ## four months of made-up answers in afterword-demo.db, served at http://127.0.0.1:8000 (login printed)
+	$(BIN)/afterword demo --force --database $(DEMO_DB)
+	DATABASE_URL=sqlite+aiosqlite:///$(DEMO_DB) TELEGRAM_BOT_TOKEN= TWILIO_AUTH_TOKEN= \
+	  $(BIN)/afterword serve --host 127.0.0.1 --port 8000
+
+screenshots: $(VENV)/.installed-dev  ## docs/screenshots/*.png from a fresh demo, in headless chromium
+	$(BIN)/python docs/screenshots/take.py
 
 lint: $(VENV)/.installed-dev  ## ruff format check and lint; deptry: imports match the declared dependencies
 	$(BIN)/ruff format --check .
