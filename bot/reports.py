@@ -296,7 +296,8 @@ def _scale(low: int, high: int, best: str) -> Scale:
     return Scale(low, high, best)  # type: ignore[arg-type]
 
 
-# The covering index ([headline,] key, metric, scale, score, answered_at) of each grouping that has one.
+# The covering index (key, metric, scale, score, answered_at) of each grouping that has one;
+# all but the question's hold the headline answers only.
 COVERING_INDEXES: dict[str | None, str] = {
     None: "ix_answers_report",
     "agent": "ix_answers_report_agent",
@@ -331,7 +332,7 @@ def histogram_query(key: str | None, dialect: str) -> sa.Select[Any]:
     else:
         column = c[GROUPS[key].name]
     key_col = column.label("key")
-    conditions = [
+    conditions: list[sa.ColumnElement[bool] | sa.TextClause] = [
         c["answered_at"] >= sa.bindparam("start"),
         c["answered_at"] < sa.bindparam("end"),
         c["metric"].is_not(None),
@@ -339,9 +340,10 @@ def histogram_query(key: str | None, dialect: str) -> sa.Select[Any]:
         c["scale_min"].is_not(None),
     ]
     if key != "question":
-        # One observation per respondent and metric: the flow's headline question. A literal
-        # true, not a parameter, so that the planner sees it matches the index's first column.
-        conditions.append(c["headline"] == sa.true())
+        # One observation per respondent and metric: the flow's headline question. Written as
+        # the partial indexes' condition (bot.tables.HEADLINE_ONLY), literally, so both
+        # planners match them: "headline = 1" on SQLite, "headline" on PostgreSQL.
+        conditions.append(sa.text("headline = 1") if dialect == "sqlite" else c["headline"])
     return (
         sa.select(key_col, *cols, sa.func.count().label("n"))
         .select_from(source)

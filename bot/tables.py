@@ -46,6 +46,16 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 REPORT_COLUMNS = ("metric", "scale_min", "scale_max", "scale_best", "score", "answered_at")
+# The headline answers only (CSAT, NPS and CES count one per respondent): partial indexes,
+# whose condition the report's statements repeat word for word, as SQLite needs to use them.
+# Not headline as a leading column: after ANALYZE, SQLite skip-scanned such an index to use
+# the date range and sorted for the GROUP BY, 1.5 s instead of 0.2 s at a million answers.
+# headline is still the last column: SQLite reads a column of the condition from the table
+# unless the index holds it, which made each histogram read every row (0.5 s).
+HEADLINE_ONLY: dict[str, Any] = {
+    "sqlite_where": sa.text("headline = 1"),
+    "postgresql_where": sa.text("headline"),
+}
 
 
 def _now() -> datetime:
@@ -136,15 +146,16 @@ answers = sa.Table(
     # Covering indexes in GROUP BY order: the report's histograms come from an index scan
     # without a sort (on SQLite 0.13 s instead of 2.4 s for a million answers).
     *(
-        sa.Index(f"ix_answers_report{suffix}", *lead, *REPORT_COLUMNS)
+        sa.Index(f"ix_answers_report{suffix}", *lead, *REPORT_COLUMNS, "headline", **HEADLINE_ONLY)
         for suffix, lead in (
-            ("", ("headline",)),
-            ("_agent", ("headline", "agent")),
-            ("_team", ("headline", "team")),
-            ("_channel", ("headline", "channel")),
-            ("_question", ("question_id",)),
+            ("", ()),
+            ("_agent", ("agent",)),
+            ("_team", ("team",)),
+            ("_channel", ("channel",)),
         )
     ),
+    # Every answer of each question, for the per-question scores beside the headline ones.
+    sa.Index("ix_answers_report_question", "question_id", *REPORT_COLUMNS),
     # Only answers with a comment: "latest comments" reads a few rows, not the table.
     sa.Index(
         "ix_answers_comments",
