@@ -110,11 +110,8 @@ async def trigger(
     flow = service.flows.get(flow_id)
     if flow is None:
         raise TriggerError("flow", f"unknown flow {flow_id!r}; flows: {', '.join(sorted(service.flows))}")
-    if request.language is not None and request.language not in flow.languages:
-        raise TriggerError(
-            "language",
-            f"flow {flow.id} has no language {request.language!r}; it has {', '.join(flow.languages)}",
-        )
+    if request.language is not None and (why := flow.missing_language(request.language)):
+        raise TriggerError("language", why)
     address = _address(service, request, channels)
     send_at = _send_at(request, now)
     delivers = address is not None  # a link survey has nobody to send to: it is open at once

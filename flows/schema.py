@@ -195,6 +195,12 @@ class Flow(_Model):
             return named
         return next((q.id for q in self.questions if q.metric == metric), None)
 
+    def missing_language(self, language: str) -> str | None:
+        """Why a survey cannot be in ``language`` ("flow nps has no language 'fr'; it has de, en"), or None."""
+        if language in self.languages:
+            return None
+        return f"flow {self.id} has no language {language!r}; it has {', '.join(self.languages)}"
+
     def language_for(self, wanted: str | None) -> str:
         """``wanted`` if the flow speaks it, else the flow's default language."""
         if wanted:

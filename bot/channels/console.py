@@ -115,11 +115,8 @@ async def chat(
     flow = service.flows.get(request.flow_id or (found.flow_id if found else DEFAULT_FLOW))
     if flow is None:
         raise InputError("--flow", f"no flow {DEFAULT_FLOW!r} is loaded; name one with --flow")
-    if request.language is not None and request.language not in flow.languages:
-        raise InputError(
-            "--lang",
-            f"flow {flow.id} has no language {request.language!r}; it has {', '.join(flow.languages)}",
-        )
+    if request.language is not None and (why := flow.missing_language(request.language)):
+        raise InputError("--lang", why)
     if found is not None:
         _check_resumable(found, request)
         survey_id, language, prompts = found.survey_id, found.language, found.prompts

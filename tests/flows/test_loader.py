@@ -458,3 +458,12 @@ def test_loader_imports_nothing_outside_the_pure_package() -> None:
     repo = pathlib.Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_missing_language_names_the_flow_and_its_languages() -> None:
+    """A language the flow has is fine; another is refused naming the flow's languages."""
+    flow = load_flows()["nps"]
+    assert (None, "flow nps has no language 'fr'; it has de, en") == (
+        flow.missing_language("en"),
+        flow.missing_language("fr"),
+    )
