@@ -23,12 +23,14 @@ from bot import web_auth
 from bot.errors import InputError, ReportError
 from bot.pages import SECURITY_HEADERS, page
 from bot.report_format import (
+    CSV_LINE_END,
     FOOTNOTE,
     METRICS,
     change_cell,
     group_key,
     metric_cell,
     period_label,
+    spreadsheet_safe,
     target_cell,
 )
 from bot.reports import build_report, report_query, trend_points
@@ -336,16 +338,15 @@ async def export(request: Request, since: str = "30d") -> Response:
 
     async def rows() -> AsyncIterator[str]:
         out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
+        writer = csv.writer(out, lineterminator=CSV_LINE_END)
         async with service.db.read() as conn:
             keys = sorted({key async for (meta,) in await conn.stream(metas) for key in _keyed(meta)})
             writer.writerow([*EXPORT_COLUMNS, *(f"metadata.{key}" for key in keys)])
             result = await conn.stream(stmt)
             async for *values, meta in result:
-                writer.writerow(
-                    [value.isoformat() if hasattr(value, "isoformat") else value for value in values]
-                    + [_meta_cell(_keyed(meta).get(key)) for key in keys]
-                )
+                cells = [value.isoformat() if hasattr(value, "isoformat") else value for value in values]
+                cells += [_meta_cell(_keyed(meta).get(key)) for key in keys]
+                writer.writerow([spreadsheet_safe(cell) for cell in cells])
                 if out.tell() > 64_000:
                     yield out.getvalue()
                     out.seek(0)

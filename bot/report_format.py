@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 Format = Literal["table", "json", "csv", "md"]
@@ -44,6 +44,24 @@ FOOTNOTE = (
     "One answer per customer and metric (the flow's headline question). 95 % intervals in brackets; "
     "(few): fewer than 30 answers, (too few): fewer than 5, no interval."
 )
+
+
+# OWASP "CSV Injection": a cell that starts with one of these is run as a formula by
+# spreadsheets (=HYPERLINK(…), +cmd|…, @SUM(…), -2+3); tab and CR lead such a payload too.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# RFC 4180 line ends: the csv module quotes a field only for the characters of its line
+# terminator, so with "\n" a bare CR in a comment went out unquoted and split the row.
+CSV_LINE_END = "\r\n"
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell that a spreadsheet shows as text: a leading ' before a formula's first character.
+
+    Only text is changed, so scores and numbers (-44.1 as a float) stay numbers.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def period_label(report: dict[str, Any]) -> str:
@@ -191,11 +209,15 @@ def _csv(report: dict[str, Any]) -> str:
     """One table with a row per number: metrics (period, groups, trend, questions), then the
     response rate, SCI, CSI and the latest comments, so that nothing the table shows is missing."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
+    plain = csv.DictWriter(out, CSV_COLUMNS, lineterminator=CSV_LINE_END)
+    plain.writeheader()
+
+    def write(row: Mapping[str, Any]) -> None:
+        plain.writerow({key: spreadsheet_safe(value) for key, value in row.items()})
+
     for scope, key, name, item in _rows(report):
         target, change = item.get("target") or {}, item.get("change") or {}
-        writer.writerow(
+        write(
             {
                 "scope": scope,
                 "key": key,
@@ -215,11 +237,9 @@ def _csv(report: dict[str, Any]) -> str:
         )
     rate = report["response_rate"]
     for name in ("completion_rate", "answer_rate"):
-        writer.writerow(
-            {"scope": "period", "key": "all", "metric": name, "value": rate[name], "n": rate["delivered"]}
-        )
+        write({"scope": "period", "key": "all", "metric": name, "value": rate[name], "n": rate["delivered"]})
     sci = report["sci"]
-    writer.writerow(
+    write(
         {
             "scope": "period",
             "key": "all",
@@ -233,9 +253,9 @@ def _csv(report: dict[str, Any]) -> str:
     )
     csi = report.get("csi")
     if csi is not None:  # an index without n or interval; empty while a question has no answers
-        writer.writerow({"scope": "period", "key": "all", "metric": "csi", "value": csi["value"]})
+        write({"scope": "period", "key": "all", "metric": "csi", "value": csi["value"]})
     for c in report["comments"]:
-        writer.writerow(
+        write(
             {
                 "scope": "detractor comment" if c["detractor"] else "comment",
                 "key": c["answered_at"],

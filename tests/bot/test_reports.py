@@ -470,3 +470,27 @@ async def test_trend_chart_shows_an_empty_week_as_a_gap(service: Service, tmp_pa
 
     joined = [p for p in points if p.csat is not None or p.nps is not None]
     assert csat_pixels(points) < csat_pixels(joined)
+
+
+async def test_report_csv_is_safe_against_formulas_and_line_breaks(service: Service, tmp_path: Path) -> None:
+    """Comments and keys that start like a formula get a leading '; CR and LF stay inside their cell."""
+    path = tmp_path / "formulas.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["response_id", "submitted_at", "metric", "score", "agent", "comment"])
+        writer.writerow(
+            ["f1", "2026-11-20T09:00:00Z", "nps", "0", "=cmd|' /C calc'!A0", '=HYPERLINK("http://x","y")']
+        )
+        writer.writerow(["f2", "2026-11-20T09:00:00Z", "nps", "10", "@agent", "eins\rzwei"])
+    await import_csv(service.db, path)
+    data = await report(service, by="agent")
+    rows = list(csv.DictReader(io.StringIO(render(data, "csv"), newline="")))
+    comments = {r["text"] for r in rows if r["scope"].endswith("comment")}
+    agents = {r["key"] for r in rows if r["scope"] == "agent"}
+    assert ({'\'=HYPERLINK("http://x","y")', "eins\rzwei"}, {"'=cmd|' /C calc'!A0", "'@agent"}) == (
+        comments,
+        agents,
+    )
+    assert "-100.0" in {
+        r["value"] for r in rows if (r["scope"], r["metric"]) == ("agent", "nps")
+    }  # numbers stay numbers

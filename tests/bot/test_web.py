@@ -31,8 +31,8 @@ class Web:
     client: httpx.AsyncClient
     service: Service
 
-    async def survey(self, language: str = "de", flow: str = "support-csat") -> str:
-        request = SurveyRequest(ticket_id="T-1", channel="web", language=language, flow=flow, agent="anna")
+    async def survey(self, language: str = "de", flow: str = "support-csat", ticket: str = "T-1") -> str:
+        request = SurveyRequest(ticket_id=ticket, channel="web", language=language, flow=flow, agent="anna")
         made = await trigger(self.service, request, channels={"web": None}, link_for=lambda _c, t: f"/s/{t}")
         assert made.link is not None
         return made.link
@@ -253,3 +253,29 @@ async def test_dashboard_offers_no_self_survey_when_providers_are_on(service: Se
         await Web(app, client, svc).log_in()
         dashboard = (await client.get("/dashboard")).text
     assert (True, False) == ("Log out" in dashboard, "Answer a survey yourself" in dashboard)
+
+
+FORMULAS = ['=HYPERLINK("http://evil.example","klick")', "+cmd|' /C calc'!A0", "@SUM(1+1)*cmd", "-2+3"]
+
+
+async def test_csv_export_is_safe_against_formulas_and_line_breaks(web: Web) -> None:
+    """Comments with =, +, @, - at the start and with CR or LF open as text, one row per answer.
+
+    OWASP's CSV-injection rule: a leading ' before such a cell. A bare CR used to go out
+    unquoted and split the row; every field with CR or LF is quoted now.
+    """
+    comments = [*FORMULAS, "erste Zeile\rzweite Zeile", "line one\nline two\r\nthree"]
+    for i, comment in enumerate(comments):
+        link = await web.survey(ticket=f"T-{i}")
+        for question in ("satisfaction", "resolution", "speed"):
+            await web.client.post(link, data={"question": question, "choice": "4"})
+        await web.client.post(link, data={"question": "comment", "text": comment})
+    web.service.clock.advance(minutes=1)  # type: ignore[attr-defined]
+    await web.log_in()
+    export = await web.client.get("/dashboard/export.csv")
+    rows = list(csv.DictReader(io.StringIO(export.text, newline="")))
+    texts = [row["text"] for row in rows if row["question_id"] == "comment"]
+    assert (4 * len(comments), len(comments)) == (len(rows), len(texts))
+    assert ["'" + f for f in FORMULAS] == texts[: len(FORMULAS)]
+    assert ["erste Zeile\rzweite Zeile", "line one\nline two\r\nthree"] == texts[len(FORMULAS) :]
+    assert all(not cell.startswith(("=", "+", "@", "-")) for row in rows for cell in row.values() if cell)
