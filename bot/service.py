@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from bot.db import Database
+from bot.errors import ConfigError
 from bot.settings import Settings
 from flows.loader import load_flows
 from flows.schema import Flow
@@ -41,6 +42,9 @@ class Service:
         one is refused. See `Database.open`.
         """
         flows = load_flows(settings.flows_dir)
+        if settings.default_flow not in flows:  # else every hook and trigger without a flow fails
+            known = ", ".join(sorted(flows))
+            raise ConfigError("DEFAULT_FLOW", f"no flow {settings.default_flow!r} is loaded; flows: {known}")
         db = await Database.open(settings.database, create=create, migrate_sqlite=migrate_sqlite)
         return cls(settings=settings, db=db, flows=flows)
 

@@ -58,12 +58,14 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     flows_dir: Annotated[list[Path], NoDecode] = Field(default_factory=list)
-    survey_ttl_hours: float = Field(default=48, gt=0)
+    # Every number is finite and within a range that makes sense: inf, nan or 1e12 validated
+    # before and broke at run time (a trigger 500, a report 500, sends repeated or never made).
+    survey_ttl_hours: float = Field(default=48, gt=0, le=24 * 365, allow_inf_nan=False)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Targets: seed 004 (../shared/seeds/004_…): NPS not below 50, CSAT near 80 %.
-    target_csat: float = Field(default=80.0, ge=0, le=100)
-    target_nps: float = Field(default=50.0, ge=-100, le=100)
-    target_ces: float | None = None
+    target_csat: float = Field(default=80.0, ge=0, le=100, allow_inf_nan=False)
+    target_nps: float = Field(default=50.0, ge=-100, le=100, allow_inf_nan=False)
+    target_ces: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
     default_flow: str = "support-csat"
     public_base_url: str | None = None
     telegram_bot_token: SecretStr | None = None
@@ -81,12 +83,18 @@ class Settings(BaseSettings):
     # Sending rules (the scheduler): quiet hours in the recipient's zone, throttle, reminder.
     quiet_hours: str = "21:00-08:00"
     default_time_zone: str = "Europe/Berlin"
-    throttle_days: int = Field(default=30, ge=0)
-    reminder_after_hours: float = Field(default=24, ge=0)
-    send_rate_telegram: float = Field(default=30, gt=0)  # messages per second, Telegram's limit
-    send_rate_sms: float = Field(default=1, gt=0)  # messages per second per sender (a long code: 1)
-    send_rate_voice: float = Field(default=1, gt=0)  # calls per second (Twilio's default CPS: 1)
-    worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    throttle_days: int = Field(default=30, ge=0, le=3650)
+    reminder_after_hours: float = Field(default=24, ge=0, le=24 * 365, allow_inf_nan=False)
+    send_rate_telegram: float = Field(
+        default=30, gt=0, le=1000, allow_inf_nan=False
+    )  # messages per second, Telegram's limit
+    send_rate_sms: float = Field(
+        default=1, gt=0, le=1000, allow_inf_nan=False
+    )  # messages per second per sender (a long code: 1)
+    send_rate_voice: float = Field(
+        default=1, gt=0, le=1000, allow_inf_nan=False
+    )  # calls per second (Twilio's default CPS: 1)
+    worker_poll_seconds: float = Field(default=1.0, gt=0, le=60, allow_inf_nan=False)
     # Helpdesk webhooks (/hooks/zendesk, /hooks/freshdesk, /hooks/generic).
     hooks_secret: SecretStr | None = None
     hooks_channel: Literal["sms", "whatsapp", "voice"] = "sms"

@@ -13,6 +13,8 @@ from sqlalchemy.engine import make_url
 
 from bot.db import HEAD_REVISION, Database, describe, head_revision
 from bot.errors import ConfigError
+from bot.settings import load_settings
+from tests.cli import invoke
 from tests.support import environment
 
 CHANNELS_AND_CHART = ("matplotlib", "telegram", "twilio")
@@ -145,3 +147,36 @@ def test_describe_names_the_absolute_sqlite_path_or_the_url_without_password(
         describe(make_url("postgresql+asyncpg://aw:hunter2@db:5432/aw")),
         describe(make_url("sqlite+aiosqlite://")),
     ]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("SURVEY_TTL_HOURS", "inf"),
+        ("SURVEY_TTL_HOURS", "nan"),
+        ("TARGET_CES", "nan"),
+        ("TARGET_CSAT", "inf"),
+        ("THROTTLE_DAYS", "99999999999"),
+        ("REMINDER_AFTER_HOURS", "1e12"),
+        ("SEND_RATE_SMS", "inf"),
+        ("WORKER_POLL_SECONDS", "nan"),
+    ],
+)
+def test_settings_refuse_values_that_break_at_run_time(
+    key: str, value: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Non-finite and absurd numbers are refused with the key named (they validated and broke later)."""
+    monkeypatch.chdir(tmp_path)  # no .env of the repository
+    monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(_env_file=None)
+    assert key == refused.value.key
+
+
+def test_unknown_default_flow_refuses_to_start(cli_env: dict[str, str], in_tmp_path: None) -> None:
+    """DEFAULT_FLOW=nope: commands that load the flows refuse in one line, not every hook 422 later."""
+    ran = invoke(["trigger", "--ticket", "T-1", "--channel", "web"], {**cli_env, "DEFAULT_FLOW": "nope"})
+    assert (2, ["Error: DEFAULT_FLOW: no flow 'nope' is loaded; flows: ces, nps, support-csat"]) == (
+        ran.code,
+        ran.stderr.strip().splitlines(),
+    )
