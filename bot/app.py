@@ -24,8 +24,9 @@ from bot import api, dashboard
 from bot.channels import sms, voice, web
 from bot.channels.registry import open_channels
 from bot.errors import AfterwordError
+from bot.limits import BodyLimit
+from bot.logs import install_logging
 from bot.pages import SECURITY_HEADERS, STATIC_DIR
-from bot.phones import install_log_masking
 from bot.scheduler import Scheduler
 from bot.service import Service
 from bot.settings import Settings, load_settings
@@ -104,6 +105,8 @@ def create_app(
     app.state.twilio = None
     app.state.scheduler = None
     app.state.channels = {}
+    # Outermost: a body over the cap is refused before any route or middleware reads it.
+    app.add_middleware(BodyLimit)
     # Before /static, which would otherwise answer 404 for these paths.
     app.mount(SWAGGER_UI_URL, StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -199,8 +202,9 @@ def _with_nonce(html: bytes) -> HTMLResponse:
 def create_app_from_env() -> FastAPI:
     """The app of one `afterword serve --workers N` process, from the environment and `.env`.
 
-    uvicorn calls this in each worker process after it set up its own logging, so phone
-    masking goes on here; the app opens its own Service, Telegram bot and scheduler.
+    uvicorn calls this in each worker process after it set up its own logging, so the
+    redaction of secrets and phone numbers in logs goes on here; the app opens its own
+    Service, Telegram bot and scheduler.
     """
     try:
         settings = load_settings()
@@ -210,5 +214,5 @@ def create_app_from_env() -> FastAPI:
 
         logging.getLogger("uvicorn.error").error("%s", exc)
         raise SystemExit(STARTUP_FAILURE) from exc
-    install_log_masking(settings.log_level)
+    install_logging(settings)
     return create_app(settings)

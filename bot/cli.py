@@ -102,7 +102,7 @@ def serve(
 
     from bot.app import create_app
     from bot.errors import ConfigError
-    from bot.phones import install_log_masking
+    from bot.logs import install_logging
 
     if port is not None and not 1 <= port <= 65535:
         fail(f"--port: {port} is not a port; use 1 to 65535", 2)
@@ -142,7 +142,7 @@ def serve(
                 return  # the workers open their own Service and bot; this process only supervises
             web = create_app(settings, service, telegram=telegram)
             config = uvicorn.Config(web, host=host, port=port, log_level=log_level)
-            install_log_masking(settings.log_level)  # after uvicorn's Config set up its own loggers
+            install_logging(settings)  # after uvicorn's Config set up its own loggers
             await uvicorn.Server(config).serve()
         finally:
             if telegram is not None:
@@ -151,7 +151,7 @@ def serve(
 
     run(_serve())
     if workers > 1:
-        # Each worker builds its app with create_app_from_env, masking phone numbers in its logs.
+        # Each worker builds its app with create_app_from_env, which redacts secrets in its logs.
         uvicorn.run(
             "bot.app:create_app_from_env",
             factory=True,
@@ -502,11 +502,11 @@ def worker() -> None:
     import signal
 
     from bot.channels.registry import open_channels
-    from bot.phones import install_log_masking
+    from bot.logs import install_logging
     from bot.scheduler import Scheduler, worker_name
 
     settings = load()
-    install_log_masking(settings.log_level)
+    install_logging(settings)
 
     async def _work() -> None:
         service = await open_service(settings)

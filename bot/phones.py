@@ -1,4 +1,5 @@
-"""Phone numbers: normalised to E.164 with phonenumbers, and masked wherever they are logged."""
+"""Phone numbers: normalised to E.164 with phonenumbers, and masked wherever they are logged
+(``bot.logs`` masks them in every log line, with the other secrets)."""
 
 from __future__ import annotations
 
@@ -72,13 +73,3 @@ class MaskPhones(logging.Filter):
         if _IN_TEXT.search(record.getMessage()):
             record.msg, record.args = mask_text(message), None
         return True
-
-
-def install_log_masking(level: str = "INFO") -> None:
-    """Log Afterword's own records to stderr at ``level``, and mask phone numbers in every
-    handler of the root and uvicorn loggers."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
-        for handler in logging.getLogger(name).handlers:
-            if not any(isinstance(f, MaskPhones) for f in handler.filters):
-                handler.addFilter(MaskPhones())

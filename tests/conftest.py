@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from bot.db import Database
+from bot.logs import DATABASE_LOGGERS
 from bot.service import Service
 from bot.settings import Settings, load_settings
 from flows.loader import load_flows
@@ -27,6 +29,24 @@ _UNTIMED = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
 hypothesis_settings.register_profile("dev", max_examples=20, **_UNTIMED)  # type: ignore[arg-type]
 hypothesis_settings.register_profile("ci", max_examples=300, **_UNTIMED)  # type: ignore[arg-type]
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+# The loggers that `install_logging` (run by an in-process `serve` or `worker`) changes.
+_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", *DATABASE_LOGGERS)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Each test ends with the loggers as it found them: a `serve` run in-process installs a
+    root handler at LOG_LEVEL, which would print later tests' httpx lines into their stderr."""
+    saved = {
+        name: (logging.getLogger(name).level, list(logging.getLogger(name).handlers)) for name in _LOGGERS
+    }
+    yield
+    for name, (level, handlers) in saved.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,143 @@
+"""No secret in the logs: whole Telegram and SMS surveys logged at DEBUG by every library, and
+nothing in the output that would let a reader use the bot, Twilio, a survey link or a number."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from bot.logs import install_logging, redact
+from bot.service import Service
+from bot.settings import Settings, load_settings
+from bot.tables import surveys
+from tests.bot.test_telegram import CUSTOMER as CHAT
+from tests.bot.test_telegram import LINK, Harness, survey_for
+from tests.bot.test_telegram import tg as tg  # the fixture, shared with test_telegram.py
+from tests.bot.test_twilio import CUSTOMER as PHONE
+from tests.bot.test_twilio import Harness as TwilioHarness
+from tests.bot.test_twilio import tw as tw  # the fixture, shared with test_twilio.py
+from tests.fakes.telegram import FakeBotApi
+
+# A token of the real shape (<bot id>:<35 characters>), so the generic pattern is exercised too.
+BOT_TOKEN = "7012345678:AAH4xQ9vK2mZp0Lr8sT3uW6yB1cD5eF7gHj"
+MASKED_PHONE = "+49151****678"
+LIBRARIES = ("telegram", "httpx", "httpcore", "uvicorn", "uvicorn.access", "uvicorn.error", "twilio", "bot")
+
+
+@pytest.fixture
+def fake_telegram() -> Iterator[FakeBotApi]:
+    """The fake Bot API, answering to a token shaped like a real one."""
+    fake = FakeBotApi(token=BOT_TOKEN)
+    fake.start()
+    yield fake
+    fake.stop(wait=False)
+
+
+@pytest.fixture
+def log() -> Iterator[io.StringIO]:
+    """What the product's logging set-up writes, at DEBUG, with every library logger on.
+
+    The settings are given again when the test knows its secrets; the root logger's level
+    and handlers are put back afterwards.
+    """
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    uvicorn = {name: list(logging.getLogger(name).handlers) for name in ("uvicorn", "uvicorn.access")}
+    levels = {name: logging.getLogger(name).level for name in LIBRARIES}
+    for name in LIBRARIES:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    out = io.StringIO()
+    yield out
+    root.setLevel(saved[0])
+    root.handlers[:] = saved[1]
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    for name, handlers in uvicorn.items():
+        logging.getLogger(name).handlers[:] = handlers
+
+
+def logging_for(settings: Settings, out: io.StringIO) -> None:
+    """The product's set-up at DEBUG for ``settings``, writing to ``out``."""
+    install_logging(settings.model_copy(update={"log_level": "DEBUG"}), stream=out)
+
+
+async def all_tokens(service: Service) -> list[str]:
+    async with service.db.read() as conn:
+        return list((await conn.execute(sa.select(surveys.c.token))).scalars())
+
+
+async def test_whole_telegram_survey_logs_no_token(tg: Harness, log: io.StringIO) -> None:
+    """A deep-linked and a pushed Telegram survey log neither the bot token nor a survey token."""
+    logging_for(tg.service.settings, log)
+    await tg.say(222, "/survey T-9", first_name="Anna", user_id=222)
+    match = LINK.search(tg.to_chat(222)[-1].params["text"])
+    assert match is not None
+    await tg.say(CHAT, f"/start {match.group(1)}", language_code="en")
+    for value in (1, 2, 1):
+        await tg.tap(CHAT, value, language_code="en")
+    await tg.say(CHAT, "Thanks, all good", language_code="en")
+    await survey_for(tg, chat=CHAT + 1)
+    for text in ("2", "1", "2", "fine"):
+        await tg.say(CHAT + 1, text)
+
+    text = log.getvalue()
+    tokens = await all_tokens(tg.service)
+    assert (2, True, True) == (len(tokens), "sendMessage" in text, "start=…" in text)
+    assert [] == [t for t in (BOT_TOKEN, BOT_TOKEN.split(":")[1], *tokens) if t in text]
+
+
+async def test_whole_sms_survey_logs_no_secret_and_masks_the_number(
+    tw: TwilioHarness, log: io.StringIO
+) -> None:
+    """An SMS survey through the signed webhook logs the number masked and no auth token or survey token."""
+    logging_for(tw.service.settings, log)
+    await tw.start("sms")
+    for text in ("2", "eins", "2 - ging so", "Sehr nett"):
+        await tw.sms(text)
+    token = (await all_tokens(tw.service))[0]
+
+    text = log.getvalue()
+    assert (True, True) == ("/twilio/sms" in text, MASKED_PHONE in text)
+    assert [] == [s for s in (PHONE, PHONE[1:], tw.fake.auth_token, token) if s in text]
+
+
+def test_exception_with_the_token_is_logged_redacted(log: io.StringIO) -> None:
+    """A traceback whose message holds the bot token, a survey link and a number is logged without them."""
+    settings = load_settings(_env_file=None, flows_dir=[], telegram_bot_token="123:short-but-secret")
+    logging_for(settings, log)
+    try:
+        raise RuntimeError(f"POST /bot123:short-but-secret/getMe for {PHONE} at /s/AbCdEfGhIjKlMnOpQrStUv")
+    except RuntimeError:
+        logging.getLogger("telegram.ext").exception("failed with %s", "123:short-but-secret")
+
+    text = log.getvalue()
+    assert (False, False, False) == ("short-but-secret" in text, PHONE in text, "AbCdEf" in text)
+    assert re.search(r"RuntimeError: POST /bot\[secret\]/getMe for \+49151\*\*\*\*678 at /s/…", text), text
+
+
+def test_uvicorn_access_log_hides_the_survey_token(
+    log: io.StringIO, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """uvicorn's access log, set up as `serve` sets it up, shows /s/… for a survey page."""
+    import uvicorn
+
+    uvicorn.Config(lambda: None, log_level="debug")  # configures uvicorn's loggers, as in `serve`
+    logging_for(load_settings(_env_file=None, flows_dir=[]), log)
+    access = logging.getLogger("uvicorn.access")
+    access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/s/AbCdEfGhIjKlMnOpQrStUv", "1.1", 200)
+    assert '127.0.0.1:5000 - "GET /s/… HTTP/1.1" 200' in capsys.readouterr().out
+
+
+def test_redact_finds_any_bot_token_and_survey_link() -> None:
+    """Without settings, a bot token of Telegram's shape, survey links and numbers are still removed."""
+    assert (
+        "GET https://api.telegram.org/bot[secret]/getMe https://t.me/x?start=… /s/… +49151****678"
+        == redact(
+            f"GET https://api.telegram.org/{'bot' + BOT_TOKEN}/getMe https://t.me/x?start=Ab_1-c /s/Zz9 {PHONE}"
+        )
+    )
