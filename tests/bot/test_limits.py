@@ -11,6 +11,19 @@ from bot.limits import MAX_BODY_BYTES
 from bot.service import Service
 from tests.support import Clock, running_app
 
+
+class Body:
+    """A request body of ``chunks`` pieces of ``size`` bytes that counts how many were pulled."""
+
+    def __init__(self, chunks: int, size: int, byte: bytes = b"x") -> None:
+        self.chunks, self.size, self.byte, self.pulled = chunks, size, byte, 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for _ in range(self.chunks):
+            self.pulled += 1
+            yield self.byte * self.size
+
+
 ROUTES = [
     "/api/surveys",
     "/twilio/sms",
@@ -26,34 +39,20 @@ async def test_a_declared_50_mb_body_is_refused_before_it_is_read(
     service: Service, clock: Clock, path: str
 ) -> None:
     """Content-Length 50 MB, no credentials: 413 naming the body, and the body is never pulled."""
-    pulled = 0
-
-    async def body() -> AsyncIterator[bytes]:
-        nonlocal pulled
-        for _ in range(50):
-            pulled += 1
-            yield b"x" * (1024 * 1024)
-
+    body = Body(50, 1024 * 1024)
     async with running_app(service, clock) as (_app, client, _svc):
-        response = await client.post(path, content=body(), headers={"content-length": str(50 * 1024 * 1024)})
+        response = await client.post(path, content=body, headers={"content-length": str(50 * 1024 * 1024)})
     assert (413, "body") == (response.status_code, response.json()["error"]["field"])
-    assert pulled <= 1  # httpx may have the first chunk ready; the app reads none of it
+    assert body.pulled <= 1  # httpx may have the first chunk ready; the app reads none of it
 
 
 async def test_a_chunked_body_is_cut_off_at_the_cap(service: Service, clock: Clock) -> None:
     """Without Content-Length the body is counted as it comes and refused once past the cap."""
-    pulled = 0
-
-    async def body() -> AsyncIterator[bytes]:
-        nonlocal pulled
-        for _ in range(50):
-            pulled += 1
-            yield b"{" * (256 * 1024)
-
+    body = Body(50, 256 * 1024, b"{")
     async with running_app(service, clock) as (_app, client, _svc):
-        response = await client.post("/api/surveys", content=body())
+        response = await client.post("/api/surveys", content=body)
     assert 413 == response.status_code
-    assert pulled <= MAX_BODY_BYTES // (256 * 1024) + 2  # stopped near 1 MiB, not at 12.5 MiB
+    assert body.pulled <= MAX_BODY_BYTES // (256 * 1024) + 2  # stopped near 1 MiB, not at 12.5 MiB
 
 
 async def test_a_body_under_the_cap_is_served(service: Service, clock: Clock) -> None:
