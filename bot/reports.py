@@ -55,8 +55,12 @@ def load_csi_config(path: Path) -> tuple[CsiSpec, ...]:
     """
     import yaml
 
+    from flows.loader import YamlTooLarge, load_yaml
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except YamlTooLarge as exc:
+        raise ReportError("csi", f"{path}: {exc}") from exc
     except OSError as exc:
         raise ReportError("csi", f"{path}: cannot read it: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:

@@ -149,12 +149,72 @@ def _check_file(path: pathlib.Path) -> _Checked:
     return _check_text(text, source)
 
 
+# A flow file has a few hundred values. Anchors and aliases can make a tiny file stand for
+# billions of them (515 bytes hung `flows check` and `serve` start-up, issue 16): the tree is
+# measured with its aliases expanded, and refused past this, before anything walks it.
+MAX_YAML_VALUES = 100_000
+
+
+class YamlTooLarge(ValueError):
+    """A YAML document that expands, through its aliases, to more than MAX_YAML_VALUES values."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"the YAML expands to more than {MAX_YAML_VALUES:,} values through its anchors and aliases"
+        )
+
+
+def check_expanded_size(root: yaml.Node) -> None:
+    """Raise YamlTooLarge if ``root`` holds more than MAX_YAML_VALUES values with aliases expanded.
+
+    Each distinct node is measured once (an alias shares its anchor's node), so this costs
+    as much as the file, not as much as the expansion.
+    """
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(key) + size(value) for key, value in node.value)
+        if total > MAX_YAML_VALUES:
+            raise YamlTooLarge
+        sizes[id(node)] = total
+        return total
+
+    try:
+        size(root)
+    except RecursionError:  # nested deeper than Python recurses: no flow is like that
+        raise YamlTooLarge from None
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with the expansion bound of check_expanded_size (YamlTooLarge)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        check_expanded_size(root)
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
 def _check_text(text: str, source: str) -> _Checked:
     loader = yaml.SafeLoader(text)
     try:
         # Compose first and construct from that same tree: the nodes keep the line numbers.
         root = loader.get_single_node()
+        if root is not None:
+            check_expanded_size(root)
         data = loader.construct_document(root) if root is not None else None
+    except YamlTooLarge as exc:
+        return _fail(source, 1, f"{exc}; a flow needs far fewer")
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = " ".join(part for part in (exc.context, exc.problem) if part)

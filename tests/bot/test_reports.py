@@ -374,6 +374,19 @@ async def test_csv_and_markdown_hold_what_the_table_shows(service: Service, tmp_
             "not YAML: expected the node content, but found '-' (line 2, column 3)",
         ),
         ("x: 1\n", "needs a non-empty list 'attributes' of {question, weight, expected}"),
+        (
+            "\n".join(
+                [
+                    "a: &a [x]",
+                    *(
+                        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]"
+                        for i in range(8)
+                    ),
+                    "attributes: *i",
+                ]
+            ),
+            "the YAML expands to more than 100,000 values through its anchors and aliases",
+        ),
     ],
 )
 def test_csi_file_errors_are_one_line_naming_the_file(

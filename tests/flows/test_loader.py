@@ -16,6 +16,7 @@ from flows.loader import (
     load_flow_file,
     load_flow_text,
     load_flows,
+    load_yaml,
 )
 
 SRC = "demo.yaml"
@@ -467,3 +468,29 @@ def test_missing_language_names_the_flow_and_its_languages() -> None:
         flow.missing_language("en"),
         flow.missing_language("fr"),
     )
+
+
+# "Billion laughs": nine levels of nine aliases, 9^9 = 387,420,489 values from 500 bytes.
+ALIAS_BOMB = "\n".join(
+    ['a: &a ["lol"]']
+    + [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]
+    + ["id: bomb"]
+)
+
+
+def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path: pathlib.Path) -> None:
+    """A 500-byte file that expands to 387 million values is one problem on line 1, found at once."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(ALIAS_BOMB, encoding="utf-8")
+    issues = check_paths([path])
+    assert [
+        (
+            1,
+            "the YAML expands to more than 100,000 values through its anchors and aliases; a flow needs far fewer",
+        )
+    ] == [(issue.line, issue.message) for issue in issues]
+
+
+def test_anchors_within_the_bound_are_read() -> None:
+    """Anchors and aliases that expand to a few values are fine: a flow may reuse its labels so."""
+    assert {"a": [1, 2], "b": [1, 2]} == load_yaml("a: &grades [1, 2]\nb: *grades\n")
