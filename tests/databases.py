@@ -27,7 +27,9 @@ from sqlalchemy.engine import URL, make_url
 
 from bot.db import Database
 
-WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+# The process id too: several pytest runs on one machine (an edit loop beside `make test`) must
+# not drop each other's databases.
+WORKER = f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{os.getpid()}"
 T = TypeVar("T")
 
 
