@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 # Tests run on every core (pytest-xdist); `worksteal` moves waiting tests to an idle worker.
 PYTEST := $(BIN)/pytest -n auto --dist worksteal
 
-.PHONY: run demo screenshots test test-fast lint typecheck pytest bench clean help
+.PHONY: run demo screenshots test test-fast fuzz lint typecheck pytest bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -76,8 +76,13 @@ test: lint typecheck pytest  ## everything CI runs
 test-fast: $(VENV)/.installed-dev  ## the edit loop: SQLite only, no server processes or browser, few Hypothesis examples
 	$(PYTEST) --hypothesis-profile=dev -m 'not slow and not postgres'
 
+fuzz: $(VENV)/.installed-dev  ## random requests to every route (tests/bot/test_fuzz.py), 5,000 a backend instead of CI's 300
+	$(PYTEST) --hypothesis-profile=fuzz tests/bot/test_fuzz.py
+
 bench: $(VENV)/.installed-dev  ## benchmarks; writes BENCHMARKS.md
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.send_rate --out BENCHMARKS.md
+	$(BIN)/python -m bench.body_memory --out BENCHMARKS.md
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -2,22 +2,28 @@
 
 Errors answer ``{"error": {"field": …, "message": …}}``: 401 for a missing, wrong or
 revoked key, 422 for a request that cannot become a survey, naming the field (for a
-helpdesk payload, the JSON path).
+helpdesk payload, the JSON path), 409 when the recipient has MAX_OPEN_SURVEYS_PER_ADDRESS open.
+The key or secret is checked before the body is read: a request without one never has its
+body parsed, and learns nothing about what a valid body would be.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
+import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from bot.apikeys import check_key
-from bot.errors import ReportError, TriggerError
+from bot.errors import OpenSurveysFull, ReportError, TriggerError, unfit_text
 from bot.hooks import HookError, HookTicket, from_freshdesk, from_generic, from_zendesk, parse_mapping
+from bot.inbound import MAX_ID
 from bot.reports import build_report, report_query
 from bot.service import Service
 from bot.tables import answers, surveys
@@ -28,6 +34,9 @@ _PHONE_PATHS = {
     "zendesk": "ticket.requester.phone",
     "freshdesk": "freshdesk_webhook.ticket_contact_mobile",
 }
+# The text fields of a trigger; metadata is checked value by value, to this depth.
+_TEXT_FIELDS = ("ticket_id", "to", "agent", "team", "language", "flow", "delay")
+_METADATA_DEPTH = 32
 
 
 def error(status: int, field: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -94,12 +103,69 @@ def _body(made: Triggered) -> dict[str, Any]:
     }
 
 
+def _shown(key: object) -> str:
+    """A key of the body as a field name that is safe to send back (escaped, at most 64 characters)."""
+    text = str(key)[:64]
+    return text if unfit_text(text) is None else ascii(text)[1:-1]
+
+
+async def _survey_request(request: Request) -> SurveyRequest | JSONResponse:
+    """The body as a SurveyRequest, read only now that the key was checked; else the 422 to answer."""
+    try:
+        data = json.loads(await request.body())
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, or nested past the parser's reach
+        return error(422, "body", f"the body must be a JSON object: {exc}"[:300])
+    try:
+        return SurveyRequest.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            {"field": ".".join(_shown(p) for p in e["loc"]) or "body", "message": e["msg"]}
+            for e in exc.errors(include_url=False)
+        ]
+        return JSONResponse({"error": problems[0], "errors": problems}, status_code=422)
+
+
+def _unfit(body: SurveyRequest) -> tuple[str, str] | None:
+    """The first field of ``body`` that no column can hold (or no JSON response can show), and why."""
+    for field in _TEXT_FIELDS:
+        value = getattr(body, field)
+        if isinstance(value, str) and (problem := unfit_text(value)) is not None:
+            return field, problem
+    return _unfit_json(body.metadata, "metadata", 1) if body.metadata is not None else None
+
+
+def _unfit_json(value: Any, path: str, depth: int) -> tuple[str, str] | None:
+    if depth > _METADATA_DEPTH:
+        return path, f"nested deeper than {_METADATA_DEPTH} levels"
+    if isinstance(value, str):
+        problem = unfit_text(value)
+        return (path, problem) if problem is not None else None
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, "not a finite number (NaN and Infinity are not JSON)"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = f"{path}.{_shown(key)}"
+            if (problem := unfit_text(key)) is not None:
+                return name, f"the key {problem}"
+            if (found := _unfit_json(item, name, depth + 1)) is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if (found := _unfit_json(item, f"{path}[{i}]", depth + 1)) is not None:
+                return found
+    return None
+
+
 async def _trigger(request: Request, body: SurveyRequest) -> JSONResponse:
     service: Service = request.app.state.service
+    if (unfit := _unfit(body)) is not None:
+        return error(422, *unfit)
     try:
         made = await trigger(
             service, body, channels=request.app.state.channels, link_for=_link_maker(request)
         )
+    except OpenSurveysFull as exc:  # 409, not 429: a helpdesk retries 429 until it is let through
+        return error(409, exc.field, exc.message)
     except TriggerError as exc:
         return error(422, exc.field, exc.message)
     return JSONResponse(_body(made), status_code=201 if made.created else 200)
@@ -108,11 +174,23 @@ async def _trigger(request: Request, body: SurveyRequest) -> JSONResponse:
 router = APIRouter()
 
 
-@router.post("/api/surveys", tags=["surveys"], status_code=201)
-async def create(
-    request: Request, body: SurveyRequest, key: Annotated[str, Depends(api_key)]
-) -> JSONResponse:
+# The body is not a parameter: FastAPI reads and parses a body parameter before it runs any
+# dependency, so a request without a key would have its JSON parsed and checked. It is
+# documented here instead, and read by _survey_request once api_key has let the request in.
+_SURVEY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": SurveyRequest.model_json_schema()}},
+    }
+}
+
+
+@router.post("/api/surveys", tags=["surveys"], status_code=201, openapi_extra=_SURVEY_BODY)
+async def create(request: Request, key: Annotated[str, Depends(api_key)]) -> JSONResponse:
     """Trigger a survey for a ticket; the same ticket_id and flow give back the existing survey (200)."""
+    body = await _survey_request(request)
+    if isinstance(body, JSONResponse):
+        return body
     return await _trigger(request, body)
 
 
@@ -120,6 +198,8 @@ async def create(
 async def show(request: Request, survey_id: int, key: Annotated[str, Depends(api_key)]) -> JSONResponse:
     """A survey's status, times and answers."""
     service: Service = request.app.state.service
+    if not 0 < survey_id <= MAX_ID:  # no row has such an id, and the database would refuse it
+        return error(404, "survey_id", f"no survey {survey_id}")
     s = surveys.c
     async with service.db.read() as conn:
         row = (
@@ -201,7 +281,7 @@ async def api_report(
 async def _hook(request: Request, source: str, read: Callable[[Any], HookTicket | None]) -> JSONResponse:
     try:
         payload = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested past the parser's reach
         return error(422, "$", "the body must be JSON")
     try:
         ticket = read(payload)

@@ -144,11 +144,20 @@ def create_app(
             return JSONResponse({"error": "forbidden"}, status_code=403)
         try:
             data = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's reach
             data = None
         if not isinstance(data, dict) or "update_id" not in data:
-            return JSONResponse({"error": "the body must be a Telegram update (JSON with update_id)"}, 400)
-        await bot.process(data)
+            return _not_an_update("body", "the body must be a Telegram update (JSON with update_id)")
+        from bot.channels.telegram import misshapen  # imported already: the channel is on
+
+        if (field := misshapen(data)) is not None:
+            return _not_an_update(field, "not as Telegram sends it: another type, or an id over 64 bits")
+        try:
+            await bot.process(data)
+        except (AttributeError, LookupError, TypeError, ValueError, ArithmeticError) as exc:
+            # Raised while reading the update (Update.de_json), before any handler ran; an error
+            # in a handler is the bot's own to log (TelegramBot._log_error).
+            return _not_an_update("body", f"not a Telegram update: {type(exc).__name__}")
         return Response(status_code=200)
 
     @app.get("/docs", include_in_schema=False)
@@ -180,6 +189,10 @@ def create_app(
         return JSONResponse(body)
 
     return app
+
+
+def _not_an_update(field: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"field": field, "message": message}}, status_code=400)
 
 
 def _with_nonce(html: bytes) -> HTMLResponse:

@@ -103,6 +103,7 @@ def serve(
     from bot.app import create_app
     from bot.errors import ConfigError
     from bot.logs import install_logging
+    from bot.server import allow_open_files, serve_workers, server_config
 
     if port is not None and not 1 <= port <= 65535:
         fail(f"--port: {port} is not a port; use 1 to 65535", 2)
@@ -117,7 +118,7 @@ def serve(
             "(DATABASE_URL=postgresql+asyncpg://…); SQLite serves one process",
             2,
         )
-    host, port, log_level = host or settings.host, port or settings.port, settings.log_level.lower()
+    host, port = host or settings.host, port or settings.port
 
     async def _serve() -> None:
         # One event loop for start-up checks and serving: pooled connections belong to it.
@@ -141,7 +142,7 @@ def serve(
             if workers > 1:
                 return  # the workers open their own Service and bot; this process only supervises
             web = create_app(settings, service, telegram=telegram)
-            config = uvicorn.Config(web, host=host, port=port, log_level=log_level)
+            config = server_config(web, settings, host=host, port=port)
             install_logging(settings)  # after uvicorn's Config set up its own loggers
             await uvicorn.Server(config).serve()
         finally:
@@ -149,17 +150,18 @@ def serve(
                 await telegram.stop()
             await service.close()
 
+    try:
+        allow_open_files(settings.max_connections)
+    except ConfigError as exc:
+        fail(str(exc), 2)
     run(_serve())
     if workers > 1:
         # Each worker builds its app with create_app_from_env, which redacts secrets in its logs.
-        uvicorn.run(
-            "bot.app:create_app_from_env",
-            factory=True,
-            workers=workers,
-            host=host,
-            port=port,
-            log_level=log_level,
+        config = server_config(
+            "bot.app:create_app_from_env", settings, host=host, port=port, factory=True, workers=workers
         )
+        if not serve_workers(config):
+            fail("a worker could not start (its error is above); all workers were stopped", 1)
 
 
 def _print_channels(settings: Settings, telegram: TelegramBot | None, polling: bool, workers: int) -> None:
@@ -493,7 +495,7 @@ def worker() -> None:
     """Send due surveys, reminders and alerts, without the web app.
 
     Run as many as you like against PostgreSQL: jobs are claimed with FOR UPDATE SKIP
-    LOCKED, so no survey is sent twice. `afterword serve` runs the same scheduler itself.
+    LOCKED, and each survey is sent at most once. `afterword serve` runs the same scheduler itself.
 
     Example: afterword worker
     """

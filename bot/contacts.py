@@ -1,4 +1,8 @@
-"""Contacts' consent: an opt-out ends their open surveys and keeps new ones from being sent."""
+"""Contacts' consent: an opt-out ends their open surveys and keeps new ones from being sent.
+
+A keyword that arrived as a provider event (an SMS with its MessageSid) is recorded with the
+answers' events in the same transaction, so a retried or replayed STOP or START changes nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,21 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from bot.db import Database, upsert_insert
+from bot.inbound import Event, first_seen
 from bot.surveys import OPEN
 from bot.tables import contacts, surveys
 
 
-async def opt_out(db: Database, channel: str, address: str, *, now: datetime) -> int:
-    """Record that the contact wants no more surveys; returns how many open surveys were ended."""
+async def opt_out(
+    db: Database, channel: str, address: str, *, now: datetime, event: Event | None = None
+) -> int | None:
+    """Record that the contact wants no more surveys; returns how many open surveys were ended.
+
+    None when ``event`` was seen before: nothing changes.
+    """
     async with db.write() as conn:
+        if event is not None and not await first_seen(conn, db, event):
+            return None
         await conn.execute(
             upsert_insert(db, contacts)
             .values(channel=channel, address=address, created_at=now, opted_out_at=now)
@@ -32,9 +44,11 @@ async def opt_out(db: Database, channel: str, address: str, *, now: datetime) ->
     return int(ended.rowcount or 0)
 
 
-async def opt_in(db: Database, channel: str, address: str) -> bool:
-    """Undo an opt-out (START); True when the contact had opted out."""
+async def opt_in(db: Database, channel: str, address: str, *, event: Event | None = None) -> bool | None:
+    """Undo an opt-out (START); True when the contact had opted out, None when ``event`` was seen before."""
     async with db.write() as conn:
+        if event is not None and not await first_seen(conn, db, event):
+            return None
         result = await conn.execute(
             sa.update(contacts)
             .where(

@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 
 from bot import web_auth
 from bot.errors import InputError, ReportError
+from bot.limits import client_address
 from bot.pages import SECURITY_HEADERS, page
 from bot.report_format import (
     CSV_LINE_END,
@@ -74,8 +75,19 @@ def _form_ok(request: Request, given: str | None) -> bool:
     return web_auth.csrf_ok(request.cookies.get(CSRF_COOKIE, ""), given)
 
 
+def _client(request: Request) -> str:
+    return client_address(request, request.app.state.service.settings.trusted_proxies)
+
+
+_FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
+
+
 def _is_local(request: Request) -> bool:
-    host = request.client.host if request.client else ""
+    host = _client(request)
+    peer = request.client.host if request.client else ""
+    if host == peer and any(name in request.headers for name in _FORWARDING_HEADERS):
+        # A proxy on this machine that is not in TRUSTED_PROXIES: the visitor may be anyone.
+        return False
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -184,7 +196,7 @@ async def login(
 
 async def _log_in(request: Request, login: str, password: str) -> Response:
     service: Service = request.app.state.service
-    ip = request.client.host if request.client else "unknown"
+    ip = _client(request)
     result = await web_auth.log_in(service.db, login=login, password=password, ip=ip, now=service.clock())
     if result.throttled:
         minutes = max(1, round((result.retry_after or 60) / 60))

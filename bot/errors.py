@@ -1,6 +1,11 @@
-"""Errors of the service; the CLI, the web app and the channels turn them into responses."""
+"""Errors of the service; the CLI, the web app and the channels turn them into responses.
+
+Also the one check of text that no column can hold, which every edge applies to what it takes in.
+"""
 
 from __future__ import annotations
+
+import re
 
 
 class AfterwordError(Exception):
@@ -107,6 +112,24 @@ class TriggerError(InputError):
     """A trigger request that cannot become a survey (API 422, CLI exit 2)."""
 
 
+class OpenSurveysFull(TriggerError):
+    """The contact already has MAX_OPEN_SURVEYS_PER_ADDRESS open surveys (API and hooks 409, CLI exit 1).
+
+    Not bad input: the same request succeeds once one of them is answered, expires or is closed.
+    """
+
+    exit_code = 1
+
+    def __init__(self, channel: str, limit: int) -> None:
+        self.channel = channel
+        self.limit = limit
+        super().__init__(
+            "to",
+            f"this {channel} recipient already has {limit} open survey(s), the most "
+            "MAX_OPEN_SURVEYS_PER_ADDRESS allows; another can be sent once one is answered or expires",
+        )
+
+
 class ApiKeyError(InputError):
     """An API key cannot be created or revoked as asked."""
 
@@ -133,3 +156,27 @@ class ImportFileUnreadable(AfterwordError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+# What no column should hold: NUL (PostgreSQL refuses it in text), the other C0 controls but
+# tab and line breaks (nobody types them), DEL, and lone surrogates (JSON's "\ud800" escape makes
+# them; they are not Unicode, and neither a database driver nor a JSON response can encode them).
+_UNFIT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def unfit_text(value: str) -> str | None:
+    """Why ``value`` cannot be stored or shown as text (a NUL, a control character, a lone surrogate); None if it can."""
+    found = _UNFIT.search(value)
+    if found is None:
+        return None
+    char = found.group()
+    if char == "\x00":
+        return "contains a NUL character (\\x00); text may not"
+    if "\ud800" <= char <= "\udfff":
+        return f"contains a lone surrogate ({ascii(char)[1:-1]}), which is not Unicode text"
+    return f"contains the control character {ascii(char)[1:-1]}; only tab and line breaks are allowed"
+
+
+def clean_text(value: str) -> str:
+    """``value`` without the characters unfit_text refuses: what a customer typed, kept as far as it can be."""
+    return _UNFIT.sub("", value)

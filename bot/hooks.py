@@ -2,7 +2,8 @@
 
 Pure: the routes parse the JSON body and pass it here; a payload we cannot use raises
 HookError naming the JSON path at fault (the route answers 422 with it), and a ticket that
-is not solved yet gives None (the route answers 200 "ignored").
+is not solved yet gives None (the route answers 200 "ignored"). Every field we read is
+checked here: at most MAX_FIELD characters, and no character a column cannot hold.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.errors import InputError
+from bot.errors import InputError, unfit_text
 
 # The trigger body an admin pastes into Zendesk ("Ticket status changed to Solved → notify webhook").
 ZENDESK_BODY = """\
@@ -57,6 +58,8 @@ _FRESHDESK_DONE = frozenset({"resolved", "gelöst", "closed", "geschlossen"})
 # Zendesk renders the requester's language as its name in the account's language.
 _LANGUAGE_NAMES = {"deutsch": "de", "german": "de", "english": "en", "englisch": "en"}
 _LANGUAGES = frozenset({"de", "en"})
+# The ticket, agent and team columns are String(128); no other field we read needs more.
+MAX_FIELD = 128
 _LOCALE = re.compile(r"([a-z]{2})(?:[-_][a-z0-9]{2,8})*")
 _PLACEHOLDER = re.compile(r"\{\{[^{}]*\}\}")
 _STEP = re.compile(r"([^.\[\]]*)((?:\[\d+\])*)")
@@ -133,6 +136,10 @@ def _text(value: Any, path: str) -> str | None:
         value = int(value)
     # NFC, so that a decomposed "Gelöst" (o + combining diaeresis) still matches our statuses.
     text = unicodedata.normalize("NFC", str(value)).strip()
+    if len(text) > MAX_FIELD:
+        raise HookError(path, f"longer than {MAX_FIELD} characters")
+    if (problem := unfit_text(text)) is not None:
+        raise HookError(path, problem)
     return None if text == "" or _PLACEHOLDER.search(text) else text
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -10,14 +11,22 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.alerts import queue_alerts
 from bot.db import Database, upsert_insert
+from bot.errors import clean_text
 from bot.tables import answers, contacts, inbound_events, surveys
 from flows import engine
 from flows.schema import Flow
 
 Outcome = engine.Outcome | Literal["duplicate", "no_survey", "already_answered"]
+
+# The largest id a row can have: sa.Integer is 32 bits on PostgreSQL (64 on SQLite). A larger
+# id from a URL or a button names no row, and the database would refuse it as a parameter.
+MAX_ID = 2**31 - 1
+# A survey token as surveys.create_survey makes it (secrets.token_urlsafe), at most the column's 64.
+TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # The survey status each final engine state is stored as.
 _FINAL_STATUS = {"completed": "completed", "stopped": "stopped", "expired": "expired"}
@@ -100,6 +109,15 @@ class Inbound:
 
 
 @dataclass(frozen=True)
+class Event:
+    """One delivery of a provider's request (Twilio's MessageSid): acted on once, however often it comes."""
+
+    provider: str
+    event_id: str
+    received_at: datetime
+
+
+@dataclass(frozen=True)
 class Handled:
     """What handle() did, and the prompts the channel must now show."""
 
@@ -118,7 +136,15 @@ async def handle(db: Database, flows: Mapping[str, Flow], inbound: Inbound) -> H
     Drops a provider event seen before, locks the open survey (a row lock on PostgreSQL,
     the write lock on SQLite), runs the engine, stores answers and state. A press that
     names a question other than the current one (an old button, a double tap) stores nothing.
+    Text is stored without NUL and the other characters no column holds (errors.clean_text);
+    a token or a survey id that cannot name a survey finds none, without asking the database.
     """
+    if inbound.text is not None:
+        inbound = replace(inbound, text=clean_text(inbound.text))
+    if (inbound.survey_token is not None and not TOKEN.fullmatch(inbound.survey_token)) or (
+        inbound.survey_id is not None and not 0 < inbound.survey_id <= MAX_ID
+    ):
+        return Handled("no_survey")
     return await db.transact(_handle, db, flows, inbound)
 
 
@@ -154,6 +180,12 @@ async def first_delivery(db: Database, provider: str, event_id: str, received_at
         channel=provider, address="", received_at=received_at, provider=provider, event_id=event_id
     )
     return await db.transact(_first_delivery, db, seen)
+
+
+async def first_seen(conn: AsyncConnection, db: Database, event: Event) -> bool:
+    """Record ``event`` in the caller's transaction; False when it came before (a retry or a replay)."""
+    params = {"provider": event.provider, "event_id": event.event_id, "received_at": event.received_at}
+    return (await conn.execute(_event_insert(db.dialect), params)).scalar_one_or_none() is not None
 
 
 def _first_delivery(conn: Connection, db: Database, inbound: Inbound) -> bool:

@@ -4,12 +4,20 @@ A job is claimed by taking a lease (``locked_until``): on PostgreSQL with
 ``FOR UPDATE SKIP LOCKED``, so several workers never take the same row; on SQLite the
 write lock serialises the claim. A worker that dies mid-job leaves the lease to run out,
 and the job is taken again.
+
+The lease a claim took also fences it: the statements built with ``held=True`` change the
+row only while it still has the status and ``locked_until`` the claimer saw. A worker whose
+lease ran out and whose job was claimed again by another therefore changes nothing. The
+scheduler moves a send to ``sending`` (`taken`) before it reaches the provider; a job left
+there is never claimed again, only settled (bot.scheduler).
+
+Statuses: pending → (sending →) done | failed | skipped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,6 +43,8 @@ class Job:
     payload: Mapping[str, Any]
     attempts: int  # including this one
     created_at: datetime
+    status: str = "pending"  # the status this worker holds it in
+    lease: datetime | None = None  # the locked_until this worker set: its fencing token
 
 
 async def enqueue(
@@ -95,9 +105,55 @@ async def claim(db: Database, kinds: Sequence[str], *, now: datetime, limit: int
             .values(locked_until=now + LEASE, attempts=j.attempts + 1)
         )
     return [
-        Job(row.id, row.kind, row.survey_id, row.payload or {}, row.attempts + 1, row.created_at)
+        Job(
+            row.id,
+            row.kind,
+            row.survey_id,
+            row.payload or {},
+            row.attempts + 1,
+            row.created_at,
+            lease=now + LEASE,
+        )
         for row in rows
     ]
+
+
+def taken(job: Job, *, now: datetime) -> tuple[sa.Update, Job]:
+    """The UPDATE that moves a claimed job to ``sending`` with a fresh lease, and the job as then held.
+
+    Only the claimer still holding its lease changes the row; run it in the transaction that
+    decides the send and check that its rowcount is 1, else the job is someone else's.
+    """
+    held = replace(job, status="sending", lease=now + LEASE)
+    update = (
+        sa.update(jobs)
+        .where(jobs.c.id == job.id, *_holding(job))
+        .values(status=held.status, locked_until=held.lease)
+    )
+    return update, held
+
+
+def _holding(job: Job) -> list[sa.ColumnElement[bool]]:
+    """The conditions under which ``job``'s row is still as its worker holds it."""
+    lease = jobs.c.locked_until.is_(None) if job.lease is None else jobs.c.locked_until == job.lease
+    return [jobs.c.status == job.status, lease]
+
+
+def stalled(*, now: datetime, limit: int, skip_locked: bool) -> sa.Select[Any]:
+    """Jobs left in ``sending`` whose lease ran out: their worker stopped during a send.
+
+    ``skip_locked`` (PostgreSQL) locks the rows taken and passes over those another worker holds.
+    """
+    j = jobs.c
+    query = (
+        sa.select(
+            j.id, j.kind, j.survey_id, j.payload, j.attempts, j.created_at, j.locked_until, j.last_error
+        )
+        .where(j.status == "sending", j.locked_until <= now)
+        .order_by(j.locked_until, j.id)
+        .limit(limit)
+    )
+    return query.with_for_update(skip_locked=True) if skip_locked else query
 
 
 async def finish(
@@ -121,11 +177,15 @@ def finished(
     status: str = "done",
     result: Mapping[str, Any] | None = None,
     error: str | None = None,
+    held: bool = False,
 ) -> sa.Update:
-    """The UPDATE that records a job's end, for a caller's own (async or plain) connection."""
+    """The UPDATE that records a job's end, for a caller's own (async or plain) connection.
+
+    With ``held``, only while the row is as this worker holds it (its rowcount says whether).
+    """
     return (
         sa.update(jobs)
-        .where(jobs.c.id == job.id)
+        .where(jobs.c.id == job.id, *(_holding(job) if held else ()))
         .values(
             status=status,
             done_at=now,
@@ -144,14 +204,28 @@ async def retry_later(db: Database, job: Job, *, now: datetime, error: str) -> b
     if job.attempts >= MAX_ATTEMPTS:
         await finish(db, job, now=now, status="failed", error=error)
         return False
-    delay = min(_FIRST_RETRY * 2 ** (job.attempts - 1), _LONGEST_RETRY)
     async with db.write() as conn:
-        await conn.execute(
-            sa.update(jobs)
-            .where(jobs.c.id == job.id)
-            .values(due_at=now + delay, locked_until=None, last_error=error)
-        )
+        await conn.execute(retried(job, now=now, error=error))
     return True
+
+
+def retried(job: Job, *, now: datetime, error: str, held: bool = False) -> sa.Update:
+    """The UPDATE that puts a failed attempt back, pending, after a wait that doubles per attempt.
+
+    The caller checks ``MAX_ATTEMPTS`` first. With ``held``, only while the row is as this
+    worker holds it.
+    """
+    delay = min(_FIRST_RETRY * 2 ** (job.attempts - 1), _LONGEST_RETRY)
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id == job.id, *(_holding(job) if held else ()))
+        .values(status="pending", due_at=now + delay, locked_until=None, last_error=error)
+    )
+
+
+def noted(job: Job, *, error: str) -> sa.Update:
+    """The UPDATE that keeps ``error`` as the job's last_error, only while its worker still holds it."""
+    return sa.update(jobs).where(jobs.c.id == job.id, *_holding(job)).values(last_error=error)
 
 
 async def latest_result(conn: AsyncConnection, survey_id: int, kind: str) -> Mapping[str, Any] | None:
@@ -174,9 +248,9 @@ async def postpone(db: Database, job: Job, *, due_at: datetime) -> None:
 
 
 def postponed(job: Job, *, due_at: datetime) -> sa.Update:
-    """The UPDATE that puts a job back, due later, for a caller's own connection."""
+    """The UPDATE that puts a job back, pending and due later, for a caller's own connection."""
     return (
         sa.update(jobs)
         .where(jobs.c.id == job.id)
-        .values(due_at=due_at, locked_until=None, attempts=jobs.c.attempts - 1)
+        .values(status="pending", due_at=due_at, locked_until=None, attempts=jobs.c.attempts - 1)
     )

@@ -10,8 +10,11 @@ in memory. Without it, an unauthenticated 300 MB POST to /api/surveys took the s
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Every body Afterword takes is small: a Twilio webhook is a form of a few kB, a Telegram
@@ -57,7 +60,13 @@ class BodyLimit:
                 started = started or message["type"] == "http.response.start"
                 await send(message)
 
-        await self.app(scope, counted, watched)
+        try:
+            await self.app(scope, counted, watched)
+        except Exception:
+            # A route that reads the body itself (request.form() in the Twilio webhooks) meets
+            # the disconnect as ClientDisconnect; past the cap that is ours to answer, not a 500.
+            if not over:
+                raise
         if over and not started:  # a route that answered before reading it all has its answer
             await self._refuse(send)
 
@@ -83,3 +92,31 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def client_address(request: Request, trusted: Sequence[IPv4Network | IPv6Network]) -> str:
+    """The client's address: the peer's, or behind proxies in ``trusted`` the nearest other one.
+
+    Each proxy appends the address it was connected from to X-Forwarded-For, so the list is read
+    from the right, past the trusted proxies, to the first address none of them is: everything
+    left of it was written by the client and may be made up. With no trusted proxies (the
+    default) the header is ignored: uvicorn's own default believed it from 127.0.0.1, so a
+    client could pick the address that the login throttle counted (issue 16).
+    """
+    peer = request.client.host if request.client else "unknown"
+    if not _within(peer, trusted):
+        return peer
+    hops = [hop.strip() for value in request.headers.getlist("x-forwarded-for") for hop in value.split(",")]
+    for hop in reversed([hop for hop in hops if hop]):
+        if not _within(hop, trusted):
+            return hop[:64]  # what a trusted proxy saw; a malformed entry is kept as it is
+        peer = hop
+    return peer  # every hop was a trusted proxy
+
+
+def _within(address: str, networks: Sequence[IPv4Network | IPv6Network]) -> bool:
+    try:
+        parsed = ip_address(address)
+    except ValueError:
+        return False
+    return any(parsed in network for network in networks)

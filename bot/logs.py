@@ -53,6 +53,8 @@ _BOT_TOKEN = re.compile(r"bot\d+:[A-Za-z0-9_-]{35}")
 _SURVEY_LINK = re.compile(r"(/s/|\bstart=|/start )[A-Za-z0-9_-]+")
 # HTTP Basic credentials (Twilio's account SID : auth token) if a client logs its headers.
 _BASIC_AUTH = re.compile(r"(Basic )[A-Za-z0-9+/=]{8,}")
+# Our API keys (bot.apikeys: "aw_" and 43 URL-safe characters) and any Bearer credential.
+_API_KEY = re.compile(r"(Bearer |\baw_)[A-Za-z0-9._~+/=-]{8,}")
 
 
 def secrets_of(settings: Settings) -> list[str]:
@@ -70,6 +72,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
             text = text.replace(secret, HIDDEN)
     text = _BOT_TOKEN.sub(f"bot{HIDDEN}", text)
     text = _BASIC_AUTH.sub(rf"\g<1>{HIDDEN}", text)
+    text = _API_KEY.sub(rf"\g<1>{HIDDEN}", text)
     text = _SURVEY_LINK.sub(r"\g<1>…", text)
     return mask_text(text)
 

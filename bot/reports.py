@@ -36,6 +36,10 @@ Trend = Literal["day", "week", "month"]
 TRENDS: tuple[Trend, ...] = ("day", "week", "month")
 SINCE = re.compile(r"^(\d{1,4})d$")
 DEFAULT_SINCE = "30d"
+# The days a report may name: a period and the one before it must stay inside what a datetime
+# (year 1 to 9999) and both databases can hold, and no survey is older or newer than these.
+FIRST_DAY = date(2000, 1, 1)
+LAST_DAY = date(2100, 12, 31)
 COMMENTS = 10
 
 
@@ -150,9 +154,12 @@ def report_query(
 
 def _day(field: str, raw: str) -> datetime:
     try:
-        return datetime.combine(date.fromisoformat(raw), time(), tzinfo=UTC)
+        day = date.fromisoformat(raw)
     except ValueError as exc:
         raise ReportError(field, f"{raw!r} is not a date in the form 2026-11-23") from exc
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ReportError(field, f"{raw} is not between {FIRST_DAY} and {LAST_DAY}")
+    return datetime.combine(day, time(), tzinfo=UTC)
 
 
 async def build_report(

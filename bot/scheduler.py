@@ -2,14 +2,42 @@
 
 It runs inside `afterword serve` and alone as `afterword worker`. Jobs are claimed with
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (bot.jobs), so any number of processes share the
-work and none sends a survey twice. Before each send the rules apply, in this order: an
-opted-out contact is skipped; a contact surveyed within THROTTLE_DAYS is throttled; a send
-due in the recipient's quiet hours is postponed to the first allowed minute.
+work. Before each send the rules apply, in this order: an opted-out contact is skipped; a
+contact surveyed within THROTTLE_DAYS is throttled; a send due in the recipient's quiet hours
+is postponed to the first allowed minute.
+
+Sends are at most once. The transaction that applies the rules also moves the job to
+``sending`` with a fresh lease, which only the worker still holding its claim can do
+(`jobs.taken`); a worker that finds the job gone skips it quietly. After the provider took
+the send, one transaction records it (``sent_at``, the provider's id in the job's result, the
+expiry and the reminder) and finishes the job, if it is still ``sending``. Only a refusal
+(``DeliveryFailed``, ``ContactOptedOut``) or a connection that never opened
+(`channels.base.never_sent`) puts a send back or fails it. Any other error once the request
+may have left, the recording's included, is logged and leaves the job in ``sending``: the
+Twilio Messages and Calls APIs and Telegram's sendMessage take no idempotency key, so sending
+again could reach the customer twice. A job left in ``sending`` (its worker died or was
+stopped mid-send, or the outcome is unknown) is settled by the first pass of any scheduler
+after its lease ran out, without sending: counted as sent but unconfirmed (result outcome
+"sent, unconfirmed: …", ``sent_at`` and the expiry and reminder as after a send), with a
+WARNING naming the job, survey, channel and masked address.
+
+Pace: each send first takes its provider's next slot from the ``send_rates`` table
+(`reserve_slot`, one atomic upsert shared by every process; SMS and WhatsApp share the one
+Twilio sender's SEND_RATE_SMS) and sleeps until it, before the rules' transaction, so the
+wait never eats into the ``sending`` lease. A send of several messages (SMS and WhatsApp:
+one per prompt) takes a slot as long as all of them, so SEND_RATE_* counts messages, as
+Twilio does. The per-process aiolimiter this replaces let N workers send at N ×
+SEND_RATE_* (two workers sent SMS at twice the rate, issue 16); the shared slots pace this
+process's own sends as well, so no limiter is kept beside them.
+
+Batches, not lease renewal: a pass claims at most what the slowest configured rate sends in
+half a lease, at two messages a send (`batch_size`, at least one job, at most ``BATCH``), so
+jobs waiting for their slots are sent before their claim runs out. Should a claim still run
+out (several workers share a slow rate), another worker may claim the job, and the first
+one's `jobs.taken` then changes nothing: its slot goes unused, the job is sent once.
 
 A claimed batch is done ``CONCURRENT_JOBS`` at a time, the jobs of one address one after
-another, and the send limiters set the pace. A send costs two transactions, written as plain
-SQLAlchemy for ``Database.transact``: one applies the rules and opens the survey, one records
-the send.
+another. The transactions are plain SQLAlchemy for ``Database.transact``.
 """
 
 from __future__ import annotations
@@ -18,6 +46,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -25,29 +54,39 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from aiolimiter import AsyncLimiter
 from sqlalchemy.engine import Connection
 
 from bot import jobs
-from bot.channels.base import Channel
+from bot.channels.base import Channel, never_sent
+from bot.db import Database, upsert_insert
 from bot.errors import ContactOptedOut, DeliveryFailed
 from bot.phones import mask, time_zone
 from bot.quiet_hours import next_allowed, zone_or_default
 from bot.service import Service
-from bot.surveys import OPEN, asking, close_survey, closing
-from bot.tables import contacts, surveys
+from bot.settings import Settings
+from bot.surveys import OPEN, asking, closing
+from bot.tables import contacts, send_rates, surveys
 from flows import engine
 
 log = logging.getLogger(__name__)
 
 KINDS = ("send", "reminder", "expire")
-BATCH = 50
-# Jobs in flight at once. A send mostly waits: for the limiters, the provider, the database.
+BATCH = 50  # the most jobs a pass claims; fewer when a configured send rate is slow (batch_size)
+# Jobs in flight at once. A send mostly waits: for its slot, the provider, the database.
 # Eight overlap enough of that to keep Telegram's 30/s busy (a send takes 20–50 ms of its own),
-# so the limiters, not this number, set the pace; more would only queue more writers behind
+# so the rates, not this number, set the pace; more would only queue more writers behind
 # SQLite's one and hold more pooled connections on PostgreSQL.
 CONCURRENT_JOBS = 8
 PHONE_CHANNELS = frozenset({"sms", "whatsapp", "voice"})
+# Whose rate a channel's sends count against: SMS and WhatsApp go out from one Twilio sender.
+PROVIDERS = {
+    "sms": "twilio-messages",
+    "whatsapp": "twilio-messages",
+    "voice": "twilio-calls",
+    "telegram": "telegram",
+}
+SEND_MESSAGES = 2  # messages in a survey's first send by SMS or WhatsApp: the intro and the question
+STOPPED = "worker stopped during the send"
 
 _SURVEY = (
     sa.select(
@@ -76,6 +115,11 @@ _SENT_TO_ADDRESS = (
     )
     .limit(1)
 )
+_RECIPIENT = (
+    sa.select(surveys.c.channel, contacts.c.address)
+    .select_from(surveys.outerjoin(contacts, contacts.c.id == surveys.c.contact_id))
+    .where(surveys.c.id == sa.bindparam("survey_id"))
+)
 
 
 def worker_name() -> str:
@@ -83,15 +127,67 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _limiter(per_second: float) -> AsyncLimiter:
-    # aiolimiter needs a capacity of at least one; below 1/s stretch the period instead.
-    return AsyncLimiter(per_second, 1) if per_second >= 1 else AsyncLimiter(1, 1 / per_second)
+def send_rate(settings: Settings, provider: str) -> float:
+    """A provider's sends per second (SEND_RATE_*), for all worker processes together."""
+    return {
+        "twilio-messages": settings.send_rate_sms,
+        "twilio-calls": settings.send_rate_voice,
+        "telegram": settings.send_rate_telegram,
+    }[provider]
+
+
+def batch_size(slowest: float | None) -> int:
+    """How many jobs a pass claims: what ``slowest`` messages/s sends in half a lease, 1 to ``BATCH``.
+
+    A send is counted as ``SEND_MESSAGES`` messages, as a first send by SMS is.
+    """
+    if slowest is None:
+        return BATCH
+    return max(1, min(BATCH, int(slowest * jobs.LEASE.total_seconds() / 2 / SEND_MESSAGES)))
+
+
+async def reserve_slot(db: Database, provider: str, per_second: float, *, messages: int = 1) -> float:
+    """Take ``provider``'s next send slot, shared by every process: its time in epoch seconds.
+
+    A slot is ``messages/per_second`` long (GCRA without a burst): the row holds the next free
+    time, and one upsert moves it to ``max(next_at, now) + messages/per_second`` and returns it,
+    so two callers never get the same slot. The caller waits until its slot and then sends its
+    messages. Real time, not the service's clock: a test's clock stands still, and the provider
+    counts in real seconds.
+    """
+    return await db.transact(_reserve, provider, messages / per_second)
+
+
+def _reserve(conn: Connection, provider: str, interval: float) -> float:
+    """Take ``interval`` seconds of ``provider``'s sending time; when they start."""
+    now = time.time()  # read inside the transaction: a wait for SQLite's write lock must not age it
+    next_at = send_rates.c.next_at
+    upsert = (
+        upsert_insert(conn.dialect.name, send_rates)
+        .values(provider=provider, next_at=now + interval)
+        .on_conflict_do_update(
+            index_elements=[send_rates.c.provider],
+            set_={"next_at": sa.case((next_at > now, next_at), else_=sa.literal(now, sa.Double)) + interval},
+        )
+        .returning(next_at)
+    )
+    return float(conn.execute(upsert).scalar_one()) - interval
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """A claimed job, its survey's channel, and how many messages a send of it makes."""
+
+    job: jobs.Job
+    channel: str | None
+    messages: int
 
 
 @dataclass(frozen=True)
 class _Ready:
-    """A survey cleared to go out, and what to show."""
+    """A survey cleared to go out, the job as now held (``sending``), and what to show."""
 
+    job: jobs.Job
     row: Any
     prompts: tuple[engine.Prompt, ...]
     language: str
@@ -106,18 +202,14 @@ class Scheduler:
         self.service = service
         self.channels = channels
         self.worker = worker or worker_name()
-        settings = service.settings
-        sms = _limiter(settings.send_rate_sms)
-        self.limiters = {
-            "telegram": _limiter(settings.send_rate_telegram),
-            "sms": sms,
-            "whatsapp": sms,
-            "voice": _limiter(settings.send_rate_voice),
-        }
+        rates = [send_rate(service.settings, PROVIDERS[name]) for name in channels if name in PROVIDERS]
+        self.batch = batch_size(min(rates, default=None))
 
     async def run_once(self) -> int:
-        """Do every job due now (up to a batch); returns how many were claimed."""
-        claimed = await jobs.claim(self.service.db, KINDS, now=self.service.clock(), limit=BATCH)
+        """Settle sends left mid-way, then do the jobs due now (up to a batch); how many were claimed."""
+        db = self.service.db
+        await db.transact(self._reconcile, self.service.clock())
+        claimed = await jobs.claim(db, KINDS, now=self.service.clock(), limit=self.batch)
         room = asyncio.Semaphore(CONCURRENT_JOBS)
         queues = await self._queues(claimed)
         ended = await asyncio.gather(*(self._do_in_turn(q, room) for q in queues), return_exceptions=True)
@@ -135,62 +227,94 @@ class Scheduler:
             except Exception:  # the loop must outlive a database hiccup
                 log.exception("scheduler pass failed")
                 busy = 0
-            if busy < BATCH:
+            if busy < self.batch:
                 await asyncio.sleep(self.service.settings.worker_poll_seconds)
 
-    async def _queues(self, claimed: Sequence[jobs.Job]) -> list[list[jobs.Job]]:
-        """The batch as one queue per address, in claim order; queues run side by side.
+    async def _queues(self, claimed: Sequence[jobs.Job]) -> list[list[_Queued]]:
+        """The batch as one queue per address, in claim order, each job with its channel and its messages.
 
         An address's jobs must not overlap: two sends to it would both pass the throttle
         before either is recorded, and a survey's reminder could race its expiry. Queues do
         what a lock per address would, with no locks left to clean up, since run() does one
-        batch at a time. Addresses are read for the batch at once (a survey keeps its contact
-        once it has one); a survey without a contact queues by its id. As before, several
-        worker processes on PostgreSQL keep apart only the jobs each of them claimed.
+        batch at a time. Surveys are read for the batch at once (a survey keeps its contact
+        once it has one); a survey without a contact queues by its id. The channel and the
+        number of messages say how many of which rate's slots to take before the rules' transaction.
         """
         ids = [job.survey_id for job in claimed if job.survey_id is not None]
-        addresses: dict[int | None, str] = {}
+        found: dict[int, Any] = {}
         if ids:
             async with self.service.db.read() as conn:
                 rows = await conn.execute(
-                    sa.select(surveys.c.id, contacts.c.address)
-                    .join(contacts, contacts.c.id == surveys.c.contact_id)
+                    sa.select(
+                        surveys.c.id,
+                        surveys.c.channel,
+                        surveys.c.flow_id,
+                        surveys.c.state,
+                        contacts.c.address,
+                    )
+                    .select_from(surveys.outerjoin(contacts, contacts.c.id == surveys.c.contact_id))
                     .where(surveys.c.id.in_(ids))
                 )
-                addresses = {row.id: row.address for row in rows}
-        queues: dict[str | int | None, list[jobs.Job]] = defaultdict(list)
+                found = {row.id: row for row in rows}
+        queues: dict[str | int | None, list[_Queued]] = defaultdict(list)
         for job in claimed:
-            queues[addresses.get(job.survey_id, job.survey_id)].append(job)
+            row = found.get(job.survey_id) if job.survey_id is not None else None
+            if row is None:
+                queues[job.survey_id].append(_Queued(job, None, 1))
+                continue
+            queues[row.address or job.survey_id].append(_Queued(job, row.channel, self._messages(row)))
         return list(queues.values())
 
-    async def _do_in_turn(self, queue: Sequence[jobs.Job], room: asyncio.Semaphore) -> None:
-        for job in queue:
+    def _messages(self, row: Any) -> int:
+        """How many messages a send of this survey makes: an SMS or WhatsApp message per prompt, else one."""
+        if PROVIDERS.get(row.channel) != "twilio-messages":
+            return 1
+        try:
+            state = engine.State.from_json(row.state)
+        except (KeyError, TypeError, ValueError):  # _check will meet it too; count a usual send
+            return SEND_MESSAGES
+        return max(1, len(self._prompts(row.flow_id, state)))
+
+    async def _do_in_turn(self, queue: Sequence[_Queued], room: asyncio.Semaphore) -> None:
+        for queued in queue:
+            job = queued.job
             async with room:
                 try:
-                    await self._do(job)
+                    await self._do(queued)
                 except Exception as exc:  # a job's failure must not stop the others
+                    # Only a job still pending under this claim is put back (the retry is
+                    # fenced): once it is `sending`, nothing here sends it again.
                     log.exception("job %s (%s) failed", job.id, job.kind)
-                    await self._retry(job, str(exc) or type(exc).__name__)
+                    await self._retry(job, _reason(exc))
 
-    async def _do(self, job: jobs.Job) -> None:
+    async def _do(self, queued: _Queued) -> None:
+        job = queued.job
         if job.survey_id is None:
             await self.service.db.transact(self._settle, job, "skipped", "no survey")
         elif job.kind == "expire":
             await self.service.db.transact(self._expire, job)
         else:
+            if queued.channel in self.channels and queued.channel in PROVIDERS:
+                await self._wait_for_slot(queued.channel, queued.messages)
             await self._send(job, reminder=job.kind == "reminder")
 
+    async def _wait_for_slot(self, channel: str, messages: int) -> None:
+        provider = PROVIDERS[channel]
+        rate = send_rate(self.service.settings, provider)
+        slot = await reserve_slot(self.service.db, provider, rate, messages=messages)
+        await asyncio.sleep(max(0.0, slot - time.time()))
+
     async def _send(self, job: jobs.Job, *, reminder: bool) -> None:
-        db, now = self.service.db, self.service.clock()
+        db = self.service.db
+        now = self.service.clock()
         ready = await db.transact(self._check, job, now, reminder=reminder)
-        if ready is None:  # the rules settled it
+        if ready is None:  # the rules settled it, or it is another worker's
             return
-        row = ready.row
+        job, row = ready.job, ready.row  # from here on the job is `sending`: never sent again
         try:
-            async with self.limiters.get(row.channel, self.limiters["sms"]):
-                await self.channels[row.channel].deliver(
-                    row.address, ready.prompts, ready.language, survey_id=row.id
-                )
+            provider_id = await self.channels[row.channel].deliver(
+                row.address, ready.prompts, ready.language, survey_id=row.id
+            )
         except ContactOptedOut:
             await db.transact(self._settle, job, "done", None, outcome="skipped: opted out", close="skipped")
             return
@@ -200,7 +324,35 @@ class Scheduler:
             else:
                 await self._retry(job, str(exc))
             return
-        await db.transact(self._sent, job, now, reminder=reminder)
+        except Exception as exc:
+            if never_sent(exc):  # no connection, so no request: safe to try again later
+                log.warning("job %s: could not reach %s: %s", job.id, row.channel, _reason(exc))
+                await self._retry(job, _reason(exc))
+                return
+            log.exception(
+                "job %s: survey %s by %s to %s may have been sent; it will not be sent again",
+                job.id,
+                row.id,
+                row.channel,
+                mask(row.address),
+            )
+            await self._note(job, f"{type(exc).__name__}: {_reason(exc)}")
+            return
+        try:
+            await db.transact(self._sent, job, now, provider_id, reminder=reminder)
+        except Exception as exc:
+            log.exception(
+                "job %s: survey %s was sent by %s to %s but not recorded; it stays `sending` "
+                "and is counted as sent, unconfirmed, once its lease runs out",
+                job.id,
+                row.id,
+                row.channel,
+                mask(row.address),
+            )
+            await self._note(
+                job, f"delivered ({provider_id or 'no provider id'}), not recorded: {_reason(exc)}"
+            )
+            return
         log.info(
             "survey %s %s by %s to %s",
             row.id,
@@ -210,7 +362,11 @@ class Scheduler:
         )
 
     def _check(self, conn: Connection, job: jobs.Job, now: datetime, *, reminder: bool) -> _Ready | None:
-        """Apply the rules; settle the job (None), or open the survey and say what to send."""
+        """Take the job, apply the rules: settle it (None), or open the survey and say what to send."""
+        taking, job = jobs.taken(job, now=now)
+        if conn.execute(taking).rowcount != 1:  # settled or claimed again by another worker meanwhile
+            log.debug("job %s is no longer this worker's", job.id)
+            return None
         row = conn.execute(_SURVEY, {"survey_id": job.survey_id}).one_or_none()
         if row is None:
             self._settle(conn, job, "skipped", "survey not found")
@@ -243,7 +399,7 @@ class Scheduler:
         if not prompts:
             self._settle(conn, job, "skipped", None, outcome="nothing to ask")
             return None
-        return _Ready(row, prompts, state.language)
+        return _Ready(job, row, prompts, state.language)
 
     def _throttled(self, conn: Connection, row: Any, now: datetime) -> bool:
         """Whether this address (on any channel) was sent a survey within THROTTLE_DAYS."""
@@ -279,17 +435,73 @@ class Scheduler:
         flow = self.service.flows.get(flow_id)
         return asking(flow, state) if flow is not None else ()
 
-    def _sent(self, conn: Connection, job: jobs.Job, now: datetime, *, reminder: bool) -> None:
-        """Record the send and finish the job; a first send queues the expiry and the one reminder."""
-        if not reminder:
-            settings = self.service.settings
-            conn.execute(sa.update(surveys).where(surveys.c.id == job.survey_id).values(sent_at=now))
-            expires = now + self.service.survey_ttl
-            conn.execute(jobs.job("expire", now=now, survey_id=job.survey_id, due_at=expires))
-            if settings.reminder_after_hours > 0:
-                due = now + timedelta(hours=settings.reminder_after_hours)
-                conn.execute(jobs.job("reminder", now=now, survey_id=job.survey_id, due_at=due))
-        self._settle(conn, job, "done", None, outcome="sent")
+    def _sent(
+        self, conn: Connection, job: jobs.Job, now: datetime, provider_id: str | None, *, reminder: bool
+    ) -> None:
+        """Record a send and finish the job if still `sending`; a first send queues expiry and reminder."""
+        result = {"worker": self.worker, "outcome": "sent"}
+        if provider_id:
+            result["provider_id"] = provider_id
+        finishing = jobs.finished(job, now=self.service.clock(), status="done", result=result, held=True)
+        if not conn.execute(finishing).rowcount:
+            log.warning(
+                "job %s was settled by another worker while it was being sent (its lease ran out)", job.id
+            )
+            return
+        if not reminder and job.survey_id is not None:
+            self._record_send(conn, job.survey_id, now)
+
+    def _record_send(self, conn: Connection, survey_id: int, at: datetime) -> None:
+        """Set the survey's ``sent_at`` (if unset) and queue its expiry and its one reminder."""
+        settings = self.service.settings
+        conn.execute(
+            sa.update(surveys)
+            .where(surveys.c.id == survey_id, surveys.c.sent_at.is_(None))
+            .values(sent_at=at)
+        )
+        conn.execute(jobs.job("expire", now=at, survey_id=survey_id, due_at=at + self.service.survey_ttl))
+        if settings.reminder_after_hours > 0:
+            due = at + timedelta(hours=settings.reminder_after_hours)
+            conn.execute(jobs.job("reminder", now=at, survey_id=survey_id, due_at=due))
+
+    def _reconcile(self, conn: Connection, now: datetime) -> int:
+        """Settle the sends left `sending` past their lease, without sending: sent, unconfirmed."""
+        stalled = jobs.stalled(now=now, limit=BATCH, skip_locked=conn.dialect.name != "sqlite")
+        settled = 0
+        for row in conn.execute(stalled).all():
+            job = jobs.Job(
+                row.id,
+                row.kind,
+                row.survey_id,
+                row.payload or {},
+                row.attempts,
+                row.created_at,
+                status="sending",
+                lease=row.locked_until,
+            )
+            why = row.last_error or STOPPED
+            result = {"worker": self.worker, "outcome": f"sent, unconfirmed: {why}"}
+            if not conn.execute(
+                jobs.finished(job, now=now, status="done", result=result, held=True)
+            ).rowcount:
+                continue
+            settled += 1
+            if job.survey_id is None:
+                continue
+            if job.kind == "send":  # as a send would have, from when it was taken for sending
+                self._record_send(conn, job.survey_id, row.locked_until - jobs.LEASE)
+            recipient = conn.execute(_RECIPIENT, {"survey_id": job.survey_id}).one_or_none()
+            log.warning(
+                "job %s (%s): survey %s by %s to %s was left mid-send (%s); counted as sent, "
+                "unconfirmed, and not sent again",
+                job.id,
+                job.kind,
+                job.survey_id,
+                recipient.channel if recipient else "?",
+                mask(recipient.address) if recipient and recipient.address else "?",
+                why,
+            )
+        return settled
 
     def _expire(self, conn: Connection, job: jobs.Job) -> None:
         expired = _close(conn, job.survey_id, "expired")
@@ -304,20 +516,51 @@ class Scheduler:
         *,
         outcome: str | None = None,
         close: str | None = None,
-    ) -> None:
-        """Finish the job (done, skipped, failed), first closing its survey as ``close`` if still open."""
+    ) -> bool:
+        """Finish the job (done, skipped, failed), then close its survey as ``close`` if still open.
+
+        Only while this worker still holds the job; False (and nothing changed) if not.
+        """
+        result = {"worker": self.worker, "outcome": outcome} if outcome else {"worker": self.worker}
+        finishing = jobs.finished(
+            job, now=self.service.clock(), status=status, result=result, error=error, held=True
+        )
+        if not conn.execute(finishing).rowcount:
+            log.info("job %s was settled by another worker", job.id)
+            return False
         if close is not None:
             _close(conn, job.survey_id, close)
-        result = {"worker": self.worker, "outcome": outcome} if outcome else {"worker": self.worker}
-        conn.execute(jobs.finished(job, now=self.service.clock(), status=status, result=result, error=error))
+        return True
 
     async def _retry(self, job: jobs.Job, error: str) -> None:
-        again = await jobs.retry_later(self.service.db, job, now=self.service.clock(), error=error)
-        if not again and job.survey_id is not None and job.kind == "send":
-            await close_survey(self.service.db, job.survey_id, "failed")
+        await self.service.db.transact(self._retry_in, job, error)
+
+    def _retry_in(self, conn: Connection, job: jobs.Job, error: str) -> None:
+        """Put the job back to try later, or after the last attempt fail it (and a send's survey)."""
+        if job.attempts < jobs.MAX_ATTEMPTS:
+            conn.execute(jobs.retried(job, now=self.service.clock(), error=error, held=True))
+            return
+        close = "failed" if job.kind == "send" else None
+        if self._settle(conn, job, "failed", error, close=close) and close is not None:
             log.warning("survey %s failed after %d attempts: %s", job.survey_id, job.attempts, error)
+
+    async def _note(self, job: jobs.Job, error: str) -> None:
+        """Keep why a `sending` job's outcome is unknown, for the reconciler's outcome (best effort)."""
+        try:
+            await self.service.db.transact(_note, job, error)
+        except Exception:  # the database may be what failed; the reconciler still settles the job
+            log.exception("job %s: could not note the error", job.id)
+
+
+def _note(conn: Connection, job: jobs.Job, error: str) -> None:
+    conn.execute(jobs.noted(job, error=error))
 
 
 def _close(conn: Connection, survey_id: int | None, status: str) -> bool:
     """Give an open survey its final status; True if it was open."""
     return bool(conn.execute(closing(survey_id, status)).rowcount)
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception for a job's last_error: its message, or its type when it has none."""
+    return str(exc) or type(exc).__name__

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlsplit
@@ -95,10 +96,20 @@ class Settings(BaseSettings):
         default=1, gt=0, le=1000, allow_inf_nan=False
     )  # calls per second (Twilio's default CPS: 1)
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60, allow_inf_nan=False)
+    # The web server's edge: reverse proxies whose X-Forwarded-For is believed (addresses or
+    # networks, comma-separated; none by default), open connections at most (more get 503), and
+    # seconds a client may take to send a request's headers, or between two parts of its body.
+    trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = ()
+    max_connections: int = Field(default=1000, ge=1, le=100_000)
+    client_timeout_seconds: float = Field(default=10.0, gt=0, le=300, allow_inf_nan=False)
     # Helpdesk webhooks (/hooks/zendesk, /hooks/freshdesk, /hooks/generic).
     hooks_secret: SecretStr | None = None
     hooks_channel: Literal["sms", "whatsapp", "voice"] = "sms"
     hooks_generic_map: str | None = None
+    # Triggers: open (pending or active) surveys one contact (channel and number or chat id) may
+    # have at once. A customer whose tickets were closed the same day gets a few, a looping
+    # script not thousands; each one sent closes the contact's older ones anyway.
+    max_open_surveys_per_address: int = Field(default=3, ge=1, le=1000)
 
     @field_validator("database_url")
     @classmethod
@@ -111,6 +122,21 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [Path(part) for part in value.split(":") if part.strip()]
         return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        networks: list[IPv4Network | IPv6Network] = []
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                networks.append(ip_network(item, strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or network; use e.g. 127.0.0.1,10.0.0.0/8"
+                ) from None
+        return tuple(networks)
 
     @field_validator("public_base_url", "telegram_api_base_url", "twilio_api_base_url")
     @classmethod

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import jobs
 from bot.db import Database, upsert_insert
-from bot.errors import ContactOptedOut
+from bot.errors import ContactOptedOut, OpenSurveysFull
 from bot.tables import contacts, surveys
 from flows import engine
 from flows.loader import get_flow
@@ -56,8 +56,14 @@ async def create_survey(
     now: datetime,
     ttl: timedelta,
     send_at: datetime | None = None,
+    max_open: int | None = None,
 ) -> Created:
     """Create and open a survey; the same ticket and flow give back the existing one.
+
+    With ``max_open``, a contact that already has that many open surveys is refused another
+    (OpenSurveysFull), counted in this transaction with the contact row locked, so two
+    triggers for one contact never both take the last place (issue 16: 2,000 open surveys for
+    one number were accepted). The same ticket and flow again is given back, never refused.
 
     The contact's older open survey on the same channel is closed as ``incomplete``, so a
     reply always belongs to the newest question the contact was asked. With ``send_at`` the
@@ -71,6 +77,12 @@ async def create_survey(
             existing = await _by_ticket(conn, new.ticket, flow.id)
             if existing is not None:
                 return existing
+        if contact_id is not None and max_open is not None:
+            count = sa.select(sa.func.count()).where(
+                surveys.c.contact_id == contact_id, surveys.c.status.in_(OPEN)
+            )
+            if (await conn.execute(count)).scalar_one() >= max_open:
+                raise OpenSurveysFull(new.channel, max_open)
         pending = send_at is not None
         expires_at = None if pending else now + ttl
         step = engine.start(flow, new.language or contact_language, expires_at=expires_at)
@@ -130,9 +142,9 @@ async def _contact(
     )
     row = (
         await conn.execute(
-            sa.select(contacts.c.id, contacts.c.language, contacts.c.opted_out_at).where(
-                contacts.c.channel == new.channel, contacts.c.address == new.address
-            )
+            sa.select(contacts.c.id, contacts.c.language, contacts.c.opted_out_at)
+            .where(contacts.c.channel == new.channel, contacts.c.address == new.address)
+            .with_for_update()  # surveys for one contact are created one after another
         )
     ).one()
     if row.opted_out_at is not None:

@@ -184,7 +184,7 @@ jobs = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("survey_id", sa.Integer, sa.ForeignKey("surveys.id", ondelete="CASCADE")),
     sa.Column("payload", sa.JSON),
-    # pending → done | failed | skipped
+    # pending → (sending →) done | failed | skipped; sending: on its way to the provider (bot.scheduler)
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("due_at", UTCDateTime(), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
@@ -195,6 +195,15 @@ jobs = sa.Table(
     sa.Column("done_at", UTCDateTime()),
     sa.Index(None, "status", "due_at"),
     sa.Index(None, "survey_id", "kind"),
+)
+
+# The next free send slot per provider (epoch seconds), shared by every worker process, so
+# SEND_RATE_* holds across all of them (bot.scheduler.reserve_slot).
+send_rates = sa.Table(
+    "send_rates",
+    metadata,
+    sa.Column("provider", sa.String(32), primary_key=True),
+    sa.Column("next_at", sa.Double, nullable=False),
 )
 
 staff = sa.Table(

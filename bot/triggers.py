@@ -3,6 +3,7 @@
 A request is checked whole before anything is stored (which field, what is allowed), then
 becomes a survey: pending with a send job for channels that deliver (SMS, WhatsApp, voice,
 Telegram by chat id), or open at once with a link (web, Telegram without a chat id).
+A contact with MAX_OPEN_SURVEYS_PER_ADDRESS open surveys is refused another (`OpenSurveysFull`).
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ async def trigger(
             now=now,
             ttl=service.survey_ttl,
             send_at=send_at if delivers else None,
+            max_open=service.settings.max_open_surveys_per_address,
         )
     except ContactOptedOut:
         return Triggered(

@@ -1,13 +1,32 @@
 """Dashboard sign-in: staff logins with argon2id passwords, server-side sessions, slowed guessing.
 
 The session cookie carries 256 random bits and the database keeps only their SHA-256; each
-session has its own CSRF token for the dashboard's forms. Failed sign-ins are counted per
-login and per address: after ``MAX_FAILURES`` within ``FAILURE_WINDOW`` further attempts are
-refused without looking at the password, so guessing stays slow even for a lucky guess.
+session has its own CSRF token for the dashboard's forms.
+
+Guessing is slowed by counting failed sign-ins within ``FAILURE_WINDOW`` (15 minutes), three
+ways, and refusing further attempts without looking at the password:
+
+* per login and address: ``MAX_FAILURES`` (5). One address gets at most five password checks
+  per login per window, however many requests it sends at once.
+* per login, from any address: ``MAX_LOGIN_FAILURES`` (20). A guesser spread over many
+  addresses is slowed too, and yet no single address can lock a login for its owner: one
+  address stops at five, so locking a login for everyone takes at least four.
+* per address, over all logins: ``MAX_ADDRESS_FAILURES`` (20), so one address cannot try five
+  passwords on each of many logins. An office behind one NAT shares it; behind a reverse
+  proxy the address is the client's only when ``TRUSTED_PROXIES`` names the proxy.
+
+Each lock lasts until the oldest counted failure leaves the window: an attacker who stops
+frees the login within 15 minutes. The count holds under concurrency because an attempt is
+counted *before* its password is checked, in the one transaction that reads the counts (a
+row in ``login_failures``, serialised by SQLite's write lock and on PostgreSQL by advisory
+locks per login and per address); a right password then removes the login's failures. 40
+simultaneous guesses used to be checked all at once, and the right one among them got in
+(issue 16).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
@@ -16,6 +35,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -28,7 +48,9 @@ from bot.settings import STAFF_ROLES
 from bot.tables import login_failures, staff, web_sessions
 
 SESSION_TTL = timedelta(hours=12)
-MAX_FAILURES = 5  # per login, and per IP, within FAILURE_WINDOW
+MAX_FAILURES = 5  # per login and address, within FAILURE_WINDOW
+MAX_LOGIN_FAILURES = 20  # per login from any address: needs at least four addresses
+MAX_ADDRESS_FAILURES = 20  # per address over all logins
 FAILURE_WINDOW = timedelta(minutes=15)
 MIN_PASSWORD_LENGTH = 10
 _TOUCH_EVERY = timedelta(minutes=1)  # last_seen_at is a hint, not worth a write per request
@@ -105,7 +127,8 @@ async def set_web_login(
         raise InputError("login", "use 1 to 64 letters, digits, '.', '_', '@' or '-', e.g. ana@example.com")
     if role not in STAFF_ROLES:
         raise InputError("role", f"use one of {', '.join(STAFF_ROLES)}")
-    password_hash = hash_password(password)  # before the transaction: argon2 is slow on purpose
+    # Before the transaction and in a thread: argon2 is slow on purpose.
+    password_hash = await asyncio.to_thread(hash_password, password)
     async with db.write() as conn:
         inserted = (
             await conn.execute(
@@ -138,29 +161,48 @@ async def has_web_logins(db: Database) -> bool:
         return found.first() is not None
 
 
-async def _wait(conn: AsyncConnection, column: sa.Column[str], value: str, now: datetime) -> int | None:
-    """Seconds until ``value`` may try again, None when it has failed fewer than MAX_FAILURES times."""
+async def _wait(
+    conn: AsyncConnection, limit: int, now: datetime, *where: sa.ColumnElement[bool]
+) -> int | None:
+    """Seconds until the failures matching ``where`` fall below ``limit``; None when they are below it."""
     query = (
         sa.select(login_failures.c.failed_at)
-        .where(column == value, login_failures.c.failed_at > now - FAILURE_WINDOW)
+        .where(*where, login_failures.c.failed_at > now - FAILURE_WINDOW)
         .order_by(login_failures.c.failed_at.desc())
-        .limit(MAX_FAILURES)
+        .limit(limit)
     )
     recent: list[datetime] = list((await conn.execute(query)).scalars())
-    if len(recent) < MAX_FAILURES:
+    if len(recent) < limit:
         return None
-    # Once the oldest of the latest MAX_FAILURES leaves the window, fewer than MAX_FAILURES remain.
+    # Once the oldest of the latest ``limit`` leaves the window, fewer than ``limit`` remain.
     return max(1, math.ceil((recent[-1] + FAILURE_WINDOW - now).total_seconds()))
 
 
-async def log_in(db: Database, *, login: str, password: str, ip: str, now: datetime) -> LoginResult:
-    """Check a login and password; on success a new session and its cookie."""
-    login_key, ip_key = login[:_KEY_LENGTH], ip[:_KEY_LENGTH]
-    async with db.read() as conn:
+async def _lock(db: Database, conn: AsyncConnection, *keys: str) -> None:
+    """On PostgreSQL, hold a lock per key until the transaction ends (SQLite's write lock does it there)."""
+    if db.dialect != "postgresql":
+        return
+    for key in keys:  # always in this order (login, then address), so two attempts cannot deadlock
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(key))))
+
+
+async def _count_attempt(db: Database, login: str, ip: str, now: datetime) -> tuple[int | None, Any]:
+    """Count an attempt as failed before its password is checked; (seconds to wait, None) when throttled.
+
+    Otherwise (None, the staff row or None for an unknown login). Reading the counts and adding
+    the attempt happen in one transaction under the locks, so concurrent attempts see each other.
+    """
+    c = login_failures.c
+    async with db.write() as conn:
+        await _lock(db, conn, f"afterword-login:{login}", f"afterword-address:{ip}")
         waits = [
-            await _wait(conn, login_failures.c.login, login_key, now),
-            await _wait(conn, login_failures.c.ip, ip_key, now),
+            await _wait(conn, MAX_FAILURES, now, c.login == login, c.ip == ip),
+            await _wait(conn, MAX_LOGIN_FAILURES, now, c.login == login),
+            await _wait(conn, MAX_ADDRESS_FAILURES, now, c.ip == ip),
         ]
+        if any(wait is not None for wait in waits):
+            return max(wait for wait in waits if wait is not None), None
+        await conn.execute(sa.insert(login_failures).values(login=login, ip=ip, failed_at=now))
         row = (
             await conn.execute(
                 sa.select(staff.c.id, staff.c.password_hash).where(
@@ -168,15 +210,25 @@ async def log_in(db: Database, *, login: str, password: str, ip: str, now: datet
                 )
             )
         ).one_or_none()
-    if any(wait is not None for wait in waits):
-        return LoginResult(False, True, None, max(wait for wait in waits if wait is not None))
+    return None, row
+
+
+async def log_in(db: Database, *, login: str, password: str, ip: str, now: datetime) -> LoginResult:
+    """Check a login and password; on success a new session and its cookie.
+
+    ``ip`` is the client's address as the app sees it (behind a proxy named in
+    ``TRUSTED_PROXIES``, the one in X-Forwarded-For).
+    """
+    login_key, ip_key = login[:_KEY_LENGTH], ip[:_KEY_LENGTH]
+    wait, row = await _count_attempt(db, login_key, ip_key, now)
+    if wait is not None:
+        return LoginResult(False, True, None, wait)
     # An unknown login is checked against a dummy hash, so the time taken does not tell it apart.
     stored: str = row.password_hash if row is not None else _dummy_hash()
-    if not verify_password(stored, password) or row is None:
-        async with db.write() as conn:
-            await conn.execute(sa.insert(login_failures).values(login=login_key, ip=ip_key, failed_at=now))
-        return LoginResult(False, False, None, None)
-    rehashed = _hasher.hash(password) if _hasher.check_needs_rehash(stored) else None
+    # argon2 takes tens of milliseconds on purpose: in a thread, so webhooks are not kept waiting.
+    if not await asyncio.to_thread(verify_password, stored, password) or row is None:
+        return LoginResult(False, False, None, None)  # the attempt stays counted as a failure
+    rehashed = await asyncio.to_thread(_hasher.hash, password) if _hasher.check_needs_rehash(stored) else None
     cookie = secrets.token_urlsafe(32)
     async with db.write() as conn:
         await conn.execute(
@@ -189,6 +241,7 @@ async def log_in(db: Database, *, login: str, password: str, ip: str, now: datet
                 last_seen_at=now,
             )
         )
+        # This attempt's row and the login's earlier failures: the owner is in, the count starts anew.
         await conn.execute(sa.delete(login_failures).where(login_failures.c.login == login_key))
         if rehashed is not None:  # the hasher's parameters were raised since this hash was made
             await conn.execute(sa.update(staff).where(staff.c.id == row.id).values(password_hash=rehashed))

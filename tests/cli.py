@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -9,8 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,3 +122,30 @@ def serving(args: Sequence[str], env: Mapping[str, str], cwd: Path, port: int) -
             except subprocess.TimeoutExpired:
                 proc.kill()
                 raise
+
+
+@asynccontextmanager
+async def workers(
+    count: int, env: Mapping[str, str], cwd: Path
+) -> AsyncIterator[tuple[list[asyncio.subprocess.Process], list[Path]]]:
+    """``count`` `afterword worker` processes and their logs; those still running at the end get SIGTERM.
+
+    Each is waited for (30 s) before the block is left, so its exit code is in ``returncode``.
+    """
+    logs = [cwd / f"worker{n}.log" for n in range(1, count + 1)]
+    with ExitStack() as files:
+        sinks = [files.enter_context(log.open("w")) for log in logs]
+        started = [
+            await asyncio.create_subprocess_exec(
+                AFTERWORD, "worker", env=dict(env), cwd=cwd, stdout=asyncio.subprocess.DEVNULL, stderr=sink
+            )
+            for sink in sinks
+        ]
+        try:
+            yield started, logs
+        finally:
+            for process in started:
+                if process.returncode is None:
+                    process.send_signal(signal.SIGTERM)
+            for process in started:
+                await asyncio.wait_for(process.wait(), 30)

@@ -28,6 +28,8 @@ from tests.support import BACKENDS, PG_URL, Clock, environment
 _UNTIMED = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
 hypothesis_settings.register_profile("dev", max_examples=20, **_UNTIMED)  # type: ignore[arg-type]
 hypothesis_settings.register_profile("ci", max_examples=300, **_UNTIMED)  # type: ignore[arg-type]
+# `fuzz` (`make fuzz`): many more examples, for tests/bot/test_fuzz.py, which shares them among its routes.
+hypothesis_settings.register_profile("fuzz", max_examples=5000, **_UNTIMED)  # type: ignore[arg-type]
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 

@@ -53,11 +53,12 @@ class ConsoleChannel(Channel):
 
     async def deliver(
         self, address: str, prompts: Sequence[Prompt], language: str, *, survey_id: int | None = None
-    ) -> None:
-        """Print each prompt, separated by blank lines."""
+    ) -> str | None:
+        """Print each prompt, separated by blank lines; no provider, so no id."""
         for prompt in prompts:
             self.out.write(render(prompt, language) + "\n\n")
         self.out.flush()
+        return None
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from starlette.datastructures import FormData
 from twilio.base.exceptions import TwilioRestException
@@ -22,8 +22,8 @@ from twilio.twiml.messaging_response import MessagingResponse
 from bot import contacts
 from bot.channels.base import Channel
 from bot.channels.twilio import OPTED_OUT, PROVIDER, TwilioAccount, delivery_failed, form_text, signed_form
-from bot.errors import ContactOptedOut, InvalidPhone
-from bot.inbound import Inbound, handle
+from bot.errors import ContactOptedOut, InvalidPhone, clean_text
+from bot.inbound import MAX_ID, Event, Inbound, handle
 from bot.phones import mask, normalize
 from bot.service import Service
 from bot.surveys import close_survey
@@ -106,13 +106,14 @@ class SmsChannel(Channel):
 
     async def deliver(
         self, address: str, prompts: Sequence[Prompt], language: str, *, survey_id: int | None = None
-    ) -> None:
-        """Send each prompt as one message through the Messages API, with a status callback."""
+    ) -> str | None:
+        """Send each prompt as one message through the Messages API, with a status callback; their SIDs."""
         to = f"whatsapp:{address}" if self.whatsapp else address
         callback = self.account.url("/twilio/status", survey=survey_id)
+        sids: list[str] = []
         for prompt in prompts:
             try:
-                await self.account.client.messages.create_async(
+                message = await self.account.client.messages.create_async(
                     to=to, body=sms_text(prompt, language), status_callback=callback, **self._sender()
                 )
             except TwilioRestException as exc:
@@ -121,8 +122,13 @@ class SmsChannel(Channel):
                         await close_survey(self.service.db, survey_id, "skipped")
                     await contacts.opt_out(self.service.db, self.channel, address, now=self.service.clock())
                     raise ContactOptedOut(self.channel, mask(address)) from exc
-                raise delivery_failed(self.channel, exc) from exc
+                failed = delivery_failed(self.channel, exc)
+                if sids:  # part went out: a retry would send that again (sends are at most once)
+                    failed.retry_after = None
+                raise failed from exc
+            sids.append(str(message.sid))
         log.info("sent %d %s message(s) to %s", len(prompts), self.channel, mask(address))
+        return ",".join(sids) or None
 
 
 def _twiml(response: MessagingResponse | None = None) -> Response:
@@ -140,14 +146,18 @@ async def on_message(request: Request, form: FormData = Depends(signed_form)) ->
         channel, address = address_of(form_text(form, "From"), service.settings.phone_region)
     except InvalidPhone:
         return _twiml()  # a short code or an unreadable sender: nothing to survey
-    body = form_text(form, "Body")
+    body = clean_text(form_text(form, "Body"))  # a NUL must not hide a STOP
     keyword = body.strip().strip(".!").upper()
+    sid = form_text(form, "MessageSid")
+    # Consent keywords are de-duplicated like answers: a replayed START after a STOP changes nothing.
+    event = Event(PROVIDER, sid, service.clock()) if sid else None
     if keyword in OPT_OUT:
-        ended = await contacts.opt_out(service.db, channel, address, now=service.clock())
-        log.info("%s opted out of %s surveys (%d open ended)", mask(address), channel, ended)
+        ended = await contacts.opt_out(service.db, channel, address, now=service.clock(), event=event)
+        if ended is not None:
+            log.info("%s opted out of %s surveys (%d open ended)", mask(address), channel, ended)
         return _twiml()
     if keyword in OPT_IN:
-        await contacts.opt_in(service.db, channel, address)
+        await contacts.opt_in(service.db, channel, address, event=event)
         return _twiml()
     if keyword in HELP:
         language = await contacts.contact_language(service.db, channel, address) or "de"
@@ -163,7 +173,7 @@ async def on_message(request: Request, form: FormData = Depends(signed_form)) ->
             received_at=service.clock(),
             text=body,
             provider=PROVIDER,
-            event_id=form_text(form, "MessageSid") or None,
+            event_id=sid or None,
         ),
     )
     reply = MessagingResponse()
@@ -174,13 +184,21 @@ async def on_message(request: Request, form: FormData = Depends(signed_form)) ->
 
 
 @router.post("/twilio/status")
-async def on_status(request: Request, survey: int, form: FormData = Depends(signed_form)) -> Response:  # noqa: B008
+async def on_status(
+    request: Request,
+    survey: Annotated[int, Query(ge=1, le=MAX_ID)],
+    form: FormData = Depends(signed_form),  # noqa: B008
+) -> Response:
     """Delivery status of a message we sent: failed or undelivered marks the survey failed."""
     service: Service = request.app.state.service
     status = form_text(form, "MessageStatus")
     if form_text(form, "ErrorCode") == str(OPTED_OUT):
-        channel, address = address_of(form_text(form, "To"), service.settings.phone_region)
-        await contacts.opt_out(service.db, channel, address, now=service.clock())
+        try:
+            channel, address = address_of(form_text(form, "To"), service.settings.phone_region)
+        except InvalidPhone:
+            pass  # not a number we could survey: nothing to opt out
+        else:
+            await contacts.opt_out(service.db, channel, address, now=service.clock())
     if status in FAILED:
         await close_survey(service.db, survey, "failed")
         log.info("survey %s: message %s (error %s)", survey, status, form_text(form, "ErrorCode") or "-")

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 
 from aiolimiter import AsyncLimiter
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update, User
-from telegram.error import TelegramError
+from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -30,8 +30,8 @@ from telegram.ext import (
 )
 
 from bot.channels.base import Channel
-from bot.errors import ConfigError, SurveyError
-from bot.inbound import Handled, Inbound, first_delivery, handle
+from bot.errors import ConfigError, DeliveryFailed, SurveyError
+from bot.inbound import TOKEN, Handled, Inbound, first_delivery, handle
 from bot.service import Service
 from bot.surveys import open_link, remember_ref
 from flows.engine import Prompt
@@ -85,6 +85,48 @@ def parse_callback(data: str | None) -> tuple[int, str, int] | None:
         return int(parts[1]), parts[2], int(parts[3])
     except ValueError:
         return None
+
+
+# What the handlers read of an update, and its type. python-telegram-bot builds its objects
+# without checking types, so a forged update (with the right secret) whose text is a number
+# would fail in a handler; the webhook refuses it instead (400). Ids are at most 64 bits.
+_USER = {"id": int, "is_bot": bool, "first_name": str, "username": str, "language_code": str}
+_CHAT = {"id": int, "type": str, "title": str, "username": str, "first_name": str}
+_MESSAGE = {
+    "message_id": int,
+    "date": int,
+    "chat": _CHAT,
+    "from": _USER,
+    "sender_chat": _CHAT,
+    "text": str,
+    "entities": [{"type": str, "offset": int, "length": int}],
+}
+_MESSAGES = ("message", "edited_message", "channel_post", "edited_channel_post", "business_message")
+UPDATE_SHAPE: dict[str, Any] = {
+    "update_id": int,
+    **dict.fromkeys(_MESSAGES, _MESSAGE),
+    "callback_query": {"id": str, "from": _USER, "chat_instance": str, "data": str, "message": _MESSAGE},
+}
+
+
+def misshapen(data: Any, shape: Any = UPDATE_SHAPE, path: str = "") -> str | None:
+    """The path of the first field of an update that has another type than Telegram's; None if none has."""
+    if isinstance(shape, dict):
+        if not isinstance(data, dict):
+            return path or "body"
+        for key, inner in shape.items():
+            if key in data and (found := misshapen(data[key], inner, f"{path}.{key}" if path else key)):
+                return found
+        return None
+    if isinstance(shape, list):
+        if not isinstance(data, list):
+            return path
+        return next(filter(None, (misshapen(v, shape[0], f"{path}[{i}]") for i, v in enumerate(data))), None)
+    if shape is int:
+        fits = isinstance(data, int) and not isinstance(data, bool) and -(2**63) <= data < 2**63
+    else:
+        fits = isinstance(data, shape)
+    return None if fits else path
 
 
 def keyboard(prompt: Prompt, survey_id: int) -> InlineKeyboardMarkup | None:
@@ -223,16 +265,21 @@ class TelegramChannel(Channel):
 
     async def deliver(
         self, address: str, prompts: Sequence[Prompt], language: str, *, survey_id: int | None = None
-    ) -> None:
-        """Send the prompts as one message; remember it when its buttons must go later."""
+    ) -> str | None:
+        """Send the prompts as one message; remember it when its buttons must go later. Its id."""
         if not prompts:
-            return
+            return None
         markup = keyboard(prompts[-1], survey_id) if survey_id is not None else None
-        sent = await self.application.bot.send_message(
-            chat_id=int(address), text=message_text(prompts, language), reply_markup=markup
-        )
+        try:
+            sent = await self.application.bot.send_message(
+                chat_id=int(address), text=message_text(prompts, language), reply_markup=markup
+            )
+        except (BadRequest, Forbidden, RetryAfter) as exc:  # refused: nothing sent (after a 429, try later)
+            later = 60.0 if isinstance(exc, RetryAfter) else None
+            raise DeliveryFailed(self.name, None, exc.message, retry_after=later) from exc
         if survey_id is not None and any(p.kind == "question" for p in prompts):
             await remember_ref(self.service.db, survey_id, str(sent.message_id) if markup else None)
+        return str(sent.message_id)
 
 
 def customer_language(service: Service, user: User | None, survey_language: str | None = None) -> str:
@@ -271,6 +318,9 @@ class CustomerHandlers:
         token = context.args[0] if context.args else None
         if token is None:
             await update.effective_message.reply_text(TEXTS[language]["hello"])
+            return
+        if not TOKEN.fullmatch(token):  # not a token we make: unknown, without asking the database
+            await update.effective_message.reply_text(TEXTS[language]["unknown"])
             return
         try:
             opened = await open_link(

@@ -4,6 +4,8 @@ the webhook signature check.
 Every Twilio webhook carries ``X-Twilio-Signature``, an HMAC over the URL Twilio called and
 the posted parameters. The URL is rebuilt from PUBLIC_BASE_URL, never from the request's
 Host header, so the check holds behind a reverse proxy and cannot be steered by a client.
+A signed form is then checked field by field (400 naming the field) before anything reads it:
+a replayed or hand-made request may be signed, but not every signed value fits a column.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from bot.errors import ConfigError, DeliveryFailed
+from bot.errors import ConfigError, DeliveryFailed, unfit_text
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,21 @@ _RETRIES_429 = 3  # a 429 is waited out (Retry-After, else 1, 2, 4 s) this many 
 _LONGEST_WAIT = 10.0
 _TWILIO_HOST = re.compile(r"^https://[a-z0-9.-]*\.twilio\.com")
 _REST_TIMEOUT = 10.0  # seconds; a start must not hang a worker
+# The fields the routes read, each at most what its column holds (contacts.address is 255; an
+# event id is built from a sid), or what Twilio sends: a WhatsApp body has up to 4,096 characters.
+SID = re.compile(r"[A-Za-z0-9]{1,64}")
+_SIDS = ("MessageSid", "SmsSid", "CallSid", "AccountSid")
+_LONGEST = {
+    "From": 255,
+    "To": 255,
+    "Body": 4096,
+    "SpeechResult": 4096,
+    "Digits": 64,
+    "MessageStatus": 32,
+    "CallStatus": 32,
+    "AnsweredBy": 32,
+    "ErrorCode": 16,
+}
 
 
 class RoutedHttpClient(AsyncTwilioHttpClient):
@@ -129,7 +146,26 @@ async def signed_form(request: Request) -> FormData:
     form = await request.form()
     if not account.is_signed(request, form):
         raise HTTPException(403, "invalid or missing X-Twilio-Signature")
+    _check_fields(form)
     return form
+
+
+def _check_fields(form: FormData) -> None:
+    """400 naming the first field we read that no column could hold; free text is cleaned later."""
+    for key in _SIDS:
+        value = form_text(form, key)
+        if value and not SID.fullmatch(value):
+            raise HTTPException(
+                400, {"field": key, "message": "not a Twilio sid (1 to 64 letters and digits)"}
+            )
+    for key, longest in _LONGEST.items():
+        value = form_text(form, key)
+        if len(value) > longest:
+            raise HTTPException(400, {"field": key, "message": f"longer than {longest} characters"})
+        # Body and SpeechResult are what a customer said: handle() stores them without such characters.
+        problem = None if key in ("Body", "SpeechResult") else unfit_text(value)
+        if problem is not None:
+            raise HTTPException(400, {"field": key, "message": problem})
 
 
 def delivery_failed(channel: str, exc: TwilioRestException) -> DeliveryFailed:

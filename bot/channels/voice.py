@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from starlette.datastructures import FormData
 from twilio.base.exceptions import TwilioRestException
@@ -21,7 +21,7 @@ from twilio.twiml.voice_response import Gather, VoiceResponse
 from bot.channels.base import Channel
 from bot.channels.twilio import TwilioAccount, delivery_failed, form_text, signed_form
 from bot.errors import InvalidPhone
-from bot.inbound import Inbound, handle
+from bot.inbound import MAX_ID, Inbound, handle
 from bot.phones import mask, normalize
 from bot.service import Service
 from bot.surveys import close_survey, current
@@ -123,10 +123,10 @@ class VoiceChannel(Channel):
 
     async def deliver(
         self, address: str, prompts: Sequence[Prompt], language: str, *, survey_id: int | None = None
-    ) -> None:
-        """Call ``address``; Twilio asks `/twilio/voice` what to say once someone answers."""
+    ) -> str | None:
+        """Call ``address``; Twilio asks `/twilio/voice` what to say once someone answers. The call's SID."""
         try:
-            await self.account.client.calls.create_async(
+            call = await self.account.client.calls.create_async(
                 to=address,
                 from_=str(self.service.settings.twilio_from_number),
                 url=self.account.url("/twilio/voice", survey=survey_id),
@@ -137,6 +137,7 @@ class VoiceChannel(Channel):
         except TwilioRestException as exc:
             raise delivery_failed(self.name, exc) from exc
         log.info("calling %s for survey %s", mask(address), survey_id)
+        return str(call.sid)
 
 
 def _xml(body: str) -> Response:
@@ -151,9 +152,15 @@ def _hangup() -> Response:
 
 router = APIRouter(tags=["twilio"], include_in_schema=False)
 
+# The query our own URLs carry (twiml): a survey id the column can hold, a question id as flows
+# name them, and a small attempt count; each part of the event id CallSid:q:n stays short.
+SurveyId = Annotated[int, Query(ge=1, le=MAX_ID)]
+QuestionId = Annotated[str, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Attempt = Annotated[int, Query(ge=0, le=10_000)]
+
 
 @router.post("/twilio/voice")
-async def on_answered(request: Request, survey: int, form: FormData = Depends(signed_form)) -> Response:  # noqa: B008
+async def on_answered(request: Request, survey: SurveyId, form: FormData = Depends(signed_form)) -> Response:  # noqa: B008
     """The call was answered: a machine gets nothing, a person the intro and first question."""
     service: Service = request.app.state.service
     if form_text(form, "AnsweredBy") in MACHINES:
@@ -168,9 +175,9 @@ async def on_answered(request: Request, survey: int, form: FormData = Depends(si
 @router.post("/twilio/voice/answer")
 async def on_answer(
     request: Request,
-    survey: int,
-    q: str,
-    n: int = 0,
+    survey: SurveyId,
+    q: QuestionId,
+    n: Attempt = 0,
     form: FormData = Depends(signed_form),  # noqa: B008
 ) -> Response:
     """Keys or speech for question ``q`` (attempt ``n``): stored through the one inbound path."""
@@ -209,7 +216,11 @@ async def on_answer(
 
 
 @router.post("/twilio/voice/status")
-async def on_call_status(request: Request, survey: int, form: FormData = Depends(signed_form)) -> Response:  # noqa: B008
+async def on_call_status(
+    request: Request,
+    survey: SurveyId,
+    form: FormData = Depends(signed_form),  # noqa: B008
+) -> Response:
     """The call ended: a survey still open keeps its answers and is marked by how the call ended."""
     service: Service = request.app.state.service
     status = CALL_ENDED.get(form_text(form, "CallStatus"))

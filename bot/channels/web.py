@@ -3,6 +3,7 @@
 Each scale point is its own submit button, so one tap answers. Answers go through the one
 inbound path like every channel's; the page then redirects to itself (post/redirect/get),
 so a reload never answers twice, and a press for a question already answered stores nothing.
+A token of another shape than ours is a 404 before the database is asked.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from bot.channels.base import Channel
-from bot.inbound import Inbound, handle
+from bot.errors import clean_text
+from bot.inbound import TOKEN, Inbound, handle
 from bot.pages import page
 from bot.service import Service
 from bot.surveys import current
@@ -48,8 +50,9 @@ class WebChannel(Channel):
 
     async def deliver(
         self, address: str, prompts: Any, language: str, *, survey_id: int | None = None
-    ) -> None:
+    ) -> str | None:
         """Web surveys are answered at their link; there is nobody to send to."""
+        return None
 
 
 def _ui(language: str) -> dict[str, str]:
@@ -107,6 +110,8 @@ router = APIRouter(include_in_schema=False)
 async def show(request: Request, token: str) -> HTMLResponse:
     """The survey's current question, or how it ended."""
     service: Service = request.app.state.service
+    if not TOKEN.fullmatch(token):
+        return _not_found(request)
     row = await _survey(service, token)
     flow = service.flows.get(row.flow_id) if row is not None else None
     if row is None or flow is None:
@@ -141,9 +146,13 @@ async def answer(
 ) -> Response:
     """One answer: a tapped point, a comment, or skip; then back to the page."""
     service: Service = request.app.state.service
+    if not TOKEN.fullmatch(token):
+        return _not_found(request)
     row = await _survey(service, token)
     if row is None:
         return _not_found(request)
+    # A NUL or another control character is dropped, not refused: the rest of the comment is kept.
+    text = clean_text(text) if text is not None else None
     handled = await handle(
         service.db,
         service.flows,

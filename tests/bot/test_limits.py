@@ -9,6 +9,8 @@ import pytest
 from bot.apikeys import create_key
 from bot.limits import MAX_BODY_BYTES
 from bot.service import Service
+from tests.bot.test_twilio import twilio_settings
+from tests.fakes.twilio import FakeTwilioApi
 from tests.support import Clock, running_app
 
 
@@ -46,12 +48,23 @@ async def test_a_declared_50_mb_body_is_refused_before_it_is_read(
     assert body.pulled <= 1  # httpx may have the first chunk ready; the app reads none of it
 
 
-async def test_a_chunked_body_is_cut_off_at_the_cap(service: Service, clock: Clock) -> None:
-    """Without Content-Length the body is counted as it comes and refused once past the cap."""
-    body = Body(50, 256 * 1024, b"{")
-    async with running_app(service, clock) as (_app, client, _svc):
-        response = await client.post("/api/surveys", content=body)
-    assert 413 == response.status_code
+@pytest.mark.parametrize("path", ["/api/surveys", "/twilio/sms", "/dashboard/login"])
+async def test_a_chunked_body_is_cut_off_at_the_cap(
+    service: Service, clock: Clock, fake_twilio: FakeTwilioApi, path: str
+) -> None:
+    """Without Content-Length the body is counted as it comes and refused once past the cap.
+
+    Each of these routes reads the body: the API with a valid key, the Twilio webhook (a form,
+    read before its signature is checked) and the login form. The Twilio route used to answer
+    500: request.form() met the cut-off as ClientDisconnect (found by bench/body_memory.py).
+    """
+    key = await create_key(service.db, "limits", now=clock())
+    body = Body(50, 256 * 1024, b"{" if path == "/api/surveys" else b"a")
+    form = "application/x-www-form-urlencoded"
+    headers = {"Authorization": f"Bearer {key}"} if path == "/api/surveys" else {"Content-Type": form}
+    async with running_app(service, clock, **twilio_settings(fake_twilio)) as (_app, client, _svc):
+        response = await client.post(path, content=body, headers=headers)
+    assert (413, "body") == (response.status_code, response.json()["error"]["field"])
     assert body.pulled <= MAX_BODY_BYTES // (256 * 1024) + 2  # stopped near 1 MiB, not at 12.5 MiB
 
 

@@ -11,10 +11,12 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
+from bot.apikeys import create_key
 from bot.logs import install_logging, redact
 from bot.service import Service
 from bot.settings import Settings, load_settings
 from bot.tables import surveys
+from bot.web_auth import set_web_login
 from tests.bot.test_telegram import CUSTOMER as CHAT
 from tests.bot.test_telegram import LINK, Harness, survey_for
 from tests.bot.test_telegram import tg as tg  # the fixture, shared with test_telegram.py
@@ -22,6 +24,7 @@ from tests.bot.test_twilio import CUSTOMER as PHONE
 from tests.bot.test_twilio import Harness as TwilioHarness
 from tests.bot.test_twilio import tw as tw  # the fixture, shared with test_twilio.py
 from tests.fakes.telegram import FakeBotApi
+from tests.support import Clock, running_app
 
 # A token of the real shape (<bot id>:<35 characters>), so the generic pattern is exercised too.
 BOT_TOKEN = "7012345678:AAH4xQ9vK2mZp0Lr8sT3uW6yB1cD5eF7gHj"
@@ -140,4 +143,41 @@ def test_redact_finds_any_bot_token_and_survey_link() -> None:
         == redact(
             f"GET https://api.telegram.org/{'bot' + BOT_TOKEN}/getMe https://t.me/x?start=Ab_1-c /s/Zz9 {PHONE}"
         )
+    )
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_api_key_and_passwords_are_not_logged(service: Service, clock: Clock, log: io.StringIO) -> None:
+    """An API call with its key, dashboard logins (a wrong and a right password) at DEBUG log none of them."""
+    password, wrong = "correct horse battery", "a wrong horse battery"
+    async with running_app(service, clock, public_base_url="http://testserver") as (_, client, svc):
+        logging_for(svc.settings, log)
+        key = await create_key(svc.db, "helpdesk", now=clock())
+        made = await client.post(
+            "/api/surveys",
+            json={"ticket_id": "T-1", "channel": "web", "language": "en"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        await set_web_login(svc.db, login="anna", password=password, role="manager", name=None, now=clock())
+        for guess in (wrong, password):
+            page = (await client.get("/dashboard/login")).text
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+            assert csrf is not None
+            await client.post(
+                "/dashboard/login", data={"csrf": csrf.group(1), "login": "anna", "password": guess}
+            )
+        logging.getLogger("bot").debug("headers: Authorization: Bearer %s; key %s", key, key)
+    text = log.getvalue()
+    assert (201, True) == (made.status_code, "/api/surveys" in text)
+    assert [] == [s for s in (key, key[3:], password, wrong) if s in text]
+
+
+def test_database_password_is_redacted(log: io.StringIO) -> None:
+    """A DATABASE_URL's password in a message (a driver's error, say) is logged as [secret]."""
+    url = "postgresql+asyncpg://afterword:pg-s3cret-pass@db.internal:5432/afterword"
+    logging_for(load_settings(_env_file=None, flows_dir=[], database_url=url), log)
+    logging.getLogger("bot").error("cannot connect to %s", url)
+    assert ("pg-s3cret-pass" in log.getvalue(), "afterword:[secret]@db.internal" in log.getvalue()) == (
+        False,
+        True,
     )

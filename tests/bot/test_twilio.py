@@ -97,6 +97,10 @@ def twilio_settings(fake: FakeTwilioApi) -> dict[str, Any]:
         "twilio_whatsapp_from": WHATSAPP_SENDER,
         "twilio_api_base_url": fake.base_url,
         "public_base_url": PUBLIC,
+        # The rate is shared through the database and paced in real time: tests that send many
+        # messages would wait a second each at the default of 1/s. Pacing has its own tests.
+        "send_rate_sms": 1000,
+        "send_rate_voice": 1000,
     }
 
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from bot.service import Service
-from bot.tables import answers
+from bot.tables import answers, login_failures
 from bot.triggers import SurveyRequest, trigger
 from bot.web_auth import set_web_login
 from tests.support import Clock, running_app
@@ -279,3 +279,72 @@ async def test_csv_export_is_safe_against_formulas_and_line_breaks(web: Web) -> 
     assert ["'" + f for f in FORMULAS] == texts[: len(FORMULAS)]
     assert ["erste Zeile\rzweite Zeile", "line one\nline two\r\nthree"] == texts[len(FORMULAS) :]
     assert all(not cell.startswith(("=", "+", "@", "-")) for row in rows for cell in row.values() if cell)
+
+
+@pytest.mark.parametrize(
+    ("trusted", "counted"),
+    [
+        ({}, ["127.0.0.1"] * 5),  # the header is a client's claim: without a trusted proxy, ignored
+        ({"trusted_proxies": "127.0.0.1"}, [f"198.51.100.{n}" for n in range(5)]),
+    ],
+)
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_failed_logins_count_the_address_a_trusted_proxy_saw(
+    service: Service, clock: Clock, trusted: dict[str, str], counted: list[str]
+) -> None:
+    """X-Forwarded-For names the address only behind a proxy in TRUSTED_PROXIES.
+
+    The in-process client connects from 127.0.0.1, as a reverse proxy on the same machine would.
+    uvicorn's default believed the header from 127.0.0.1, so any client could choose the address
+    that the login throttle counted, or lock out an address it did not own (issue 16).
+    """
+    async with running_app(service, clock, public_base_url="http://testserver", **trusted) as (
+        _,
+        client,
+        svc,
+    ):
+        await set_web_login(svc.db, login="anna", password=PASSWORD, role="manager", name="Anna", now=clock())
+        web = Web(_, client, svc)
+        for n in range(5):
+            token = await web.csrf("/dashboard/login")
+            await client.post(
+                "/dashboard/login",
+                data={"csrf": token, "login": "anna", "password": "not the password"},
+                headers={"X-Forwarded-For": f"203.0.113.9, 198.51.100.{n}"},
+            )
+        async with svc.db.read() as conn:
+            found = list(
+                (await conn.execute(sa.select(login_failures.c.ip).order_by(login_failures.c.id))).scalars()
+            )
+    assert counted == found
+
+
+@pytest.mark.parametrize(
+    ("headers", "trusted", "status"),
+    [
+        ({}, {}, 303),  # from this machine: the first manager login is made
+        ({"X-Forwarded-For": "203.0.113.9"}, {}, 403),  # through a proxy here that is not trusted
+        ({"X-Real-IP": "203.0.113.9"}, {}, 403),
+        ({"X-Forwarded-For": "203.0.113.9"}, {"trusted_proxies": "127.0.0.1"}, 403),  # a visitor elsewhere
+    ],
+)
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_first_login_only_from_this_machine_not_through_a_proxy(
+    service: Service, clock: Clock, headers: dict[str, str], trusted: dict[str, str], status: int
+) -> None:
+    """/setup makes the first manager login only for a visitor on this machine.
+
+    With X-Forwarded-For no longer believed by default, a reverse proxy on the same machine
+    would make every visitor look local; a forwarded request is therefore never local unless a
+    trusted proxy says the client itself is.
+    """
+    async with running_app(service, clock, public_base_url="http://testserver", **trusted) as (
+        app,
+        client,
+        svc,
+    ):
+        token = await Web(app, client, svc).csrf("/")
+        response = await client.post(
+            "/setup", data={"csrf": token, "login": "root", "password": PASSWORD}, headers=headers
+        )
+    assert status == response.status_code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
@@ -173,15 +174,33 @@ async def test_unknown_login_is_refused_and_recorded(service: Service, clock: Cl
 async def test_sixth_attempt_is_throttled_even_with_the_right_password(
     service: Service, clock: Clock
 ) -> None:
-    """After 5 failures the right password is refused for 15 minutes, and works after 16."""
+    """After 5 failures from one address its right password is refused for 15 minutes, and works after 16."""
     await _add(service, clock)
-    await _fail(service, clock, 5, ip="198.51.100.1")
+    await _fail(service, clock, 5)
     throttled = await log_in(service.db, login="ana", password=PASSWORD, ip=IP, now=clock())
     assert LoginResult(ok=False, throttled=True, cookie=None, retry_after=15 * 60) == throttled
     assert 5 == len(await _rows(service, login_failures))
     clock.advance(minutes=16)
     assert True is (await log_in(service.db, login="ana", password=PASSWORD, ip=IP, now=clock())).ok
     assert [] == await _rows(service, login_failures)
+
+
+async def test_one_address_cannot_lock_out_the_owner(service: Service, clock: Clock) -> None:
+    """Five failures from one address throttle that address for the login; its owner elsewhere gets in."""
+    await _add(service, clock)
+    await _fail(service, clock, 5, ip="198.51.100.1")
+    attacker = await log_in(service.db, login="ana", password=PASSWORD, ip="198.51.100.1", now=clock())
+    owner = await log_in(service.db, login="ana", password=PASSWORD, ip=IP, now=clock())
+    assert (True, True) == (attacker.throttled, owner.ok)
+
+
+async def test_twenty_failures_from_four_addresses_lock_the_login(service: Service, clock: Clock) -> None:
+    """Guesses spread over addresses count for the login too: after 20 even a fifth address waits."""
+    await _add(service, clock)
+    for n in range(4):
+        await _fail(service, clock, 5, ip=f"198.51.100.{n + 1}")
+    fifth = await log_in(service.db, login="ana", password=PASSWORD, ip=IP, now=clock())
+    assert LoginResult(ok=False, throttled=True, cookie=None, retry_after=15 * 60) == fifth
 
 
 async def test_retry_after_counts_from_the_oldest_failure_in_the_window(
@@ -199,9 +218,9 @@ async def test_retry_after_counts_from_the_oldest_failure_in_the_window(
 
 
 async def test_one_address_is_throttled_across_logins(service: Service, clock: Clock) -> None:
-    """Five failures on five logins from one address throttle that address, not another one."""
+    """Twenty failures on twenty logins from one address throttle that address, not another one."""
     await _add(service, clock)
-    for n in range(5):
+    for n in range(20):
         await _fail(service, clock, 1, login=f"guess{n}")
     same_ip = await log_in(service.db, login="ana", password=PASSWORD, ip=IP, now=clock())
     other_ip = await log_in(service.db, login="ana", password=PASSWORD, ip="198.51.100.1", now=clock())
@@ -209,6 +228,23 @@ async def test_one_address_is_throttled_across_logins(service: Service, clock: C
         (same_ip.ok, same_ip.throttled, same_ip.retry_after),
         other_ip.ok,
     )
+
+
+async def test_forty_concurrent_guesses_get_five_password_checks(service: Service, clock: Clock) -> None:
+    """40 guesses at once from one address, the right one last: 5 are checked, the rest throttled.
+
+    Before, the count was read before the slow password check and written after it, so all 40
+    were checked (15 of 40 on PostgreSQL) and the right one got in (issue 16).
+    """
+    await _add(service, clock)
+    guesses = [WRONG] * 39 + [PASSWORD]
+    results = await asyncio.gather(
+        *(log_in(service.db, login="ana", password=guess, ip=IP, now=clock()) for guess in guesses)
+    )
+    checked = [result for result in results if not result.throttled]
+    assert (5, False) == (len(checked), any(result.ok for result in results))
+    again = await log_in(service.db, login="ana", password=PASSWORD, ip=IP, now=clock())
+    assert (False, True) == (again.ok, again.throttled)
 
 
 async def test_session_expires_after_12_hours(service: Service, clock: Clock) -> None:

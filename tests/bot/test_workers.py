@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,10 +14,10 @@ from bot.service import Service
 from bot.tables import jobs
 from bot.triggers import SurveyRequest, trigger
 from tests.bot.test_twilio import twilio_process_env
+from tests.cli import workers
 from tests.fakes.twilio import FakeTwilioApi
 from tests.support import environment
 
-AFTERWORD = str(Path(sys.executable).parent / "afterword")
 SURVEYS = 1000
 
 
@@ -42,30 +39,15 @@ async def test_two_workers_send_each_of_1000_due_surveys_exactly_once(
         SEND_RATE_SMS="300",  # slow enough that one worker alone would take seconds: both get work
         LOG_LEVEL="WARNING",
     )
-    logs = [tmp_path / f"worker{n}.log" for n in (1, 2)]
-    with contextlib.ExitStack() as files:
-        sinks = [files.enter_context(log.open("w")) for log in logs]
-        workers = [
-            await asyncio.create_subprocess_exec(
-                AFTERWORD, "worker", env=env, cwd=tmp_path, stdout=asyncio.subprocess.DEVNULL, stderr=sink
-            )
-            for sink in sinks
-        ]
-        try:
-            # Until every send job is recorded done; the workers are stopped before counting, so
-            # a second send of any survey would have reached the fake by then.
-            deadline = time.monotonic() + 300
-            while await _sends_done(service) < SURVEYS:
-                assert time.monotonic() < deadline, (
-                    f"{len(fake_twilio.messages())} sent; " + logs[0].read_text()
-                )
-                assert all(w.returncode is None for w in workers), [log.read_text() for log in logs]
-                await asyncio.sleep(0.2)
-        finally:
-            for w in workers:
-                if w.returncode is None:
-                    w.send_signal(signal.SIGTERM)
-            codes = [await asyncio.wait_for(w.wait(), 30) for w in workers]
+    async with workers(2, env, tmp_path) as (started, logs):
+        # Until every send job is recorded done; the workers are stopped before counting, so
+        # a second send of any survey would have reached the fake by then.
+        deadline = time.monotonic() + 300
+        while await _sends_done(service) < SURVEYS:
+            assert time.monotonic() < deadline, f"{len(fake_twilio.messages())} sent; " + logs[0].read_text()
+            assert all(w.returncode is None for w in started), [log.read_text() for log in logs]
+            await asyncio.sleep(0.2)
+    codes = [w.returncode for w in started]
 
     per_number = Counter(m.params["To"] for m in fake_twilio.messages())
     assert ({2}, SURVEYS) == (set(per_number.values()), len(per_number))
