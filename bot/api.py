@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from bot import jobs
 from bot.apikeys import check_key
 from bot.errors import OpenSurveysFull, ReportError, TriggerError, unfit_text
 from bot.hooks import HookError, HookTicket, from_freshdesk, from_generic, from_zendesk, parse_mapping
@@ -238,6 +239,7 @@ async def show(request: Request, survey_id: int, key: Annotated[str, Depends(api
             }
             for a in given
         ]
+        sent = await jobs.latest_result(conn, survey_id, "send")
     times = ("created_at", "send_at", "sent_at", "completed_at", "expires_at")
     return JSONResponse(
         {
@@ -251,6 +253,11 @@ async def show(request: Request, survey_id: int, key: Annotated[str, Depends(api
             "team": row.team,
             **{t: getattr(row, t).isoformat() if getattr(row, t) else None for t in times},
             "metadata": row.meta or None,  # the key POST took; {} and null are stored alike
+            # How its send ended ("sent", "throttled", "sent, unconfirmed: …") and the provider's
+            # message ids; null until the send job is done.
+            "delivery": {"outcome": sent.get("outcome"), "provider_id": sent.get("provider_id")}
+            if sent
+            else None,
             "answers": found,
         }
     )

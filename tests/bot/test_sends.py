@@ -17,10 +17,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from bot.apikeys import create_key
 from bot.channels.base import Channel
 from bot.db import Database
 from bot.phones import mask
@@ -46,6 +48,13 @@ class Sends:
     channels: Mapping[str, Channel]
     fake: FakeTwilioApi
     clock: Clock
+    client: httpx.AsyncClient
+
+    async def delivery(self, survey_id: int) -> Any:
+        """What GET /api/surveys/{id} says of the survey's send."""
+        key = await create_key(self.service.db, f"reader-{survey_id}", now=self.clock())
+        shown = await self.client.get(f"/api/surveys/{survey_id}", headers={"Authorization": f"Bearer {key}"})
+        return shown.json()["delivery"]
 
     async def survey(self, number: str = CUSTOMER, ticket: str = "T-1") -> int:
         """A due SMS survey, as the API makes it."""
@@ -79,8 +88,8 @@ class Sends:
 async def sends(service: Service, fake_twilio: FakeTwilioApi, clock: Clock) -> AsyncIterator[Sends]:
     """SMS on against the fake Twilio, at a rate that never makes a test wait."""
     settings = {**twilio_settings(fake_twilio), "send_rate_sms": 1000}
-    async with running_app(service, clock, **settings) as (app, _client, svc):
-        yield Sends(svc, app.state.channels, fake_twilio, clock)
+    async with running_app(service, clock, **settings) as (app, client, svc):
+        yield Sends(svc, app.state.channels, fake_twilio, clock, client)
 
 
 class StopsAfterSending(Channel):
@@ -126,6 +135,7 @@ async def test_send_left_mid_way_is_settled_as_unconfirmed_and_not_sent_again(
         job.result["outcome"],
     )
     assert (started, ["expire", "reminder", "send"]) == (await sends.sent_at(survey_id), await sends.kinds())
+    assert {"outcome": STOPPED, "provider_id": None} == await sends.delivery(survey_id)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert [(True, True, False)] == [
         (f"job {job.id} (send): survey {survey_id} by sms" in m, mask(CUSTOMER) in m, CUSTOMER in m)
@@ -199,6 +209,7 @@ async def test_recorded_send_keeps_the_provider_ids(sends: Sends) -> None:
         await sends.sent_at(survey_id),
         await sends.kinds(),
     )
+    assert {"outcome": "sent", "provider_id": ",".join(sids)} == await sends.delivery(survey_id)
 
 
 async def test_two_schedulers_racing_for_one_job_send_it_once(sends: Sends) -> None:
@@ -228,8 +239,8 @@ async def test_send_that_could_not_connect_is_tried_again(service: Service, cloc
     with FakeTwilioApi() as fake:
         gone = fake.base_url
     settings = {**twilio_settings(fake), "twilio_api_base_url": gone, "send_rate_sms": 1000}
-    async with running_app(service, clock, **settings) as (app, _client, svc):
-        h = Sends(svc, app.state.channels, fake, clock)
+    async with running_app(service, clock, **settings) as (app, client, svc):
+        h = Sends(svc, app.state.channels, fake, clock, client)
         await h.survey()
         await h.tick()
         job = await h.job()
