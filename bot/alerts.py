@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import jobs
+from bot.lifecycle import JobKind, JobStatus
 from bot.service import Service
 from bot.tables import answers
 from bot.tables import jobs as jobs_table
@@ -26,8 +27,8 @@ from scoring.metrics import Scale, is_detractor
 
 log = logging.getLogger(__name__)
 
-ALERT = "alert"
-ALERT_COMMENT = "alert_comment"
+ALERT = JobKind.ALERT
+ALERT_COMMENT = JobKind.ALERT_COMMENT
 KINDS = (ALERT, ALERT_COMMENT)
 POLL_SECONDS = 1.0
 STALE_HOURS = 24  # an alert not sent within a day (no alert chat then) is skipped, not sent late
@@ -113,7 +114,7 @@ class Alerter:
         sent = 0
         for job in await jobs.claim(self.service.db, KINDS, now=now):
             if (now - job.created_at).total_seconds() > STALE_HOURS * 3600:
-                await jobs.finish(self.service.db, job, now=now, status="skipped", error="stale")
+                await jobs.finish(self.service.db, job, now=now, status=JobStatus.SKIPPED, error="stale")
                 continue
             async with self.service.db.read() as conn:
                 text = await alert_text(conn, job)
@@ -122,7 +123,9 @@ class Alerter:
                     earlier = await jobs.latest_result(conn, job.survey_id, ALERT)
                     reply_to = earlier.get("message_id") if earlier else None
             if text is None:
-                await jobs.finish(self.service.db, job, now=now, status="skipped", error="answer not found")
+                await jobs.finish(
+                    self.service.db, job, now=now, status=JobStatus.SKIPPED, error="answer not found"
+                )
                 continue
             try:
                 message_id = await self.send(text, reply_to)

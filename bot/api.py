@@ -25,10 +25,13 @@ from bot.apikeys import check_key
 from bot.errors import OpenSurveysFull, ReportError, TriggerError, unfit_text
 from bot.hooks import HookError, HookTicket, from_freshdesk, from_generic, from_zendesk, parse_mapping
 from bot.inbound import MAX_ID
+from bot.lifecycle import JobKind
 from bot.reports import build_report, report_query
+from bot.resources import Survey, SurveyCreated
 from bot.service import Service
 from bot.tables import answers, surveys
 from bot.triggers import SurveyRequest, Triggered, survey_links, trigger
+from scoring.report import Report
 
 # Where each helpdesk puts the customer's phone, to name it when it is missing.
 _PHONE_PATHS = {
@@ -186,7 +189,18 @@ _SURVEY_BODY = {
 }
 
 
-@router.post("/api/surveys", tags=["surveys"], status_code=201, openapi_extra=_SURVEY_BODY)
+# The routes write their JSON themselves (a JSONResponse is not validated again); response_model and
+# responses describe it in /openapi.json (bot.resources, scoring.report).
+@router.post(
+    "/api/surveys",
+    tags=["surveys"],
+    status_code=201,
+    openapi_extra=_SURVEY_BODY,
+    response_model=SurveyCreated,
+    responses={
+        200: {"model": SurveyCreated, "description": "The survey existed already for this ticket and flow."}
+    },
+)
 async def create(request: Request, key: Annotated[str, Depends(api_key)]) -> JSONResponse:
     """Trigger a survey for a ticket; the same ticket_id and flow give back the existing survey (200)."""
     body = await _survey_request(request)
@@ -195,7 +209,7 @@ async def create(request: Request, key: Annotated[str, Depends(api_key)]) -> JSO
     return await _trigger(request, body)
 
 
-@router.get("/api/surveys/{survey_id}", tags=["surveys"])
+@router.get("/api/surveys/{survey_id}", tags=["surveys"], response_model=Survey)
 async def show(request: Request, survey_id: int, key: Annotated[str, Depends(api_key)]) -> JSONResponse:
     """A survey's status, times and answers."""
     service: Service = request.app.state.service
@@ -239,7 +253,7 @@ async def show(request: Request, survey_id: int, key: Annotated[str, Depends(api
             }
             for a in given
         ]
-        sent = await jobs.latest_result(conn, survey_id, "send")
+        sent = await jobs.latest_result(conn, survey_id, JobKind.SEND)
     times = ("created_at", "send_at", "sent_at", "completed_at", "expires_at")
     return JSONResponse(
         {
@@ -263,7 +277,7 @@ async def show(request: Request, survey_id: int, key: Annotated[str, Depends(api
     )
 
 
-@router.get("/api/report", tags=["reports"])
+@router.get("/api/report", tags=["reports"], response_model=Report)
 async def api_report(
     request: Request,
     key: Annotated[str, Depends(api_key)],
@@ -282,7 +296,8 @@ async def api_report(
         )
     except ReportError as exc:
         return error(400, exc.field, exc.message)
-    return JSONResponse(await build_report(service.db, query, service.settings.targets))
+    report = await build_report(service.db, query, service.settings.targets)
+    return JSONResponse(report.json_data())
 
 
 async def _hook(request: Request, source: str, read: Callable[[Any], HookTicket | None]) -> JSONResponse:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from bot.reports import CsiSpec
     from bot.settings import Settings
     from bot.telegram_bot import TelegramBot
+    from scoring.report import Report
 
 T = TypeVar("T")
 
@@ -284,7 +285,7 @@ def report(
         )
     settings = load()
 
-    async def _report() -> dict[str, Any]:
+    async def _report() -> Report:
         # The database alone: a report needs no flow files, and a current schema no migration.
         db = await open_database(settings)
         try:

@@ -111,16 +111,40 @@ def flows_check(
 ) -> None:
     """Validate flow files; print every problem with file, line and field, exit 1 if any.
 
+    When DATABASE_URL names a database that exists and is migrated, also warn about each flow
+    whose definition changed while its `version` did not (surveys would keep the recorded
+    one); without such a database nothing is said about versions, and none is made.
+
     Example: afterword flows check flows/builtin my-flows/
     """
-    from flows.loader import check_paths
+    from flows.loader import check_paths, valid_flows
 
     issues = check_paths(paths)
     for issue in issues:
         typer.echo(str(issue), err=True)
+    for warning in run(_version_drift(valid_flows(paths))):
+        typer.echo(f"warning: {warning}", err=True)
     if issues:
         fail(f"{len(issues)} problem(s) found")
     typer.echo(f"ok: {len(paths)} path(s) checked, no problems")
+
+
+async def _version_drift(flows: Any) -> list[str]:
+    """The flows recorded in DATABASE_URL under their version with another definition; [] without one."""
+    from bot.db import Database
+    from bot.errors import AfterwordError
+    from bot.flow_versions import recorded_drift
+    from bot.settings import load_settings
+
+    try:
+        settings = load_settings()
+        db = await Database.open(settings.database, create=False, migrate_sqlite=False)
+    except AfterwordError:  # no database, or not migrated: versions cannot be compared
+        return []
+    try:
+        return await recorded_drift(db, flows)
+    finally:
+        await db.dispose()
 
 
 @staff_app.command("add")

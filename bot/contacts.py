@@ -12,7 +12,8 @@ import sqlalchemy as sa
 
 from bot.db import Database, upsert_insert
 from bot.inbound import Event, first_seen
-from bot.surveys import OPEN
+from bot.lifecycle import SurveyStatus
+from bot.surveys import moved
 from bot.tables import contacts, surveys
 
 
@@ -36,11 +37,7 @@ async def opt_out(
             .where(contacts.c.channel == channel, contacts.c.address == address)
             .scalar_subquery()
         )
-        ended = await conn.execute(
-            sa.update(surveys)
-            .where(surveys.c.contact_id == contact, surveys.c.status.in_(OPEN))
-            .values(status="stopped")
-        )
+        ended = await conn.execute(moved(SurveyStatus.STOPPED, surveys.c.contact_id == contact))
     return int(ended.rowcount or 0)
 
 

@@ -267,24 +267,23 @@ async def dashboard(request: Request, since: str = "30d", by: str = "agent") -> 
     cards = [
         {
             "name": name.upper(),
-            "value": metric_cell(name, report[name]),
-            "target": target_cell(report[name]),
-            "met": (report[name].get("target") or {}).get("met"),
-            "change": change_cell(report[name]),
+            "value": metric_cell(name, item),
+            "target": target_cell(item),
+            "met": None if item.target is None else item.target.met,
+            "change": change_cell(item),
         }
-        for name in METRICS
+        for name, item in zip(METRICS, report.metrics(), strict=True)
     ]
     groups = [
-        {"key": group_key(g["key"]), **{m: metric_cell(m, g[m]) for m in METRICS}}
-        for g in report.get("groups", [])
+        {
+            "key": group_key(g.key),
+            **{m: metric_cell(m, item) for m, item in zip(METRICS, g.metrics(), strict=True)},
+        }
+        for g in report.groups
     ]
     questions = [
-        {
-            "question": q["question"],
-            "metric": q["metric"].upper(),
-            "value": metric_cell(q["metric"], q[q["metric"]]),
-        }
-        for q in report["questions"]
+        {"question": q.question, "metric": q.metric.upper(), "value": metric_cell(q.metric, q.score)}
+        for q in report.questions
     ]
     context = {
         "lang": "en",
@@ -297,8 +296,8 @@ async def dashboard(request: Request, since: str = "30d", by: str = "agent") -> 
         "cards": cards,
         "groups": groups,
         "questions": questions,
-        "rate": report["response_rate"],
-        "comments": report["comments"],
+        "rate": report.response_rate,
+        "comments": report.comments,
         "period_label": period_label(report),
         "footnote": FOOTNOTE,
         # The start page's own survey is the first-hour path; it exists only without providers.

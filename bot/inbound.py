@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -16,9 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.alerts import queue_alerts
 from bot.db import Database, upsert_insert
 from bot.errors import clean_text
+from bot.flow_versions import UNAVAILABLE, as_book
+from bot.lifecycle import SurveyStatus, has_expired, is_open
+from bot.surveys import closing
 from bot.tables import answers, contacts, inbound_events, surveys
 from flows import engine
 from flows.schema import Flow
+
+log = logging.getLogger(__name__)
 
 Outcome = engine.Outcome | Literal["duplicate", "no_survey", "already_answered"]
 
@@ -29,7 +35,11 @@ MAX_ID = 2**31 - 1
 TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # The survey status each final engine state is stored as.
-_FINAL_STATUS = {"completed": "completed", "stopped": "stopped", "expired": "expired"}
+_FINAL_STATUS = {
+    "completed": SurveyStatus.COMPLETED,
+    "stopped": SurveyStatus.STOPPED,
+    "expired": SurveyStatus.EXPIRED,
+}
 
 # The answer path's statements are built once. SQLAlchemy memoizes a statement object's cache
 # key, so reusing one skips rebuilding and re-keying it on every answer (a fifth of its cost).
@@ -44,15 +54,22 @@ _SURVEY_BY_ID = _LOCKED_SURVEY.where(
     surveys.c.id == sa.bindparam("survey_id"), surveys.c.contact_id == _CONTACT
 )
 _ACTIVE_SURVEY = (
-    _LOCKED_SURVEY.where(surveys.c.contact_id == _CONTACT, surveys.c.status == "active")
+    _LOCKED_SURVEY.where(surveys.c.contact_id == _CONTACT, surveys.c.status == SurveyStatus.ACTIVE)
     .order_by(surveys.c.sent_at.desc(), surveys.c.id.desc())
     .limit(1)
 )
 # The contact's newest survey that reached them (a pending one has not been sent yet): when no
 # survey is active, a late reply may still be meant for it.
 _NEWEST_SURVEY = (
-    sa.select(surveys.c.id, surveys.c.flow_id, surveys.c.state, surveys.c.status, surveys.c.expires_at)
-    .where(surveys.c.contact_id == _CONTACT, surveys.c.status != "pending")
+    sa.select(
+        surveys.c.id,
+        surveys.c.flow_id,
+        surveys.c.flow_version,
+        surveys.c.state,
+        surveys.c.status,
+        surveys.c.expires_at,
+    )
+    .where(surveys.c.contact_id == _CONTACT, surveys.c.status != SurveyStatus.PENDING)
     .order_by(sa.func.coalesce(surveys.c.sent_at, surveys.c.created_at).desc(), surveys.c.id.desc())
     .limit(1)
 )
@@ -155,16 +172,24 @@ def _handle(conn: Connection, db: Database, flows: Mapping[str, Flow], inbound: 
     row = _open_survey(conn, inbound)
     if row is None:
         return _late_reply(conn, flows, inbound)
-    flow = flows.get(row.flow_id)
+    # The survey's own flow version, never the file as it is now (bot.flow_versions).
+    flow = as_book(flows).version(conn, row.flow_id, row.flow_version)
     if flow is None:
-        return Handled("no_survey", survey_id=row.id)
-    state = engine.State.from_json(row.state)
-    if row.status == "expired" and state.status == "active":
-        state = replace(state, status="expired")  # expired by the scheduler, not yet by time
-    elif row.status != "active" and state.status == "active":
+        return _unavailable(conn, row)
+    state = engine.State.from_json(row.state, flow)
+    at = inbound.received_at
+    expired = has_expired(row.status, row.expires_at, at)
+    if expired and state.status == "active":
+        state = replace(state, status="expired")  # expired by the scheduler or by time (bot.lifecycle)
+    elif not is_open(row.status, row.expires_at, at) and state.status == "active":
         # Closed from outside the conversation (a newer survey, a failed delivery): no answers.
         return Handled("closed", survey_id=row.id, language=state.language, status=row.status)
-    if inbound.question_id is not None and _current(flow, state) != inbound.question_id:
+    # A press on an expired survey gets the expired text, whichever question it names.
+    if (
+        not expired
+        and inbound.question_id is not None
+        and engine.current_question(flow, state) != inbound.question_id
+    ):
         return Handled("already_answered", survey_id=row.id, language=state.language, status=row.status)
     reply = engine.Reply(text=inbound.text, choice=inbound.choice, command=inbound.command)
     step = engine.step(flow, state, reply, inbound.received_at)
@@ -215,20 +240,31 @@ def _late_reply(conn: Connection, flows: Mapping[str, Flow], inbound: Inbound) -
     if inbound.survey_token is not None or inbound.survey_id is not None:
         return Handled("no_survey")
     row = conn.execute(_NEWEST_SURVEY, {"channel": inbound.channel, "address": inbound.address}).one_or_none()
-    if row is None or row.status != "expired" or row.expires_at is None:
+    if row is None or row.status != SurveyStatus.EXPIRED or row.expires_at is None:
         return Handled("no_survey")
-    flow = flows.get(row.flow_id)
-    if flow is None or inbound.received_at - row.expires_at > LATE_REPLY_WINDOW:
+    if inbound.received_at - row.expires_at > LATE_REPLY_WINDOW:
         return Handled("no_survey", survey_id=row.id)
-    language = engine.State.from_json(row.state).language
+    flow = as_book(flows).version(conn, row.flow_id, row.flow_version)
+    if flow is None:
+        return Handled("no_survey", survey_id=row.id)
+    language = engine.State.from_json(row.state, flow).language
     expired = engine.Prompt("expired", flow.texts[language].expired)
-    return Handled("expired", (expired,), survey_id=row.id, language=language, status="expired")
+    return Handled("expired", (expired,), survey_id=row.id, language=language, status=SurveyStatus.EXPIRED)
 
 
-def _current(flow: Flow, state: engine.State) -> str | None:
-    if state.status != "active" or state.position >= len(flow.questions):
-        return None
-    return flow.questions[state.position].id
+def _unavailable(conn: Connection, row: sa.Row[tuple[object, ...]]) -> Handled:
+    """Close a survey whose flow version cannot be served: never answered against another one."""
+    closed = conn.execute(closing(int(row.id), UNAVAILABLE))
+    if closed.rowcount:
+        log.warning(
+            "survey %s closed as %s: flow %s version %s has no valid stored definition",
+            row.id,
+            UNAVAILABLE,
+            row.flow_id,
+            row.flow_version,
+        )
+    status = UNAVAILABLE if closed.rowcount else str(row.status)
+    return Handled("closed", survey_id=int(row.id), status=status)
 
 
 def _store(
@@ -272,7 +308,7 @@ def _store(
         conn.execute(_answers_insert(db.dialect), values)
         queue_alerts(conn, int(row.id), step.answers, now)
     status = _FINAL_STATUS.get(step.state.status)
-    completed_at = now if status == "completed" else row.completed_at
+    completed_at = now if status == SurveyStatus.COMPLETED else row.completed_at
     conn.execute(
         _SAVE_SURVEY,
         {

@@ -11,7 +11,8 @@ lease ran out and whose job was claimed again by another therefore changes nothi
 scheduler moves a send to ``sending`` (`taken`) before it reaches the provider; a job left
 there is never claimed again, only settled (bot.scheduler).
 
-Statuses: pending → (sending →) done | failed | skipped.
+Statuses and their moves: bot.lifecycle (JobStatus, JOB_TRANSITIONS). pending → (sending →)
+done | failed | skipped; an UPDATE here moves a job only from a status that may move so.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.db import Database
+from bot.lifecycle import JOB_TRANSITIONS, JobKind, JobStatus, job_sources
 from bot.tables import jobs
 
 LEASE = timedelta(minutes=2)  # longer than any single job may take
@@ -38,18 +40,18 @@ class Job:
     """A claimed job."""
 
     id: int
-    kind: str
+    kind: JobKind
     survey_id: int | None
     payload: Mapping[str, Any]
     attempts: int  # including this one
     created_at: datetime
-    status: str = "pending"  # the status this worker holds it in
+    status: JobStatus = JobStatus.PENDING  # the status this worker holds it in
     lease: datetime | None = None  # the locked_until this worker set: its fencing token
 
 
 async def enqueue(
     conn: AsyncConnection,
-    kind: str,
+    kind: JobKind,
     *,
     now: datetime,
     survey_id: int | None = None,
@@ -61,7 +63,7 @@ async def enqueue(
 
 
 def job(
-    kind: str,
+    kind: JobKind,
     *,
     now: datetime,
     survey_id: int | None = None,
@@ -73,19 +75,19 @@ def job(
         kind=kind,
         survey_id=survey_id,
         payload=dict(payload) if payload else None,
-        status="pending",
+        status=JobStatus.PENDING,
         due_at=due_at or now,
         created_at=now,
     )
 
 
-async def claim(db: Database, kinds: Sequence[str], *, now: datetime, limit: int = 20) -> list[Job]:
+async def claim(db: Database, kinds: Sequence[JobKind], *, now: datetime, limit: int = 20) -> list[Job]:
     """Take up to ``limit`` due jobs of ``kinds``, oldest first, leasing them for ``LEASE``."""
     j = jobs.c
     query = (
         sa.select(j.id, j.kind, j.survey_id, j.payload, j.attempts, j.created_at)
         .where(
-            j.status == "pending",
+            j.status == JobStatus.PENDING,
             j.kind.in_(kinds),
             j.due_at <= now,
             sa.or_(j.locked_until.is_(None), j.locked_until <= now),
@@ -107,7 +109,7 @@ async def claim(db: Database, kinds: Sequence[str], *, now: datetime, limit: int
     return [
         Job(
             row.id,
-            row.kind,
+            JobKind(row.kind),
             row.survey_id,
             row.payload or {},
             row.attempts + 1,
@@ -124,10 +126,10 @@ def taken(job: Job, *, now: datetime) -> tuple[sa.Update, Job]:
     Only the claimer still holding its lease changes the row; run it in the transaction that
     decides the send and check that its rowcount is 1, else the job is someone else's.
     """
-    held = replace(job, status="sending", lease=now + LEASE)
+    held = replace(job, status=JobStatus.SENDING, lease=now + LEASE)
     update = (
         sa.update(jobs)
-        .where(jobs.c.id == job.id, *_holding(job))
+        .where(jobs.c.id == job.id, *_holding(job), _may_become(JobStatus.SENDING))
         .values(status=held.status, locked_until=held.lease)
     )
     return update, held
@@ -149,7 +151,7 @@ def stalled(*, now: datetime, limit: int, skip_locked: bool) -> sa.Select[Any]:
         sa.select(
             j.id, j.kind, j.survey_id, j.payload, j.attempts, j.created_at, j.locked_until, j.last_error
         )
-        .where(j.status == "sending", j.locked_until <= now)
+        .where(j.status == JobStatus.SENDING, j.locked_until <= now)
         .order_by(j.locked_until, j.id)
         .limit(limit)
     )
@@ -161,7 +163,7 @@ async def finish(
     job: Job,
     *,
     now: datetime,
-    status: str = "done",
+    status: JobStatus = JobStatus.DONE,
     result: Mapping[str, Any] | None = None,
     error: str | None = None,
 ) -> None:
@@ -174,18 +176,19 @@ def finished(
     job: Job,
     *,
     now: datetime,
-    status: str = "done",
+    status: JobStatus = JobStatus.DONE,
     result: Mapping[str, Any] | None = None,
     error: str | None = None,
     held: bool = False,
 ) -> sa.Update:
     """The UPDATE that records a job's end, for a caller's own (async or plain) connection.
 
-    With ``held``, only while the row is as this worker holds it (its rowcount says whether).
+    With ``held``, only while the row is as this worker holds it (its rowcount says whether);
+    never a job that has ended already.
     """
     return (
         sa.update(jobs)
-        .where(jobs.c.id == job.id, *(_holding(job) if held else ()))
+        .where(jobs.c.id == job.id, *(_holding(job) if held else ()), _may_become(status))
         .values(
             status=status,
             done_at=now,
@@ -202,7 +205,7 @@ async def retry_later(db: Database, job: Job, *, now: datetime, error: str) -> b
     Returns whether the job will be tried again.
     """
     if job.attempts >= MAX_ATTEMPTS:
-        await finish(db, job, now=now, status="failed", error=error)
+        await finish(db, job, now=now, status=JobStatus.FAILED, error=error)
         return False
     async with db.write() as conn:
         await conn.execute(retried(job, now=now, error=error))
@@ -218,8 +221,8 @@ def retried(job: Job, *, now: datetime, error: str, held: bool = False) -> sa.Up
     delay = min(_FIRST_RETRY * 2 ** (job.attempts - 1), _LONGEST_RETRY)
     return (
         sa.update(jobs)
-        .where(jobs.c.id == job.id, *(_holding(job) if held else ()))
-        .values(status="pending", due_at=now + delay, locked_until=None, last_error=error)
+        .where(jobs.c.id == job.id, *(_holding(job) if held else ()), _may_become(JobStatus.PENDING))
+        .values(status=JobStatus.PENDING, due_at=now + delay, locked_until=None, last_error=error)
     )
 
 
@@ -228,12 +231,12 @@ def noted(job: Job, *, error: str) -> sa.Update:
     return sa.update(jobs).where(jobs.c.id == job.id, *_holding(job)).values(last_error=error)
 
 
-async def latest_result(conn: AsyncConnection, survey_id: int, kind: str) -> Mapping[str, Any] | None:
+async def latest_result(conn: AsyncConnection, survey_id: int, kind: JobKind) -> Mapping[str, Any] | None:
     """The result of the survey's newest finished job of ``kind``, if any."""
     row = (
         await conn.execute(
             sa.select(jobs.c.result)
-            .where(jobs.c.survey_id == survey_id, jobs.c.kind == kind, jobs.c.status == "done")
+            .where(jobs.c.survey_id == survey_id, jobs.c.kind == kind, jobs.c.status == JobStatus.DONE)
             .order_by(jobs.c.id.desc())
             .limit(1)
         )
@@ -251,6 +254,12 @@ def postponed(job: Job, *, due_at: datetime) -> sa.Update:
     """The UPDATE that puts a job back, pending and due later, for a caller's own connection."""
     return (
         sa.update(jobs)
-        .where(jobs.c.id == job.id)
-        .values(status="pending", due_at=due_at, locked_until=None, attempts=jobs.c.attempts - 1)
+        .where(jobs.c.id == job.id, _may_become(JobStatus.PENDING))
+        .values(status=JobStatus.PENDING, due_at=due_at, locked_until=None, attempts=jobs.c.attempts - 1)
     )
+
+
+def _may_become(status: JobStatus) -> sa.ColumnElement[bool]:
+    """The job's status may move to ``status`` (bot.lifecycle.JOB_TRANSITIONS), or is it and not final."""
+    staying = {status} if JOB_TRANSITIONS[status] else set()
+    return jobs.c.status.in_(sorted(job_sources(status) | staying))

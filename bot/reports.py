@@ -15,14 +15,33 @@ import sqlalchemy as sa
 
 from bot.errors import ReportError
 from bot.tables import answers, surveys
-from scoring.chart import Band, TrendPoint
 from scoring.metrics import DEFAULT_TARGETS, CsatRule, CsiAttribute, Histogram, Scale, csi, mean, sci
-from scoring.report import HistogramRow, Scores, flat, scores, scores_json
+from scoring.report import (
+    Bucket,
+    Comment,
+    CsatScore,
+    Csi,
+    Group,
+    HistogramRow,
+    MeanScore,
+    NpsScore,
+    Period,
+    QuestionScale,
+    QuestionScore,
+    Report,
+    ResponseRate,
+    Scores,
+    bare_score,
+    metric_scores,
+    scores,
+)
+from scoring.report import Sci as SciScore
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from bot.db import Database
+    from scoring.chart import TrendPoint
 
 GROUPS: dict[str, sa.ColumnElement[Any]] = {
     "agent": answers.c.agent,
@@ -164,8 +183,8 @@ def _day(field: str, raw: str) -> datetime:
 
 async def build_report(
     db: Database, query: ReportQuery, targets: Mapping[str, float] = DEFAULT_TARGETS
-) -> dict[str, Any]:
-    """The whole report as JSON-ready data."""
+) -> Report:
+    """The whole report; `Report.json_data()` is its JSON."""
     async with db.read() as conn:
         # With a grouping, the overall histogram is the sum of the groups': one scan, not two.
         # Not by question: the groups then hold every question's answers, the overall only
@@ -180,40 +199,54 @@ async def build_report(
         per_question = grouped if query.by == "question" else None
         if per_question is None:
             per_question = await _histograms(conn, query.start, query.end, "question")
-        report: dict[str, Any] = {
-            "period": {
-                "from": query.start.isoformat(),
-                "to": query.end.isoformat(),  # exclusive: the first moment after the period
-                "first_day": query.start.date().isoformat(),
-                "last_day": _last_day(query.end).isoformat(),
-                "previous_from": query.previous[0].isoformat(),
-            },
-            "rule": query.rule,
-            "targets": dict(targets),
-            **scores_json(_score(current, query), _score(previous, query), targets),
-            "sci": flat(sci(*await _secure(conn, query.start, query.end))),
-            "response_rate": await _response_rate(conn, query.start, query.end),
-            "comments": await _comments(conn, query.start, query.end),
-        }
+        csat, nps, ces = metric_scores(_score(current, query), _score(previous, query), targets)
         # Every rating question on its own, beside the headline metrics: all its answers.
-        report["questions"] = _questions(per_question, query.rule)
+        questions = _questions(per_question, query.rule)
+        # Only the keys this report has are passed: the JSON holds the keys that were set.
+        optional: dict[str, Any] = {}
         if query.csi:
-            report["csi"] = _csi(query.csi, report["questions"])
+            optional["csi"] = _csi(query.csi, questions)
         if grouped is not None:
-            report["by"] = query.by
-            report["groups"] = [
-                {"key": key, **scores_json(scores(rows, query.rule), None, targets)}
+            optional["by"] = query.by
+            optional["groups"] = [
+                Group(key=key, **_named(metric_scores(scores(rows, query.rule), None, targets)))
                 for key, rows in sorted(_split(grouped).items(), key=lambda kv: (kv[0] is None, str(kv[0])))
             ]
         if query.trend is not None:
             buckets = _split(await _histograms(conn, query.start, query.end, query.trend))
-            report["trend_by"] = query.trend
+            optional["trend_by"] = query.trend
             # Every bucket of the period, empty ones too, so that a chart shows a gap as a gap.
-            report["trend"] = [
-                {"start": key, **scores_json(scores(buckets.get(key, []), query.rule), None, targets)}
+            optional["trend"] = [
+                Bucket(
+                    start=key,
+                    **_named(metric_scores(scores(buckets.get(key, []), query.rule), None, targets)),
+                )
                 for key in bucket_starts(query.start, query.end, query.trend)
             ]
-    return report
+        return Report(
+            period=Period(
+                from_=query.start.isoformat(),
+                to=query.end.isoformat(),  # exclusive: the first moment after the period
+                first_day=query.start.date().isoformat(),
+                last_day=_last_day(query.end).isoformat(),
+                previous_from=query.previous[0].isoformat(),
+            ),
+            rule=query.rule,
+            targets=dict(targets),
+            csat=csat,
+            nps=nps,
+            ces=ces,
+            sci=SciScore(**vars(sci(*await _secure(conn, query.start, query.end)))),
+            response_rate=await _response_rate(conn, query.start, query.end),
+            comments=await _comments(conn, query.start, query.end),
+            questions=questions,
+            **optional,
+        )
+
+
+def _named(metrics: tuple[Any, Any, Any]) -> dict[str, Any]:
+    """(csat, nps, ces) as keyword arguments."""
+    return dict(zip(("csat", "nps", "ces"), metrics, strict=True))
 
 
 def _last_day(end: datetime) -> date:
@@ -240,7 +273,7 @@ def bucket_starts(start: datetime, end: datetime, trend: Trend) -> list[str]:
     return found
 
 
-def _questions(rows: Sequence[tuple[Any, HistogramRow]], rule: CsatRule) -> list[dict[str, Any]]:
+def _questions(rows: Sequence[tuple[Any, HistogramRow]], rule: CsatRule) -> list[QuestionScore]:
     """Every rating question on its own: its CSAT, NPS or CES and its mean, each with its interval.
 
     All answers of the question count (one per respondent), on the scale most of them used.
@@ -257,25 +290,26 @@ def _questions(rows: Sequence[tuple[Any, HistogramRow]], rule: CsatRule) -> list
     for question, (metric, scale, counts) in sorted(best.items()):
         only = [HistogramRow(metric, scale, score, count) for score, count in counts.items()]
         found.append(
-            {
-                "question": question,
-                "metric": metric,
-                "scale": {"min": scale.min, "max": scale.max, "best": scale.best},
-                "mean": flat(mean(Histogram(scale, counts))),
-                metric: flat(getattr(scores(only, rule), metric)),
-            }
+            QuestionScore(
+                question=question,
+                metric=metric,
+                scale=QuestionScale(min=scale.min, max=scale.max, best=scale.best),
+                mean=MeanScore(**vars(mean(Histogram(scale, counts)))),
+                # Under the metric's own key, without a target.
+                **{metric: bare_score(getattr(scores(only, rule), metric))},
+            )
         )
     return found
 
 
-def _csi(specs: Sequence[CsiSpec], questions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def _csi(specs: Sequence[CsiSpec], questions: Sequence[QuestionScore]) -> Csi:
     """Σ w_j (P_j − E_j) over the configured attributes (seed 004); None while one has no answers."""
-    perceived = {q["question"]: q["mean"]["value"] for q in questions}
-    missing = [s.question for s in specs if perceived.get(s.question) is None]
+    perceived = {q.question: q.mean.value for q in questions if q.mean.value is not None}
+    missing = [s.question for s in specs if s.question not in perceived]
     if missing:
-        return {"value": None, "parts": [], "missing": missing}
+        return Csi(value=None, parts=[], missing=missing)
     result = csi([CsiAttribute(s.question, s.weight, perceived[s.question], s.expected) for s in specs])
-    return {"value": result.value, "parts": [list(p) for p in result.parts], "missing": []}
+    return Csi(value=result.value, parts=list(result.parts), missing=[])
 
 
 def _score(rows: Sequence[tuple[Any, HistogramRow]], query: ReportQuery) -> Scores:
@@ -388,19 +422,19 @@ def _response_rate_query() -> sa.Select[int, int, int, int]:
     ).where(s.sent_at >= _PERIOD["start"], s.sent_at < _PERIOD["end"])
 
 
-async def _response_rate(conn: AsyncConnection, start: datetime, end: datetime) -> dict[str, Any]:
+async def _response_rate(conn: AsyncConnection, start: datetime, end: datetime) -> ResponseRate:
     """Completed and answered surveys as shares of those delivered (sent minus not delivered)."""
     row = (await conn.execute(_RESPONSE_RATE, {"start": start, "end": end})).one()
     delivered = int(row.sent) - int(row.not_delivered)
-    return {
-        "sent": int(row.sent),
-        "not_delivered": int(row.not_delivered),
-        "delivered": delivered,
-        "completed": int(row.completed),
-        "answered": int(row.answered),
-        "completion_rate": round(100 * row.completed / delivered, 1) if delivered else None,
-        "answer_rate": round(100 * row.answered / delivered, 1) if delivered else None,
-    }
+    return ResponseRate(
+        sent=int(row.sent),
+        not_delivered=int(row.not_delivered),
+        delivered=delivered,
+        completed=int(row.completed),
+        answered=int(row.answered),
+        completion_rate=round(100 * row.completed / delivered, 1) if delivered else None,
+        answer_rate=round(100 * row.answered / delivered, 1) if delivered else None,
+    )
 
 
 def _detractor(table: sa.FromClause) -> sa.ColumnElement[bool]:
@@ -431,21 +465,21 @@ def _comment_queries() -> tuple[tuple[bool, sa.Select[Any]], ...]:
     )
 
 
-async def _comments(conn: AsyncConnection, start: datetime, end: datetime) -> list[dict[str, Any]]:
+async def _comments(conn: AsyncConnection, start: datetime, end: datetime) -> list[Comment]:
     """The latest comments, detractors' first."""
-    found: list[dict[str, Any]] = []
+    found: list[Comment] = []
     for is_detractor, stmt in _COMMENTS:
         params = {"start": start, "end": end, "limit": COMMENTS - len(found)}
         found.extend(
-            {
-                "text": row.text,
-                "answered_at": row.answered_at.isoformat(),
-                "ticket": row.ticket,
-                "agent": row.agent,
-                "channel": row.channel,
-                "question": row.question_id,
-                "detractor": is_detractor,
-            }
+            Comment(
+                text=row.text,
+                answered_at=row.answered_at.isoformat(),
+                ticket=row.ticket,
+                agent=row.agent,
+                channel=row.channel,
+                question=row.question_id,
+                detractor=is_detractor,
+            )
             for row in await conn.execute(stmt, params)
         )
         if len(found) >= COMMENTS:
@@ -496,15 +530,17 @@ _COMMENTS = _comment_queries()
 _SECURE = _secure_query()
 
 
-def trend_points(report: Mapping[str, Any]) -> list[TrendPoint]:
-    """The report's trend buckets as chart points."""
+def trend_points(report: Report) -> list[TrendPoint]:
+    """The report's trend buckets as chart points.
 
-    def band(item: Mapping[str, Any]) -> Band | None:
-        if item["value"] is None:
+    The chart module is imported here, not at the top: a report that draws no chart imports
+    no chart code (tests/bot/test_startup.py).
+    """
+    from scoring.chart import Band, TrendPoint
+
+    def band(item: CsatScore | NpsScore) -> Band | None:
+        if item.value is None:
             return None
-        return Band(item["value"], item["ci95_low"], item["ci95_high"], item["n"])
+        return Band(item.value, item.ci95_low, item.ci95_high, item.n)
 
-    return [
-        TrendPoint(date.fromisoformat(b["start"]), band(b["csat"]), band(b["nps"]))
-        for b in report.get("trend", [])
-    ]
+    return [TrendPoint(date.fromisoformat(b.start), band(b.csat), band(b.nps)) for b in report.trend]

@@ -60,17 +60,19 @@ from bot import jobs
 from bot.channels.base import Channel, never_sent
 from bot.db import Database, upsert_insert
 from bot.errors import ContactOptedOut, DeliveryFailed
+from bot.flow_versions import UNAVAILABLE
+from bot.lifecycle import JobKind, JobStatus, SurveyStatus, is_open, survey_sources
 from bot.phones import mask, time_zone
 from bot.quiet_hours import next_allowed, zone_or_default
 from bot.service import Service
 from bot.settings import Settings
-from bot.surveys import OPEN, asking, closing
+from bot.surveys import asking, closing, moved
 from bot.tables import contacts, send_rates, surveys
 from flows import engine
 
 log = logging.getLogger(__name__)
 
-KINDS = ("send", "reminder", "expire")
+KINDS = (JobKind.SEND, JobKind.REMINDER, JobKind.EXPIRE)
 BATCH = 50  # the most jobs a pass claims; fewer when a configured send rate is slow (batch_size)
 # Jobs in flight at once. A send mostly waits: for its slot, the provider, the database.
 # Eight overlap enough of that to keep Telegram's 30/s busy (a send takes 20–50 ms of its own),
@@ -87,6 +89,8 @@ PROVIDERS = {
 }
 SEND_MESSAGES = 2  # messages in a survey's first send by SMS or WhatsApp: the intro and the question
 STOPPED = "worker stopped during the send"
+# A pending survey is activated; an active one not sent yet (its send was retried) stays so.
+_MAY_ACTIVATE = sorted(survey_sources(SurveyStatus.ACTIVE) | {SurveyStatus.ACTIVE})
 
 _SURVEY = (
     sa.select(
@@ -94,7 +98,9 @@ _SURVEY = (
         surveys.c.status,
         surveys.c.channel,
         surveys.c.flow_id,
+        surveys.c.flow_version,
         surveys.c.sent_at,
+        surveys.c.expires_at,
         surveys.c.state,
         surveys.c.contact_id,
         contacts.c.address,
@@ -249,6 +255,7 @@ class Scheduler:
                         surveys.c.id,
                         surveys.c.channel,
                         surveys.c.flow_id,
+                        surveys.c.flow_version,
                         surveys.c.state,
                         contacts.c.address,
                     )
@@ -269,11 +276,14 @@ class Scheduler:
         """How many messages a send of this survey makes: an SMS or WhatsApp message per prompt, else one."""
         if PROVIDERS.get(row.channel) != "twilio-messages":
             return 1
+        flow = self.service.flow_for(row.flow_id, row.flow_version)  # in memory only: a count
+        if flow is None:  # not read yet, or not servable: _check reads it; count a usual send
+            return SEND_MESSAGES
         try:
-            state = engine.State.from_json(row.state)
+            state = engine.State.from_json(row.state, flow)
         except (KeyError, TypeError, ValueError):  # _check will meet it too; count a usual send
             return SEND_MESSAGES
-        return max(1, len(self._prompts(row.flow_id, state)))
+        return max(1, len(asking(flow, state)))
 
     async def _do_in_turn(self, queue: Sequence[_Queued], room: asyncio.Semaphore) -> None:
         for queued in queue:
@@ -290,13 +300,13 @@ class Scheduler:
     async def _do(self, queued: _Queued) -> None:
         job = queued.job
         if job.survey_id is None:
-            await self.service.db.transact(self._settle, job, "skipped", "no survey")
-        elif job.kind == "expire":
+            await self.service.db.transact(self._settle, job, JobStatus.SKIPPED, "no survey")
+        elif job.kind == JobKind.EXPIRE:
             await self.service.db.transact(self._expire, job)
         else:
             if queued.channel in self.channels and queued.channel in PROVIDERS:
                 await self._wait_for_slot(queued.channel, queued.messages)
-            await self._send(job, reminder=job.kind == "reminder")
+            await self._send(job, reminder=job.kind == JobKind.REMINDER)
 
     async def _wait_for_slot(self, channel: str, messages: int) -> None:
         provider = PROVIDERS[channel]
@@ -316,11 +326,18 @@ class Scheduler:
                 row.address, ready.prompts, ready.language, survey_id=row.id
             )
         except ContactOptedOut:
-            await db.transact(self._settle, job, "done", None, outcome="skipped: opted out", close="skipped")
+            await db.transact(
+                self._settle,
+                job,
+                JobStatus.DONE,
+                None,
+                outcome="skipped: opted out",
+                close=SurveyStatus.SKIPPED,
+            )
             return
         except DeliveryFailed as exc:
             if exc.retry_after is None:  # the provider will never take it (a wrong number)
-                await db.transact(self._settle, job, "failed", str(exc), close="failed")
+                await db.transact(self._settle, job, JobStatus.FAILED, str(exc), close=SurveyStatus.FAILED)
             else:
                 await self._retry(job, str(exc))
             return
@@ -369,20 +386,31 @@ class Scheduler:
             return None
         row = conn.execute(_SURVEY, {"survey_id": job.survey_id}).one_or_none()
         if row is None:
-            self._settle(conn, job, "skipped", "survey not found")
+            self._settle(conn, job, JobStatus.SKIPPED, "survey not found")
             return None
-        state = engine.State.from_json(row.state)
-        if reminder and (row.status != "active" or state.scores or state.position > 0):
-            self._settle(conn, job, "skipped", None, outcome="started or closed")
+        # The survey's own flow version (bot.flow_versions): one that cannot be served closes it.
+        flow = self.service.book.version(conn, row.flow_id, row.flow_version)
+        if flow is None:
+            why = f"flow {row.flow_id} version {row.flow_version} has no valid stored definition"
+            log.warning("survey %s closed as %s: %s", row.id, UNAVAILABLE, why)
+            self._settle(conn, job, JobStatus.SKIPPED, why, close=UNAVAILABLE)
             return None
-        if not reminder and not (row.status == "pending" or (row.status == "active" and row.sent_at is None)):
-            self._settle(conn, job, "skipped", None, outcome=f"survey is {row.status}")
+        state = engine.State.from_json(row.state, flow)
+        if reminder and (not is_open(row.status, row.expires_at, now) or engine.started(flow, state)):
+            self._settle(conn, job, JobStatus.SKIPPED, None, outcome="started or closed")
+            return None
+        if not reminder and not (
+            row.status == SurveyStatus.PENDING or (row.status == SurveyStatus.ACTIVE and row.sent_at is None)
+        ):
+            self._settle(conn, job, JobStatus.SKIPPED, None, outcome=f"survey is {row.status}")
             return None
         if row.opted_out_at is not None:
-            self._settle(conn, job, "done", None, outcome="skipped: opted out", close="skipped")
+            self._settle(
+                conn, job, JobStatus.DONE, None, outcome="skipped: opted out", close=SurveyStatus.SKIPPED
+            )
             return None
         if not reminder and self._throttled(conn, row, now):
-            self._settle(conn, job, "done", None, outcome="throttled", close="throttled")
+            self._settle(conn, job, JobStatus.DONE, None, outcome="throttled", close=SurveyStatus.THROTTLED)
             return None
         due = next_allowed(now, self.service.settings.quiet, self._zone(row))
         if due > now:  # put back without counting the attempt, as jobs.postpone does
@@ -391,13 +419,17 @@ class Scheduler:
             return None
         if row.channel not in self.channels:
             error = f"the {row.channel} channel is not configured in this process"
-            self._settle(conn, job, "failed", error, close="failed")
+            self._settle(conn, job, JobStatus.FAILED, error, close=SurveyStatus.FAILED)
             return None
         if not reminder:
-            state = self._activate(conn, row, state, now)
-        prompts = self._prompts(row.flow_id, state)
+            activated = self._activate(conn, row, state, now)
+            if activated is None:  # closed meanwhile (PostgreSQL: by another transaction)
+                self._settle(conn, job, JobStatus.SKIPPED, None, outcome="survey closed")
+                return None
+            state = activated
+        prompts = asking(flow, state)
         if not prompts:
-            self._settle(conn, job, "skipped", None, outcome="nothing to ask")
+            self._settle(conn, job, JobStatus.SKIPPED, None, outcome="nothing to ask")
             return None
         return _Ready(job, row, prompts, state.language)
 
@@ -415,25 +447,26 @@ class Scheduler:
         guessed = row.time_zone or (time_zone(row.address) if row.channel in PHONE_CHANNELS else None)
         return zone_or_default(guessed, default)
 
-    def _activate(self, conn: Connection, row: Any, state: engine.State, now: datetime) -> engine.State:
-        """Make the survey answerable just before it is sent, closing the contact's older ones."""
+    def _activate(
+        self, conn: Connection, row: Any, state: engine.State, now: datetime
+    ) -> engine.State | None:
+        """Make the survey answerable just before it is sent, closing the contact's older ones.
+
+        None, and nothing changed, when the survey is no longer pending or active.
+        """
         expires = now + self.service.survey_ttl
         state = replace(state, expires_at=expires)
-        conn.execute(
+        activating = (
             sa.update(surveys)
-            .where(surveys.c.contact_id == row.contact_id, surveys.c.status.in_(OPEN), surveys.c.id != row.id)
-            .values(status="incomplete")
+            .where(surveys.c.id == row.id, surveys.c.status.in_(_MAY_ACTIVATE))
+            .values(status=SurveyStatus.ACTIVE, expires_at=expires, state=state.to_json())
         )
+        if conn.execute(activating).rowcount != 1:
+            return None
         conn.execute(
-            sa.update(surveys)
-            .where(surveys.c.id == row.id)
-            .values(status="active", expires_at=expires, state=state.to_json())
+            moved(SurveyStatus.INCOMPLETE, surveys.c.contact_id == row.contact_id, surveys.c.id != row.id)
         )
         return state
-
-    def _prompts(self, flow_id: str, state: engine.State) -> tuple[engine.Prompt, ...]:
-        flow = self.service.flows.get(flow_id)
-        return asking(flow, state) if flow is not None else ()
 
     def _sent(
         self, conn: Connection, job: jobs.Job, now: datetime, provider_id: str | None, *, reminder: bool
@@ -442,7 +475,9 @@ class Scheduler:
         result = {"worker": self.worker, "outcome": "sent"}
         if provider_id:
             result["provider_id"] = provider_id
-        finishing = jobs.finished(job, now=self.service.clock(), status="done", result=result, held=True)
+        finishing = jobs.finished(
+            job, now=self.service.clock(), status=JobStatus.DONE, result=result, held=True
+        )
         if not conn.execute(finishing).rowcount:
             log.warning(
                 "job %s was settled by another worker while it was being sent (its lease ran out)", job.id
@@ -459,10 +494,12 @@ class Scheduler:
             .where(surveys.c.id == survey_id, surveys.c.sent_at.is_(None))
             .values(sent_at=at)
         )
-        conn.execute(jobs.job("expire", now=at, survey_id=survey_id, due_at=at + self.service.survey_ttl))
+        conn.execute(
+            jobs.job(JobKind.EXPIRE, now=at, survey_id=survey_id, due_at=at + self.service.survey_ttl)
+        )
         if settings.reminder_after_hours > 0:
             due = at + timedelta(hours=settings.reminder_after_hours)
-            conn.execute(jobs.job("reminder", now=at, survey_id=survey_id, due_at=due))
+            conn.execute(jobs.job(JobKind.REMINDER, now=at, survey_id=survey_id, due_at=due))
 
     def _reconcile(self, conn: Connection, now: datetime) -> int:
         """Settle the sends left `sending` past their lease, without sending: sent, unconfirmed."""
@@ -471,24 +508,24 @@ class Scheduler:
         for row in conn.execute(stalled).all():
             job = jobs.Job(
                 row.id,
-                row.kind,
+                JobKind(row.kind),
                 row.survey_id,
                 row.payload or {},
                 row.attempts,
                 row.created_at,
-                status="sending",
+                status=JobStatus.SENDING,
                 lease=row.locked_until,
             )
             why = row.last_error or STOPPED
             result = {"worker": self.worker, "outcome": f"sent, unconfirmed: {why}"}
             if not conn.execute(
-                jobs.finished(job, now=now, status="done", result=result, held=True)
+                jobs.finished(job, now=now, status=JobStatus.DONE, result=result, held=True)
             ).rowcount:
                 continue
             settled += 1
             if job.survey_id is None:
                 continue
-            if job.kind == "send":  # as a send would have, from when it was taken for sending
+            if job.kind == JobKind.SEND:  # as a send would have, from when it was taken for sending
                 self._record_send(conn, job.survey_id, row.locked_until - jobs.LEASE)
             recipient = conn.execute(_RECIPIENT, {"survey_id": job.survey_id}).one_or_none()
             log.warning(
@@ -504,18 +541,18 @@ class Scheduler:
         return settled
 
     def _expire(self, conn: Connection, job: jobs.Job) -> None:
-        expired = _close(conn, job.survey_id, "expired")
-        self._settle(conn, job, "done", None, outcome="expired" if expired else "closed before")
+        expired = _close(conn, job.survey_id, SurveyStatus.EXPIRED)
+        self._settle(conn, job, JobStatus.DONE, None, outcome="expired" if expired else "closed before")
 
     def _settle(
         self,
         conn: Connection,
         job: jobs.Job,
-        status: str,
+        status: JobStatus,
         error: str | None,
         *,
         outcome: str | None = None,
-        close: str | None = None,
+        close: SurveyStatus | str | None = None,
     ) -> bool:
         """Finish the job (done, skipped, failed), then close its survey as ``close`` if still open.
 
@@ -540,8 +577,8 @@ class Scheduler:
         if job.attempts < jobs.MAX_ATTEMPTS:
             conn.execute(jobs.retried(job, now=self.service.clock(), error=error, held=True))
             return
-        close = "failed" if job.kind == "send" else None
-        if self._settle(conn, job, "failed", error, close=close) and close is not None:
+        close = SurveyStatus.FAILED if job.kind == JobKind.SEND else None
+        if self._settle(conn, job, JobStatus.FAILED, error, close=close) and close is not None:
             log.warning("survey %s failed after %d attempts: %s", job.survey_id, job.attempts, error)
 
     async def _note(self, job: jobs.Job, error: str) -> None:

@@ -14,12 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot import jobs
 from bot.db import Database, upsert_insert
 from bot.errors import ContactOptedOut, OpenSurveysFull
+from bot.flow_versions import UNAVAILABLE, as_book
+from bot.lifecycle import FINAL, OPEN, JobKind, SurveyStatus, has_expired, is_open, survey_sources
 from bot.tables import contacts, surveys
 from flows import engine
 from flows.loader import get_flow
 from flows.schema import Flow
-
-OPEN = ("pending", "active")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Created:
 
     survey_id: int
     token: str
-    status: str
+    status: SurveyStatus
     language: str
     prompts: tuple[engine.Prompt, ...]
     created: bool
@@ -79,7 +79,7 @@ async def create_survey(
                 return existing
         if contact_id is not None and max_open is not None:
             count = sa.select(sa.func.count()).where(
-                surveys.c.contact_id == contact_id, surveys.c.status.in_(OPEN)
+                surveys.c.contact_id == contact_id, surveys.c.status.in_(sorted(OPEN))
             )
             if (await conn.execute(count)).scalar_one() >= max_open:
                 raise OpenSurveysFull(new.channel, max_open)
@@ -87,11 +87,7 @@ async def create_survey(
         expires_at = None if pending else now + ttl
         step = engine.start(flow, new.language or contact_language, expires_at=expires_at)
         if contact_id is not None and not pending:  # a pending survey closes them when it is sent
-            await conn.execute(
-                sa.update(surveys)
-                .where(surveys.c.contact_id == contact_id, surveys.c.status.in_(OPEN))
-                .values(status="incomplete")
-            )
+            await conn.execute(moved(SurveyStatus.INCOMPLETE, surveys.c.contact_id == contact_id))
         token = secrets.token_urlsafe(16)
         stmt = (
             upsert_insert(db, surveys)
@@ -105,7 +101,7 @@ async def create_survey(
                 channel=new.channel,
                 contact_id=contact_id,
                 language=step.state.language,
-                status="pending" if pending else "active",
+                status=SurveyStatus.PENDING if pending else SurveyStatus.ACTIVE,
                 created_at=now,
                 send_at=send_at,
                 sent_at=None if pending else now,
@@ -123,10 +119,10 @@ async def create_survey(
             assert found is not None  # noqa: S101 - the conflict guarantees the row
             return found
         if pending:
-            await jobs.enqueue(conn, "send", now=now, survey_id=survey_id, due_at=send_at)
+            await jobs.enqueue(conn, JobKind.SEND, now=now, survey_id=survey_id, due_at=send_at)
         else:
-            await jobs.enqueue(conn, "expire", now=now, survey_id=survey_id, due_at=expires_at)
-    status = "pending" if pending else "active"
+            await jobs.enqueue(conn, JobKind.EXPIRE, now=now, survey_id=survey_id, due_at=expires_at)
+    status = SurveyStatus.PENDING if pending else SurveyStatus.ACTIVE
     return Created(survey_id, token, status, step.state.language, step.prompts, created=True)
 
 
@@ -162,7 +158,7 @@ async def _by_ticket(conn: AsyncConnection, ticket: str, flow_id: str) -> Create
     ).one_or_none()
     if row is None:
         return None
-    return Created(row.id, row.token, row.status, row.language, (), created=False)
+    return Created(row.id, row.token, SurveyStatus(row.status), row.language, (), created=False)
 
 
 LinkOutcome = Literal["started", "resumed", "expired", "closed", "used", "unknown"]
@@ -198,20 +194,24 @@ async def open_link(
         row = (
             await conn.execute(sa.select(surveys).where(surveys.c.token == token).with_for_update(of=surveys))
         ).one_or_none()
-        flow = flows.get(row.flow_id) if row is not None else None
-        if row is None or flow is None:
+        if row is None:
             return Opened("unknown")
-        state = engine.State.from_json(row.state)
+        # The survey's own flow version (bot.flow_versions); one that cannot be served closes it.
+        flow = await as_book(flows).version_async(conn, row.flow_id, row.flow_version)
+        if flow is None:
+            await conn.execute(closing(row.id, UNAVAILABLE))
+            return Opened("closed", row.id, row.language)
+        state = engine.State.from_json(row.state, flow)
         contact_id, _ = await _contact(
             db, conn, NewSurvey(row.flow_id, channel, address, language=language), now
         )
         if row.contact_id is not None and row.contact_id != contact_id:
             return Opened("used", row.id, state.language)
-        if row.status == "expired" or (row.status == "active" and row.expires_at and now >= row.expires_at):
-            await conn.execute(sa.update(surveys).where(surveys.c.id == row.id).values(status="expired"))
+        if has_expired(row.status, row.expires_at, now):
+            await conn.execute(moved(SurveyStatus.EXPIRED, surveys.c.id == row.id))
             expired = engine.Prompt("expired", flow.texts[state.language].expired)
             return Opened("expired", row.id, state.language, (expired,))
-        if row.status != "active":
+        if not is_open(row.status, row.expires_at, now):
             return Opened("closed", row.id, state.language)
         if row.contact_id is not None:
             return Opened("resumed", row.id, state.language, engine.resume(flow, state))
@@ -221,9 +221,7 @@ async def open_link(
             step = engine.start(flow, row.requested_language or language, expires_at=row.expires_at)
             started, prompts = step.state, step.prompts
         await conn.execute(
-            sa.update(surveys)
-            .where(surveys.c.contact_id == contact_id, surveys.c.status.in_(OPEN), surveys.c.id != row.id)
-            .values(status="incomplete")
+            moved(SurveyStatus.INCOMPLETE, surveys.c.contact_id == contact_id, surveys.c.id != row.id)
         )
         await conn.execute(
             sa.update(surveys)
@@ -239,18 +237,33 @@ async def remember_ref(db: Database, survey_id: int, ref: str | None) -> None:
         await conn.execute(sa.update(surveys).where(surveys.c.id == survey_id).values(channel_ref=ref))
 
 
-async def close_survey(db: Database, survey_id: int, status: str) -> bool:
+async def close_survey(db: Database, survey_id: int, status: SurveyStatus | str) -> bool:
     """Set an open survey's final status (failed, no_answer, incomplete, skipped); True if it was open."""
     async with db.write() as conn:
         result = await conn.execute(closing(survey_id, status))
     return bool(result.rowcount)
 
 
-def closing(survey_id: int | None, status: str) -> sa.Update:
-    """The UPDATE that gives an open survey its final status, for a caller's own connection."""
-    return (
-        sa.update(surveys).where(surveys.c.id == survey_id, surveys.c.status.in_(OPEN)).values(status=status)
-    )
+def closing(survey_id: int | None, status: SurveyStatus | str) -> sa.Update:
+    """The UPDATE that gives an open survey its final status, for a caller's own connection.
+
+    A survey whose status may not move to ``status`` (bot.lifecycle) is left as it is: its
+    rowcount is 0. A status that closes no survey (pending, active, or none) is a ValueError.
+    """
+    if status not in FINAL:
+        raise ValueError(f"status: {status!r} does not close a survey; use one of {', '.join(sorted(FINAL))}")
+    return moved(SurveyStatus(status), surveys.c.id == survey_id)
+
+
+def moved(status: SurveyStatus, *where: sa.ColumnElement[bool]) -> sa.Update:
+    """The UPDATE that moves the surveys matching ``where`` to ``status``, only those allowed to.
+
+    Only a survey whose status may move to ``status`` (bot.lifecycle.SURVEY_TRANSITIONS)
+    changes; the others are left as they are, so a closed survey is never reopened or
+    closed again, whoever comes second.
+    """
+    allowed = sorted(survey_sources(status))
+    return sa.update(surveys).where(*where, surveys.c.status.in_(allowed)).values(status=status)
 
 
 @dataclass(frozen=True)
@@ -269,24 +282,23 @@ async def current(db: Database, flows: Mapping[str, Flow], survey_id: int) -> Cu
     async with db.read() as conn:
         row = (
             await conn.execute(
-                sa.select(surveys.c.flow_id, surveys.c.status, surveys.c.state).where(
+                sa.select(surveys.c.flow_id, surveys.c.flow_version, surveys.c.status, surveys.c.state).where(
                     surveys.c.id == survey_id
                 )
             )
         ).one_or_none()
-    flow = flows.get(row.flow_id) if row is not None else None
+        # The survey's own flow version (bot.flow_versions), never the file as it is now.
+        flow = await as_book(flows).version_async(conn, row.flow_id, row.flow_version) if row else None
     if row is None or flow is None:
         return None
-    state = engine.State.from_json(row.state)
-    prompts = asking(flow, state) if row.status == "active" else ()
-    return Current(
-        survey_id, str(row.status), state.language, prompts, bool(state.scores) or state.position > 0
-    )
+    state = engine.State.from_json(row.state, flow)
+    prompts = asking(flow, state) if row.status == SurveyStatus.ACTIVE else ()
+    return Current(survey_id, str(row.status), state.language, prompts, engine.started(flow, state))
 
 
 def asking(flow: Flow, state: engine.State) -> tuple[engine.Prompt, ...]:
     """The prompts that ask the current question, after the intro while nothing is answered."""
     prompts = engine.resume(flow, state)
-    if prompts and not (state.scores or state.position > 0):
+    if prompts and not engine.started(flow, state):
         return (engine.intro(flow, state.language), *prompts)
     return prompts

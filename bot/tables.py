@@ -9,6 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+from bot.lifecycle import JobKind, JobStatus, SurveyStatus, one_of
+
 metadata = sa.MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -90,7 +92,7 @@ surveys = sa.Table(
     sa.Column("channel", sa.String(16), nullable=False),
     sa.Column("contact_id", sa.Integer, sa.ForeignKey("contacts.id", ondelete="SET NULL")),
     sa.Column("language", sa.String(8), nullable=False),
-    # pending → active → completed | stopped | expired | incomplete | failed
+    # A SurveyStatus; it moves only as bot.lifecycle.SURVEY_TRANSITIONS allows (a trigger, migration 0011).
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("send_at", UTCDateTime()),
@@ -109,6 +111,8 @@ surveys = sa.Table(
     sa.Index(None, "contact_id", "status"),
     sa.Index(None, "status", "expires_at"),
     sa.Index(None, "sent_at"),
+    # On PostgreSQL; SQLite has triggers of the same name instead (bot.lifecycle.value_triggers).
+    sa.CheckConstraint(one_of("status", SurveyStatus), name="status"),
 )
 
 answers = sa.Table(
@@ -184,7 +188,7 @@ jobs = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("survey_id", sa.Integer, sa.ForeignKey("surveys.id", ondelete="CASCADE")),
     sa.Column("payload", sa.JSON),
-    # pending → (sending →) done | failed | skipped; sending: on its way to the provider (bot.scheduler)
+    # A JobStatus, moving as bot.lifecycle.JOB_TRANSITIONS allows; kind is a JobKind.
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("due_at", UTCDateTime(), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
@@ -195,6 +199,8 @@ jobs = sa.Table(
     sa.Column("done_at", UTCDateTime()),
     sa.Index(None, "status", "due_at"),
     sa.Index(None, "survey_id", "kind"),
+    sa.CheckConstraint(one_of("kind", JobKind), name="kind"),
+    sa.CheckConstraint(one_of("status", JobStatus), name="status"),
 )
 
 # The next free send slot per provider (epoch seconds), shared by every worker process, so
@@ -204,6 +210,20 @@ send_rates = sa.Table(
     metadata,
     sa.Column("provider", sa.String(32), primary_key=True),
     sa.Column("next_at", sa.Double, nullable=False),
+)
+
+# Every flow definition served, keyed by (flow_id, version): a survey is answered with the
+# definition of the version it started with (surveys.flow_version), even after the file
+# changed. digest: SHA-256 of the definition's canonical JSON (bot.service.flow_digest).
+flow_versions = sa.Table(
+    "flow_versions",
+    metadata,
+    sa.Column("flow_id", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("definition", sa.JSON, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("first_seen_at", UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint("flow_id", "version"),
 )
 
 staff = sa.Table(

@@ -32,6 +32,7 @@ from bot.settings import StaffRole
 from bot.staff import StaffMember, find_staff
 from bot.surveys import NewSurvey, create_survey
 from scoring.chart import trend_chart
+from scoring.report import Report
 
 PROVIDER = "telegram"
 REFUSAL = "Sorry, this command is only for the support team."
@@ -62,30 +63,33 @@ def parse_report_args(args: Sequence[str]) -> tuple[str, str | None]:
     return period, by
 
 
-def report_message(report: dict[str, Any], period: str) -> str:
+def report_message(report: Report, period: str) -> str:
     """The report as a Telegram HTML message: each metric with interval, n, target and change."""
     lines = [f"<b>Afterword report, last {period[:-1]} days</b> ({period_label(report)})"]
-    for name in METRICS:
-        item = report[name]
+    for name, item in zip(METRICS, report.metrics(), strict=True):
         extra = " · ".join(part for part in (target_cell(item), change_cell(item)) if part)
         lines.append(f"<b>{name.upper()}</b> {html.escape(metric_cell(name, item))}")
         if extra:
             lines.append(f"    {html.escape(extra)} (vs previous {period[:-1]} days)")
-    if report.get("groups"):
-        lines.append(f"\n<b>By {report['by']}</b>")
-        for group in report["groups"]:
-            key = group_key(group["key"])
-            cells = "; ".join(f"{m.upper()} {metric_cell(m, group[m])}" for m in METRICS if group[m]["n"])
+    if report.groups:
+        lines.append(f"\n<b>By {report.by}</b>")
+        for group in report.groups:
+            key = group_key(group.key)
+            cells = "; ".join(
+                f"{m.upper()} {metric_cell(m, item)}"
+                for m, item in zip(METRICS, group.metrics(), strict=True)
+                if item.n
+            )
             lines.append(f"• {html.escape(key)}: {html.escape(cells or 'no answers')}")
-    if report["questions"]:
+    if report.questions:
         lines.append("\n<b>Each question</b> (all its answers)")
-        for q in report["questions"]:
-            cell = metric_cell(q["metric"], q[q["metric"]])
-            lines.append(f"• {html.escape(q['question'])}: {q['metric'].upper()} {html.escape(cell)}")
-    rate = report["response_rate"]
-    if rate["delivered"]:
+        for q in report.questions:
+            cell = metric_cell(q.metric, q.score)
+            lines.append(f"• {html.escape(q.question)}: {q.metric.upper()} {html.escape(cell)}")
+    rate = report.response_rate
+    if rate.delivered:
         lines.append(
-            f"\nAnswered: {rate['answered']} of {rate['delivered']} surveys delivered ({rate['answer_rate']} %)"
+            f"\nAnswered: {rate.answered} of {rate.delivered} surveys delivered ({rate.answer_rate} %)"
         )
     lines.append(f"<i>{html.escape(FOOTNOTE)}</i>")
     return "\n".join(lines)

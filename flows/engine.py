@@ -69,10 +69,14 @@ class Answer:
 
 @dataclass(frozen=True)
 class State:
-    """A conversation's position; saved as JSON between messages."""
+    """Where a conversation stands; saved as JSON between messages.
+
+    ``question`` is the id of the question awaiting an answer (None once none is): an id,
+    not a position, so the state means the same in every version of its flow that has it.
+    """
 
     language: str
-    position: int = 0
+    question: str | None = None
     attempts: int = 0
     scores: Mapping[str, int | None] = field(default_factory=dict)
     status: Status = "active"
@@ -82,7 +86,7 @@ class State:
         """A JSON-ready dict of this state."""
         return {
             "language": self.language,
-            "position": self.position,
+            "question": self.question,
             "attempts": self.attempts,
             "scores": dict(self.scores),
             "status": self.status,
@@ -90,12 +94,25 @@ class State:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> State:
-        """The state saved by ``to_json``."""
+    def from_json(cls, data: Mapping[str, Any], flow: Flow | None = None) -> State:
+        """The state saved by ``to_json``.
+
+        A state saved before questions were named by id holds a ``position`` (an index into
+        the flow's questions): it is resolved with ``flow``, which must then be the flow
+        version the survey started on. Without the flow such a state is refused (ValueError).
+        """
         expires = data.get("expires_at")
+        if "question" in data:
+            question = data["question"]
+            question = None if question is None else str(question)
+        elif flow is not None:
+            position = int(data.get("position", 0))
+            question = flow.questions[position].id if 0 <= position < len(flow.questions) else None
+        else:
+            raise ValueError("a state saved with a position needs its flow to name the question")
         return cls(
             language=str(data["language"]),
-            position=int(data.get("position", 0)),
+            question=question,
             attempts=int(data.get("attempts", 0)),
             scores=dict(data.get("scores", {})),
             status=data.get("status", "active"),
@@ -124,7 +141,7 @@ class Step:
 def start(flow: Flow, language: str | None, expires_at: datetime | None = None) -> Step:
     """Open a conversation: the intro and the first question to ask."""
     state = State(language=flow.language_for(language), expires_at=expires_at)
-    state = _advance(flow, state, from_position=0)
+    state = _advance(flow, state, from_index=0)
     prompts = (intro(flow, state.language), *_ask_or_finish(flow, state))
     return Step(_finished(flow, state), (), prompts, "started")
 
@@ -149,14 +166,15 @@ def step(flow: Flow, state: State, reply: Reply, now: datetime) -> Step:
         state.status == "active" and state.expires_at is not None and now >= state.expires_at
     ):
         return Step(replace(state, status="expired"), (), (Prompt("expired", texts.expired),), "expired")
-    if state.status != "active" or state.position >= len(flow.questions):
+    index = _index(flow, state)
+    if state.status != "active" or index is None:
         return Step(state, (), (), "closed")
 
     if reply.command == "stop" or (reply.text is not None and is_stop(reply.text)):
         stopped = replace(state, status="stopped")
         return Step(stopped, (), (Prompt("stopped", texts.stopped),), "stopped")
 
-    question = flow.questions[state.position]
+    question = flow.questions[index]
     skipping = reply.command == "skip" or (reply.text is not None and is_skip(reply.text))
     if skipping and question.optional:
         return _move_on(flow, state, (), "skipped")
@@ -199,34 +217,59 @@ def _read(question: Question, reply: Reply, language: str, now: datetime) -> Ans
     return Answer(question.id, question.metric, parsed.score, comment, now, scale)
 
 
+def started(flow: Flow, state: State) -> bool:
+    """Whether the conversation got past its first question (answered, skipped or finished).
+
+    Every conversation starts with the flow's first question: it cannot have an ``ask_if``,
+    as a condition may only name an earlier question.
+    """
+    return bool(state.scores) or state.question != flow.questions[0].id
+
+
+def current_question(flow: Flow, state: State) -> str | None:
+    """The id of the question awaiting an answer: None when the conversation is over."""
+    return flow.questions[index].id if (index := _index(flow, state)) is not None else None
+
+
+def _index(flow: Flow, state: State) -> int | None:
+    """The position of the state's question in ``flow``; None when there is none (or the flow lacks it)."""
+    if state.question is None or state.status != "active":
+        return None
+    for i, question in enumerate(flow.questions):
+        if question.id == state.question:
+            return i
+    return None
+
+
 def _move_on(flow: Flow, state: State, answers: tuple[Answer, ...], outcome: Outcome) -> Step:
-    nxt = _advance(flow, replace(state, attempts=0), from_position=state.position + 1)
+    index = _index(flow, state)
+    nxt = _advance(
+        flow, replace(state, attempts=0), from_index=len(flow.questions) if index is None else index + 1
+    )
     prompts = _ask_or_finish(flow, nxt)
     done = _finished(flow, nxt)
     return Step(done, answers, prompts, "completed" if done.status == "completed" else outcome)
 
 
-def _advance(flow: Flow, state: State, from_position: int) -> State:
-    """The state positioned at the next question whose ``ask_if`` holds."""
-    position = from_position
-    while position < len(flow.questions):
-        condition = flow.questions[position].ask_if
-        if condition is None or condition.holds(state.scores):
-            break
-        position += 1
-    return replace(state, position=position)
+def _advance(flow: Flow, state: State, from_index: int) -> State:
+    """The state at the first question from ``from_index`` on whose ``ask_if`` holds (None: past the end)."""
+    for question in flow.questions[from_index:]:
+        if question.ask_if is None or question.ask_if.holds(state.scores):
+            return replace(state, question=question.id)
+    return replace(state, question=None)
 
 
 def _finished(flow: Flow, state: State) -> State:
-    if state.position >= len(flow.questions) and state.status == "active":
+    if state.question is None and state.status == "active":
         return replace(state, status="completed")
     return state
 
 
 def _ask_or_finish(flow: Flow, state: State) -> tuple[Prompt, ...]:
-    if state.position >= len(flow.questions):
+    if state.question is None:
         return (Prompt("thanks", flow.texts[state.language].thanks),)
-    return (_question_prompt(flow.questions[state.position], state),)
+    index = _index(flow, state)
+    return () if index is None else (_question_prompt(flow.questions[index], state),)
 
 
 def _question_prompt(question: Question, state: State) -> Prompt:

@@ -121,6 +121,17 @@ def check_paths(paths: Sequence[pathlib.Path]) -> list[FlowIssue]:
     return found
 
 
+def valid_flows(paths: Sequence[pathlib.Path]) -> dict[str, Flow]:
+    """The flows of the valid files given (directories are searched), by id; invalid ones left out."""
+    flows: dict[str, Flow] = {}
+    for path in paths:
+        for file in _flow_files(path) if path.is_dir() else [path]:
+            flow, issues, _ = _check_file(file)
+            if flow is not None and not issues:
+                flows.setdefault(flow.id, flow)
+    return flows
+
+
 def _written_id(root: yaml.Node | None) -> str | None:
     """The top-level ``id`` as written, if it is a plain string; None otherwise."""
     if not isinstance(root, yaml.MappingNode):

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from bot.channels.base import Channel
 from bot.errors import InputError
 from bot.inbound import Inbound, handle
+from bot.lifecycle import SurveyStatus
 from bot.service import Service
 from bot.surveys import NewSurvey, create_survey
 from bot.tables import contacts, surveys
@@ -143,8 +144,8 @@ async def chat(
             )
         survey_id, language, prompts = created.survey_id, created.language, created.prompts
     await channel.deliver(request.contact, prompts, language)
-    status = "active"
-    while status == "active" and prompts:
+    status: str = SurveyStatus.ACTIVE
+    while status == SurveyStatus.ACTIVE and prompts:
         line = await asyncio.to_thread(stdin.readline)
         if not line:
             out.write(_PAUSED.get(language, _PAUSED["en"]) + "\n")
@@ -198,6 +199,7 @@ async def _open_survey(service: Service, address: str) -> _Open | None:
                 sa.select(
                     surveys.c.id,
                     surveys.c.flow_id,
+                    surveys.c.flow_version,
                     surveys.c.state,
                     surveys.c.ticket,
                     surveys.c.agent,
@@ -207,16 +209,18 @@ async def _open_survey(service: Service, address: str) -> _Open | None:
                 .where(
                     contacts.c.channel == "console",
                     contacts.c.address == address,
-                    surveys.c.status == "active",
+                    surveys.c.status == SurveyStatus.ACTIVE,
                 )
                 .order_by(surveys.c.id.desc())
                 .limit(1)
             )
         ).one_or_none()
-    if row is None or row.flow_id not in service.flows:
+        # The survey's own flow version (bot.flow_versions), never the file as it is now.
+        flow = await service.book.version_async(conn, row.flow_id, row.flow_version) if row else None
+    if row is None or flow is None:
         return None
-    state = engine.State.from_json(row.state)
-    prompts = engine.resume(service.flows[row.flow_id], state)
+    state = engine.State.from_json(row.state, flow)
+    prompts = engine.resume(flow, state)
     return _Open(row.id, row.flow_id, state.language, row.ticket, row.agent, row.team, prompts)
 
 

@@ -22,6 +22,7 @@ from bot.channels.base import Channel
 from bot.channels.twilio import TwilioAccount, delivery_failed, form_text, signed_form
 from bot.errors import InvalidPhone
 from bot.inbound import MAX_ID, Inbound, handle
+from bot.lifecycle import SurveyStatus
 from bot.phones import mask, normalize
 from bot.service import Service
 from bot.surveys import close_survey, current
@@ -35,12 +36,12 @@ GATHER_SECONDS = 6  # silence after which a question counts as unanswered
 VOICES: dict[str, tuple[str, str]] = {"de": ("Polly.Vicki", "de-DE"), "en": ("Polly.Joanna", "en-US")}
 MACHINES = frozenset({"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"})
 # How a call that ended on its own leaves a survey still open.
-CALL_ENDED: dict[str, str] = {
-    "completed": "incomplete",
-    "no-answer": "no_answer",
-    "busy": "no_answer",
-    "failed": "failed",
-    "canceled": "failed",
+CALL_ENDED: dict[str, SurveyStatus] = {
+    "completed": SurveyStatus.INCOMPLETE,
+    "no-answer": SurveyStatus.NO_ANSWER,
+    "busy": SurveyStatus.NO_ANSWER,
+    "failed": SurveyStatus.FAILED,
+    "canceled": SurveyStatus.FAILED,
 }
 
 PHRASES: dict[str, dict[str, str]] = {
@@ -164,7 +165,7 @@ async def on_answered(request: Request, survey: SurveyId, form: FormData = Depen
     """The call was answered: a machine gets nothing, a person the intro and first question."""
     service: Service = request.app.state.service
     if form_text(form, "AnsweredBy") in MACHINES:
-        await close_survey(service.db, survey, "no_answer")
+        await close_survey(service.db, survey, SurveyStatus.NO_ANSWER)
         return _hangup()
     now = await current(service.db, service.flows, survey)
     if now is None or not now.prompts:

@@ -16,12 +16,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from bot.channels.base import Channel
 from bot.errors import clean_text
+from bot.flow_versions import UNAVAILABLE
 from bot.inbound import TOKEN, Inbound, handle
+from bot.lifecycle import SurveyStatus, has_expired, is_open
 from bot.pages import page
 from bot.service import Service
-from bot.surveys import current
+from bot.surveys import close_survey, current
 from bot.tables import surveys
 from flows.engine import Prompt
+from flows.schema import Flow
 
 UI: dict[str, dict[str, str]] = {
     "de": {
@@ -69,10 +72,25 @@ async def _survey(service: Service, token: str) -> Any:
         return (
             await conn.execute(
                 sa.select(
-                    surveys.c.id, surveys.c.flow_id, surveys.c.status, surveys.c.language, surveys.c.state
+                    surveys.c.id,
+                    surveys.c.flow_id,
+                    surveys.c.flow_version,
+                    surveys.c.status,
+                    surveys.c.expires_at,
+                    surveys.c.language,
+                    surveys.c.state,
                 ).where(surveys.c.token == token, surveys.c.channel == "web")
             )
         ).one_or_none()
+
+
+async def _flow(service: Service, row: Any) -> Flow | None:
+    """The survey's own flow version (bot.flow_versions), never the file as it is now."""
+    flow = service.flow_for(row.flow_id, row.flow_version)
+    if flow is not None:
+        return flow
+    async with service.db.read() as conn:
+        return await service.book.version_async(conn, row.flow_id, row.flow_version)
 
 
 def _render(
@@ -113,20 +131,21 @@ async def show(request: Request, token: str) -> HTMLResponse:
     if not TOKEN.fullmatch(token):
         return _not_found(request)
     row = await _survey(service, token)
-    flow = service.flows.get(row.flow_id) if row is not None else None
-    if row is None or flow is None:
+    if row is None:
         return _not_found(request)
+    flow = await _flow(service, row)
+    if flow is None:  # its version cannot be served: closed, never shown another version
+        await close_survey(service.db, row.id, UNAVAILABLE)
+        message = _ui(row.language)["closed"]
+        return page(request, "message.html", {"lang": row.language, "title": message, "message": message})
     texts = flow.texts[row.language]
     now = service.clock()
-    state_expires = row.state.get("expires_at")
-    if row.status == "expired" or (
-        row.status == "active" and state_expires and now.isoformat() >= state_expires
-    ):
+    if has_expired(row.status, row.expires_at, now):
         return page(
             request, "message.html", {"lang": row.language, "title": texts.expired, "message": texts.expired}
         )
-    ended = {"completed": texts.thanks, "stopped": texts.stopped}
-    if row.status != "active":
+    ended = {SurveyStatus.COMPLETED: texts.thanks, SurveyStatus.STOPPED: texts.stopped}
+    if not is_open(row.status, row.expires_at, now):
         message = ended.get(row.status, _ui(row.language)["closed"])
         return page(request, "message.html", {"lang": row.language, "title": message, "message": message})
     shown = await current(service.db, service.flows, row.id)
@@ -169,6 +188,8 @@ async def answer(
         ),
     )
     if handled.outcome == "reprompted":  # show the reprompt at once; a redirect would lose it
-        flow = service.flows[row.flow_id]
+        flow = await _flow(service, row)
+        if flow is None:
+            return RedirectResponse(f"/s/{token}", status_code=303)
         return _render(request, token, flow, handled.language or row.language, handled.prompts)
     return RedirectResponse(f"/s/{token}", status_code=303)

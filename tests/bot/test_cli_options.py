@@ -168,11 +168,12 @@ def _chart(o: Outcome, language: Literal["de", "en"], *report_args: str) -> tupl
     """How many buckets of `report REPORT_ARGS` have answers, and whether trend.png is exactly their chart."""
     from bot.reports import trend_points
     from scoring.chart import trend_chart
+    from scoring.report import Report
 
     shown = o.again("report", *report_args, "--format", "json")
     assert 0 == shown.code, shown.stderr
     data = json.loads(shown.stdout)
-    points = trend_points(data)
+    points = trend_points(Report.model_validate(data))
     drawn = trend_chart(points, targets=data["targets"], language=language)
     answered = sum(p.csat is not None or p.nps is not None for p in points)
     return answered, drawn == (o.folder / "trend.png").read_bytes()

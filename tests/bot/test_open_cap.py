@@ -127,6 +127,8 @@ async def test_a_closed_survey_frees_its_place(api: Api, final: str) -> None:
     for i in range(1, 4):
         await api.post(f"T-{i}", delay="1h")
     async with api.service.db.write() as conn:
+        # A queued survey is sent (active) before it is answered or expires (bot.lifecycle).
+        await conn.execute(sa.update(surveys).where(surveys.c.ticket == "T-1").values(status="active"))
         await conn.execute(sa.update(surveys).where(surveys.c.ticket == "T-1").values(status=final))
     assert 201 == (await api.post("T-4", delay="1h")).status_code
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from bot.reports import (
 )
 from bot.service import Service
 from bot.surveys import NewSurvey, close_survey, create_survey
+from scoring.report import Report
 from tests.support import Clock
 
 # now = 2026-11-23 10:00 UTC (tests.support.Clock). anna answered on Tue 2026-11-10 (ISO week
@@ -54,7 +56,7 @@ async def load(service: Service, tmp_path: Path) -> None:
     await import_csv(service.db, path)
 
 
-async def report(service: Service, **params: Any) -> dict[str, Any]:
+async def report(service: Service, **params: Any) -> Report:
     return await build_report(service.db, report_query(now=service.clock(), **params))
 
 
@@ -62,13 +64,13 @@ async def test_overall_scores_match_hand_counts(service: Service, tmp_path: Path
     """CSAT 6 of 10 on the two best points = 60 %; NPS (2 − 2) / 5 = 0; CES mean (7+5+6)/3 = 6."""
     await load(service, tmp_path)
     data = await report(service)
-    assert (60.0, 10, 6) == (data["csat"]["value"], data["csat"]["n"], data["csat"]["satisfied"])
+    assert (60.0, 10, 6) == (data.csat.value, data.csat.n, data.csat.satisfied)
     assert (0.0, 5, 2, 1, 2) == tuple(
-        data["nps"][k] for k in ("value", "n", "promoters", "passives", "detractors")
+        getattr(data.nps, k) for k in ("value", "n", "promoters", "passives", "detractors")
     )
-    assert (6.0, 3) == (data["ces"]["value"], data["ces"]["n"])
-    assert data["csat"]["ci95_low"] < 60.0 < data["csat"]["ci95_high"]
-    assert (True, True) == (data["csat"]["too_few"], data["nps"]["too_few"])
+    assert (6.0, 3) == (data.ces.value, data.ces.n)
+    assert data.csat.ci95_low < 60.0 < data.csat.ci95_high
+    assert (True, True) == (data.csat.too_few, data.nps.too_few)
 
 
 async def test_change_against_previous_period(service: Service, tmp_path: Path) -> None:
@@ -76,9 +78,9 @@ async def test_change_against_previous_period(service: Service, tmp_path: Path) 
     await load(service, tmp_path)
     data = await report(service)
     assert (0.0, 2, 60.0) == (
-        data["csat"]["previous"]["value"],
-        data["csat"]["previous"]["n"],
-        data["csat"]["change"]["delta"],
+        data.csat.previous.value,
+        data.csat.previous.n,
+        data.csat.change.delta,
     )
 
 
@@ -87,10 +89,10 @@ async def test_targets_are_checked(service: Service, tmp_path: Path) -> None:
     await load(service, tmp_path)
     data = await report(service)
     assert (80.0, False, 50.0, False) == (
-        data["csat"]["target"]["target"],
-        data["csat"]["target"]["met"],
-        data["nps"]["target"]["target"],
-        data["nps"]["target"]["met"],
+        data.csat.target.target,
+        data.csat.target.met,
+        data.nps.target.target,
+        data.nps.target.met,
     )
 
 
@@ -98,7 +100,7 @@ async def test_grouped_by_agent(service: Service, tmp_path: Path) -> None:
     """anna: CSAT 3/4 = 75 %, NPS (2 − 1)/3 = 33.3; ben: CSAT 3/6 = 50 %, NPS (0 − 1)/2 = −50."""
     await load(service, tmp_path)
     data = await report(service, by="agent")
-    got = {g["key"]: (g["csat"]["value"], round(g["nps"]["value"], 6)) for g in data["groups"]}
+    got = {g.key: (g.csat.value, round(g.nps.value, 6)) for g in data.groups}
     assert {"anna": (75.0, 33.333333), "ben": (50.0, -50.0)} == got
 
 
@@ -109,9 +111,10 @@ async def test_one_group_equals_the_whole(service: Service, tmp_path: Path, by: 
     data = await report(service, by=by)
     expected_key = "import" if by == "channel" else None
     assert [(expected_key, 60.0, 10, 0.0, 5, 6.0, 3)] == [
-        (g["key"], *(g[m][k] for m in ("csat", "nps", "ces") for k in ("value", "n"))) for g in data["groups"]
+        (g.key, *(getattr(getattr(g, m), k) for m in ("csat", "nps", "ces") for k in ("value", "n")))
+        for g in data.groups
     ]
-    assert (60.0, 0.0, 6.0) == (data["csat"]["value"], data["nps"]["value"], data["ces"]["value"])
+    assert (60.0, 0.0, 6.0) == (data.csat.value, data.nps.value, data.ces.value)
 
 
 # sqlite_stat1 as ANALYZE left it after importing a million answers (bench/report_bench.py):
@@ -162,7 +165,7 @@ async def test_trend_by_week_starts_on_monday(service: Service, tmp_path: Path) 
     await load(service, tmp_path)
     data = await report(service, trend="week")
     assert [("2026-11-09", 75.0), ("2026-11-16", 50.0)] == [
-        (b["start"], b["csat"]["value"]) for b in data["trend"] if b["csat"]["n"]
+        (b.start, b.csat.value) for b in data.trend if b.csat.n
     ]
 
 
@@ -170,17 +173,17 @@ async def test_trend_lists_empty_weeks_so_a_gap_shows(service: Service, tmp_path
     """Every Monday of the 30 days is a bucket; the weeks without answers have n 0 and no value."""
     await load(service, tmp_path)
     data = await report(service, trend="week")
-    starts = [b["start"] for b in data["trend"]]
-    period = data["period"]
-    first = date.fromisoformat(period["first_day"])
+    starts = [b.start for b in data.trend]
+    period = data.period
+    first = date.fromisoformat(period.first_day)
     assert starts[0] == (first - timedelta(days=first.weekday())).isoformat()
     assert {7} == {
         (date.fromisoformat(b) - date.fromisoformat(a)).days for a, b in itertools.pairwise(starts)
     }
-    assert starts[-1] <= period["last_day"] < (date.fromisoformat(starts[-1]) + timedelta(days=7)).isoformat()
-    empty = [b for b in data["trend"] if b["start"] not in ("2026-11-09", "2026-11-16")]
+    assert starts[-1] <= period.last_day < (date.fromisoformat(starts[-1]) + timedelta(days=7)).isoformat()
+    empty = [b for b in data.trend if b.start not in ("2026-11-09", "2026-11-16")]
     assert len(empty) >= 2
-    assert {(0, None)} == {(b["csat"]["n"], b["csat"]["value"]) for b in empty}
+    assert {(0, None)} == {(b.csat.n, b.csat.value) for b in empty}
 
 
 async def test_comments_put_detractors_first(service: Service, tmp_path: Path) -> None:
@@ -188,7 +191,7 @@ async def test_comments_put_detractors_first(service: Service, tmp_path: Path) -
     await load(service, tmp_path)
     data = await report(service)
     assert [("viel zu langsam", True), ("super Service", False)] == [
-        (c["text"], c["detractor"]) for c in data["comments"]
+        (c.text, c.detractor) for c in data.comments
     ]
 
 
@@ -197,10 +200,10 @@ async def test_empty_period_says_no_answers(service: Service, tmp_path: Path) ->
     await load(service, tmp_path)
     data = await report(service, since=None, from_="2025-01-01", to="2025-01-31")
     assert (None, None, None, 0) == (
-        data["csat"]["value"],
-        data["nps"]["value"],
-        data["ces"]["value"],
-        data["csat"]["n"],
+        data.csat.value,
+        data.nps.value,
+        data.ces.value,
+        data.csat.n,
     )
     assert "no answers" in render(data, "table")
     assert "0.0 %" not in render(data, "table")
@@ -229,14 +232,12 @@ async def test_school_grade_answers_from_a_flow(service: Service, clock: Clock) 
             )
     clock.advance(minutes=1)  # periods are half-open: [now - 1d, now)
     data = await report(service, since="1d")
-    assert (50.0, 2, 1) == (data["csat"]["value"], data["csat"]["n"], data["csat"]["satisfied"])
-    per_question = {q["question"]: (q["csat"]["value"], q["csat"]["n"]) for q in data["questions"]}
+    assert (50.0, 2, 1) == (data.csat.value, data.csat.n, data.csat.satisfied)
+    per_question = {q.question: (q.csat.value, q.csat.n) for q in data.questions}
     assert {"satisfaction": (50.0, 2), "resolution": (100.0, 2), "speed": (0.0, 2)} == per_question
     by_question = await report(service, since="1d", by="question")
-    assert (50.0, 2) == (by_question["csat"]["value"], by_question["csat"]["n"])
-    assert {"resolution": 2, "satisfaction": 2, "speed": 2} == {
-        g["key"]: g["csat"]["n"] for g in by_question["groups"]
-    }
+    assert (50.0, 2) == (by_question.csat.value, by_question.csat.n)
+    assert {"resolution": 2, "satisfaction": 2, "speed": 2} == {g.key: g.csat.n for g in by_question.groups}
 
 
 async def test_api_report_matches_cli_json(service: Service, tmp_path: Path) -> None:
@@ -249,7 +250,7 @@ async def test_api_report_matches_cli_json(service: Service, tmp_path: Path) -> 
         ok = await client.get("/api/report", params={"by": "agent", "trend": "week"}, headers=headers)
         bad = await client.get("/api/report", params={"by": "agnt"}, headers=headers)
         mixed = await client.get("/api/report", params={"since": "7d", "to": "2026-11-01"}, headers=headers)
-    assert (200, await report(service, by="agent", trend="week")) == (ok.status_code, ok.json())
+    assert (200, (await report(service, by="agent", trend="week")).json_data()) == (ok.status_code, ok.json())
     assert (400, "by") == (bad.status_code, bad.json()["error"]["field"])
     assert (400, "since") == (mixed.status_code, mixed.json()["error"]["field"])
 
@@ -288,15 +289,15 @@ async def test_period_label_names_the_last_day_included(service: Service) -> Non
     """--to 2026-11-01 ends the period with that day: the label says 2026-11-01, not the exclusive 11-02."""
     data = await report(service, since=None, from_="2026-10-01", to="2026-11-01")
     assert ("2026-10-01", "2026-11-01", "2026-11-02T00:00:00+00:00") == (
-        data["period"]["first_day"],
-        data["period"]["last_day"],
-        data["period"]["to"],
+        data.period.first_day,
+        data.period.last_day,
+        data.period.to,
     )
     for fmt in ("table", "md"):
         assert "2026-10-01 … 2026-11-01" in render(data, fmt)
         assert "2026-11-02" not in render(data, fmt)
     one_day = await report(service, since=None, from_="2026-11-01", to="2026-11-01")
-    assert ("2026-11-01", "2026-11-01") == (one_day["period"]["first_day"], one_day["period"]["last_day"])
+    assert ("2026-11-01", "2026-11-01") == (one_day.period.first_day, one_day.period.last_day)
 
 
 async def test_question_means_and_csi(service: Service, tmp_path: Path) -> None:
@@ -309,9 +310,9 @@ async def test_question_means_and_csi(service: Service, tmp_path: Path) -> None:
         encoding="utf-8",
     )
     data = await report(service, csi=load_csi_config(config))
-    means = {q["question"]: q["mean"]["value"] for q in data["questions"]}
+    means = {q.question: q.mean.value for q in data.questions}
     assert {"csat": pytest.approx(3.6), "ces": pytest.approx(6.0), "nps": pytest.approx(33 / 5)} == means
-    assert (pytest.approx(1.0), []) == (data["csi"]["value"], data["csi"]["missing"])
+    assert (pytest.approx(1.0), []) == (data.csi.value, data.csi.missing)
 
 
 async def test_csi_is_a_row_of_csv_and_markdown(service: Service, tmp_path: Path) -> None:
@@ -412,10 +413,12 @@ def test_csi_config_errors_name_the_problem(tmp_path: Path) -> None:
 def test_metric_cell_shows_value_interval_and_n() -> None:
     """'-44.1 [-48.8, -39.1], n=1000'; under 30 answers '(few)'; under 5 no interval, said in words."""
     from bot.report_format import metric_cell
+    from scoring.report import CsatScore, NpsScore
 
-    item = {"value": -44.1, "ci95_low": -48.8, "ci95_high": -39.1, "n": 1000, "too_few": False}
-    few = {"value": 40.0, "ci95_low": 11.8, "ci95_high": 76.9, "n": 5, "too_few": True}
-    one = {"value": -100.0, "ci95_low": None, "ci95_high": None, "n": 1, "too_few": True}
+    # Only the fields metric_cell reads: model_construct checks nothing.
+    item = NpsScore.model_construct(value=-44.1, ci95_low=-48.8, ci95_high=-39.1, n=1000, too_few=False)
+    few = CsatScore.model_construct(value=40.0, ci95_low=11.8, ci95_high=76.9, n=5, too_few=True)
+    one = NpsScore.model_construct(value=-100.0, ci95_low=None, ci95_high=None, n=1, too_few=True)
     assert (
         "-44.1 [-48.8, -39.1], n=1000",
         "40.0 % [11.8, 76.9], n=5 (few)",
@@ -441,7 +444,7 @@ async def test_response_rate_counts_only_delivered_surveys(service: Service, clo
             await handle(service.db, service.flows, inbound)
     await close_survey(service.db, ids[3], "failed")
     clock.advance(minutes=1)  # the period ends before now; the surveys were sent at now
-    rate = (await report(service))["response_rate"]
+    rate = (await report(service)).response_rate.model_dump()
     assert {
         "sent": 4,
         "not_delivered": 1,
@@ -507,3 +510,73 @@ async def test_report_csv_is_safe_against_formulas_and_line_breaks(service: Serv
     assert "-100.0" in {
         r["value"] for r in rows if (r["scope"], r["metric"]) == ("agent", "nps")
     }  # numbers stay numbers
+
+
+# Reports of one fixed database in every format, as the untyped dict of the code before issue 17
+# rendered them (tests/bot/report_golden.json): the typed report changed no key, value or line.
+GOLDEN = Path(__file__).with_name("report_golden.json")
+GOLDEN_REPORTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "agent_week": {"by": "agent", "trend": "week"},
+    "question_day": {"by": "question", "trend": "day"},
+    "channel_csi": {"by": "channel", "csi": (CsiSpec("csat", 0.5, 2.6), CsiSpec("ces", 0.5, 5))},
+    "csi_missing": {"csi": (CsiSpec("q9", 1, 3),)},
+    "empty": {"since": None, "from_": "2025-01-01", "to": "2025-01-31"},
+    "team_month_top1": {"by": "team", "trend": "month", "rule": "top1"},
+    "flow_90d": {"by": "flow", "since": "90d"},
+    "language_7d": {"by": "language", "since": "7d"},
+}
+
+
+async def load_golden(service: Service, clock: Clock, tmp_path: Path) -> None:
+    """ROWS, and four NPS surveys by SMS: two answered (one with a formula-like comment), one failed."""
+    await load(service, tmp_path)
+    ids = []
+    for i in range(4):
+        created = await create_survey(
+            service.db,
+            service.flows,
+            NewSurvey("nps", "sms", f"+4915100000{i:03d}", ticket=f"T-{i}", agent="cara", language="de"),
+            now=service.clock(),
+            ttl=service.survey_ttl,
+        )
+        ids.append(created.survey_id)
+    for i, replies in ((0, ["9", "super"]), (1, ["3", "=schlecht|x"])):
+        for text in replies:
+            await handle(
+                service.db, service.flows, Inbound("sms", f"+4915100000{i:03d}", service.clock(), text=text)
+            )
+    await close_survey(service.db, ids[3], "failed")
+    clock.advance(minutes=1)
+
+
+async def test_reports_render_exactly_as_before_the_typed_model(
+    service: Service, clock: Clock, tmp_path: Path
+) -> None:
+    """JSON, table, CSV, Markdown and the Telegram message of nine reports equal the recorded ones."""
+    from bot.telegram_staff import report_message
+
+    await load_golden(service, clock, tmp_path)
+    found = {}
+    for name, params in GOLDEN_REPORTS.items():
+        query = report_query(now=service.clock(), **params)
+        data = await build_report(service.db, query, service.settings.targets)
+        found[name] = {
+            **{fmt: render(data, fmt) for fmt in ("json", "table", "csv", "md")},
+            "telegram": report_message(data, "30d"),
+        }
+    expected = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    for name in GOLDEN_REPORTS:
+        for fmt in ("json", "table", "csv", "md", "telegram"):
+            assert (name, fmt, expected[name][fmt]) == (name, fmt, found[name][fmt])
+
+
+async def test_report_json_round_trips_through_the_model(
+    service: Service, clock: Clock, tmp_path: Path
+) -> None:
+    """Report.model_validate of a report's JSON gives the same report, and the same JSON again."""
+    await load_golden(service, clock, tmp_path)
+    for params in GOLDEN_REPORTS.values():
+        data = await report(service, **params)
+        again = Report.model_validate(json.loads(render(data, "json")))
+        assert (data, data.json_data()) == (again, again.json_data())

@@ -68,6 +68,47 @@ def test_report_json_imports_no_chart_or_channel_library(db_url: str, tmp_path: 
     assert (0, []) == (ran["code"], _under(ran["modules"], CHANNELS_AND_CHART))
 
 
+# The API's report in a fresh interpreter: bot.api and bot.reports imported, a report with a
+# trend built and turned into JSON; the JSON's keys and the imported modules go to argv[1].
+API_PROBE = """
+import asyncio, json, sys
+from datetime import UTC, datetime
+from sqlalchemy.engine import make_url
+import bot.api, bot.reports
+from bot.db import Database
+
+async def build():
+    db = Database(make_url(sys.argv[2]))
+    try:
+        query = bot.reports.report_query(now=datetime.now(UTC), by="agent", trend="week")
+        return (await bot.reports.build_report(db, query)).json_data()
+    finally:
+        await db.dispose()
+
+data = asyncio.run(build())
+with open(sys.argv[1], "w", encoding="utf-8") as handle:
+    json.dump({"keys": sorted(data), "modules": sorted(sys.modules)}, handle)
+"""
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_api_report_json_imports_no_chart_code(db_url: str, tmp_path: Path) -> None:
+    """bot.api and a JSON report with a trend import neither matplotlib nor scoring.chart."""
+    out = tmp_path / "modules.json"
+    done = subprocess.run(
+        [sys.executable, "-c", API_PROBE, str(out), db_url],
+        env=environment(db_url),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.exists(), f"the probe failed (exit {done.returncode}):\n{done.stderr}"
+    ran = json.loads(out.read_text(encoding="utf-8"))
+    chart = [m for m in ran["modules"] if m.split(".")[0] == "matplotlib" or m == "scoring.chart"]
+    assert (True, []) == ("trend" in ran["keys"], chart)
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_report_on_a_current_database_neither_migrates_nor_reads_flows(db_url: str, tmp_path: Path) -> None:
     """A report on a database at the newest revision imports neither Alembic nor the flow loader."""

@@ -252,3 +252,20 @@ def test_flow_whose_intro_says_stop_itself_still_works() -> None:
     flow = load_flow_text(old, "old.yaml")
     intro = engine.start(flow, "en").prompts[0]
     assert ('Hello! Reply "stop" to end the survey at any time.',) * 2 == (intro.text, intro.typed_text)
+
+
+def test_state_names_its_question_by_id() -> None:
+    """The saved state holds the current question's id, not its position in the flow."""
+    flow = FLOWS["support-csat"]
+    saved = engine.start(flow, "en").state.to_json()
+    assert ("satisfaction", False) == (saved["question"], "position" in saved)
+
+
+def test_a_state_saved_with_a_position_is_resolved_with_its_flow() -> None:
+    """An older state's `position` names the question at that place in the flow given; None past the end."""
+    flow = FLOWS["support-csat"]
+    old = {"language": "de", "position": 2, "attempts": 1, "scores": {"satisfaction": 2, "resolution": 1}}
+    assert "speed" == State.from_json(old, flow).question
+    assert None is State.from_json({**old, "position": 4}, flow).question
+    with pytest.raises(ValueError, match="needs its flow"):
+        State.from_json(old)
