@@ -66,7 +66,7 @@ from bot.phones import mask, time_zone
 from bot.quiet_hours import next_allowed, zone_or_default
 from bot.service import Service
 from bot.settings import Settings
-from bot.surveys import asking, closing, moved
+from bot.surveys import asking, closing, superseded
 from bot.tables import contacts, send_rates, surveys
 from flows import engine
 
@@ -463,9 +463,7 @@ class Scheduler:
         )
         if conn.execute(activating).rowcount != 1:
             return None
-        conn.execute(
-            moved(SurveyStatus.INCOMPLETE, surveys.c.contact_id == row.contact_id, surveys.c.id != row.id)
-        )
+        conn.execute(superseded(row.contact_id, newer=row.id))
         return state
 
     def _sent(

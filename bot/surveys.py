@@ -87,7 +87,7 @@ async def create_survey(
         expires_at = None if pending else now + ttl
         step = engine.start(flow, new.language or contact_language, expires_at=expires_at)
         if contact_id is not None and not pending:  # a pending survey closes them when it is sent
-            await conn.execute(moved(SurveyStatus.INCOMPLETE, surveys.c.contact_id == contact_id))
+            await conn.execute(superseded(contact_id))
         token = secrets.token_urlsafe(16)
         stmt = (
             upsert_insert(db, surveys)
@@ -220,9 +220,8 @@ async def open_link(
         else:
             step = engine.start(flow, row.requested_language or language, expires_at=row.expires_at)
             started, prompts = step.state, step.prompts
-        await conn.execute(
-            moved(SurveyStatus.INCOMPLETE, surveys.c.contact_id == contact_id, surveys.c.id != row.id)
-        )
+        if contact_id is not None:  # a link is opened by an address, which always has a contact
+            await conn.execute(superseded(contact_id, newer=row.id))
         await conn.execute(
             sa.update(surveys)
             .where(surveys.c.id == row.id)
@@ -264,6 +263,18 @@ def moved(status: SurveyStatus, *where: sa.ColumnElement[bool]) -> sa.Update:
     """
     allowed = sorted(survey_sources(status))
     return sa.update(surveys).where(*where, surveys.c.status.in_(allowed)).values(status=status)
+
+
+def superseded(contact_id: int, *, newer: int | None = None) -> sa.Update:
+    """The UPDATE that closes a contact's open surveys but ``newer`` as incomplete.
+
+    Written once for its three callers (a survey created open, a link opened, a survey sent):
+    a contact answers one survey at a time, so a reply always belongs to the newest question.
+    """
+    where = [surveys.c.contact_id == contact_id]
+    if newer is not None:
+        where.append(surveys.c.id != newer)
+    return moved(SurveyStatus.INCOMPLETE, *where)
 
 
 @dataclass(frozen=True)
