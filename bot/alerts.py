@@ -114,7 +114,9 @@ class Alerter:
         sent = 0
         for job in await jobs.claim(self.service.db, KINDS, now=now):
             if (now - job.created_at).total_seconds() > STALE_HOURS * 3600:
-                await jobs.finish(self.service.db, job, now=now, status=JobStatus.SKIPPED, error="stale")
+                await self.service.db.run(
+                    jobs.finished(job, now=now, status=JobStatus.SKIPPED, error="stale")
+                )
                 continue
             async with self.service.db.read() as conn:
                 text = await alert_text(conn, job)
@@ -123,8 +125,8 @@ class Alerter:
                     earlier = await jobs.latest_result(conn, job.survey_id, ALERT)
                     reply_to = earlier.get("message_id") if earlier else None
             if text is None:
-                await jobs.finish(
-                    self.service.db, job, now=now, status=JobStatus.SKIPPED, error="answer not found"
+                await self.service.db.run(
+                    jobs.finished(job, now=now, status=JobStatus.SKIPPED, error="answer not found")
                 )
                 continue
             try:
@@ -133,8 +135,8 @@ class Alerter:
                 log.warning("alert %s not sent (attempt %s): %s", job.id, job.attempts, exc)
                 await jobs.retry_later(self.service.db, job, now=self.service.clock(), error=str(exc))
                 continue
-            await jobs.finish(
-                self.service.db, job, now=self.service.clock(), result={"message_id": message_id}
+            await self.service.db.run(
+                jobs.finished(job, now=self.service.clock(), result={"message_id": message_id})
             )
             sent += 1
         return sent

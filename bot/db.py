@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
+import sqlalchemy as sa
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -125,6 +126,15 @@ class Database:
             if self._writer_thread is None:  # made on first use, and again after dispose()
                 self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="afterword-sqlite-writer")
             return await asyncio.get_running_loop().run_in_executor(self._writer_thread, call)
+
+    async def run(self, statement: sa.Executable) -> int:
+        """One statement in a write transaction of its own; how many rows it changed.
+
+        For the statement builders (``jobs.finished``, ``surveys.closing``, …), so a lone write
+        needs no async wrapper beside each of them: the same builder also goes into a larger
+        transaction through ``write()`` or ``transact()``.
+        """
+        return await self.transact(_rowcount, statement)
 
     @staticmethod
     def _transact_sqlite(
@@ -305,3 +315,7 @@ def upsert_insert(db: Database | str, table: Any) -> Any:
     from sqlalchemy.dialects.postgresql import insert as pg_insert
 
     return pg_insert(table)
+
+
+def _rowcount(conn: Connection, statement: sa.Executable) -> int:
+    return int(conn.execute(statement).rowcount)

@@ -35,11 +35,9 @@ MAX_ID = 2**31 - 1
 TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # The survey status each final engine state is stored as.
-_FINAL_STATUS = {
-    "completed": SurveyStatus.COMPLETED,
-    "stopped": SurveyStatus.STOPPED,
-    "expired": SurveyStatus.EXPIRED,
-}
+# Ended by the conversation itself: a reply is still given to the engine (which closes it), and
+# a press on an old button is "already answered" rather than "closed".
+_ENDED = frozenset({SurveyStatus.COMPLETED, SurveyStatus.STOPPED})
 
 # The answer path's statements are built once. SQLAlchemy memoizes a statement object's cache
 # key, so reusing one skips rebuilding and re-keying it on every answer (a fifth of its cost).
@@ -65,7 +63,7 @@ _NEWEST_SURVEY = (
         surveys.c.id,
         surveys.c.flow_id,
         surveys.c.flow_version,
-        surveys.c.state,
+        surveys.c.language,
         surveys.c.status,
         surveys.c.expires_at,
     )
@@ -176,27 +174,27 @@ def _handle(conn: Connection, db: Database, flows: Mapping[str, Flow], inbound: 
     flow = as_book(flows).version(conn, row.flow_id, row.flow_version)
     if flow is None:
         return _unavailable(conn, row)
+    # The columns own the lifecycle (status, language, expiry); the state is the conversation.
     state = engine.State.from_json(row.state, flow)
     at = inbound.received_at
-    expired = has_expired(row.status, row.expires_at, at)
-    if expired and state.status == "active":
-        state = replace(state, status="expired")  # expired by the scheduler or by time (bot.lifecycle)
-    elif not is_open(row.status, row.expires_at, at) and state.status == "active":
+    expired = has_expired(row.status, row.expires_at, at)  # by the scheduler or by time (bot.lifecycle)
+    if not expired and not is_open(row.status, row.expires_at, at) and row.status not in _ENDED:
         # Closed from outside the conversation (a newer survey, a failed delivery): no answers.
-        return Handled("closed", survey_id=row.id, language=state.language, status=row.status)
+        return Handled("closed", survey_id=row.id, language=row.language, status=row.status)
     # A press on an expired survey gets the expired text, whichever question it names.
     if (
         not expired
         and inbound.question_id is not None
-        and engine.current_question(flow, state) != inbound.question_id
+        and engine.current_question(flow, state, status=row.status) != inbound.question_id
     ):
-        return Handled("already_answered", survey_id=row.id, language=state.language, status=row.status)
+        return Handled("already_answered", survey_id=row.id, language=row.language, status=row.status)
     reply = engine.Reply(text=inbound.text, choice=inbound.choice, command=inbound.command)
-    step = engine.step(flow, state, reply, inbound.received_at)
-    status = _store(db, conn, row, flow, step, inbound.received_at)
-    return Handled(
-        step.outcome, step.prompts, step.answers, row.id, step.state.language, status, row.channel_ref
+    status = SurveyStatus.EXPIRED if expired else row.status
+    step = engine.step(
+        flow, state, reply, at, language=row.language, status=status, expires_at=row.expires_at
     )
+    status = _store(db, conn, row, flow, step, at)
+    return Handled(step.outcome, step.prompts, step.answers, row.id, row.language, status, row.channel_ref)
 
 
 async def first_delivery(db: Database, provider: str, event_id: str, received_at: datetime) -> bool:
@@ -247,7 +245,7 @@ def _late_reply(conn: Connection, flows: Mapping[str, Flow], inbound: Inbound) -
     flow = as_book(flows).version(conn, row.flow_id, row.flow_version)
     if flow is None:
         return Handled("no_survey", survey_id=row.id)
-    language = engine.State.from_json(row.state, flow).language
+    language = str(row.language)
     expired = engine.Prompt("expired", flow.texts[language].expired)
     return Handled("expired", (expired,), survey_id=row.id, language=language, status=SurveyStatus.EXPIRED)
 
@@ -307,15 +305,17 @@ def _store(
         # VALUES is compiled afresh each time, which was a third of the answer path).
         conn.execute(_answers_insert(db.dialect), values)
         queue_alerts(conn, int(row.id), step.answers, now)
-    status = _FINAL_STATUS.get(step.state.status)
-    completed_at = now if status == SurveyStatus.COMPLETED else row.completed_at
+    # The engine's status is the survey's own, or where the conversation ended it (completed,
+    # stopped, expired); completed_at is set when it completes, never moved afterwards.
+    status = str(step.status)
+    completed = status == SurveyStatus.COMPLETED and row.status != SurveyStatus.COMPLETED
     conn.execute(
         _SAVE_SURVEY,
         {
             "survey_id": row.id,
             "new_state": step.state.to_json(),
-            "new_status": status or row.status,
-            "new_completed_at": completed_at,
+            "new_status": status,
+            "new_completed_at": now if completed else row.completed_at,
         },
     )
-    return status or str(row.status)
+    return status

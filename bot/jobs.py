@@ -49,19 +49,6 @@ class Job:
     lease: datetime | None = None  # the locked_until this worker set: its fencing token
 
 
-async def enqueue(
-    conn: AsyncConnection,
-    kind: JobKind,
-    *,
-    now: datetime,
-    survey_id: int | None = None,
-    payload: Mapping[str, Any] | None = None,
-    due_at: datetime | None = None,
-) -> None:
-    """Queue a job inside the caller's transaction, so it exists exactly when that commits."""
-    await conn.execute(job(kind, now=now, survey_id=survey_id, payload=payload, due_at=due_at))
-
-
 def job(
     kind: JobKind,
     *,
@@ -70,7 +57,7 @@ def job(
     payload: Mapping[str, Any] | None = None,
     due_at: datetime | None = None,
 ) -> sa.Insert:
-    """The INSERT that queues a job, for a caller's own (async or plain) connection."""
+    """The INSERT that queues a job, in the caller's transaction: the job exists exactly when it commits."""
     return sa.insert(jobs).values(
         kind=kind,
         survey_id=survey_id,
@@ -158,20 +145,6 @@ def stalled(*, now: datetime, limit: int, skip_locked: bool) -> sa.Select[Any]:
     return query.with_for_update(skip_locked=True) if skip_locked else query
 
 
-async def finish(
-    db: Database,
-    job: Job,
-    *,
-    now: datetime,
-    status: JobStatus = JobStatus.DONE,
-    result: Mapping[str, Any] | None = None,
-    error: str | None = None,
-) -> None:
-    """Record a job's end: done, skipped (with the reason) or failed."""
-    async with db.write() as conn:
-        await conn.execute(finished(job, now=now, status=status, result=result, error=error))
-
-
 def finished(
     job: Job,
     *,
@@ -205,10 +178,9 @@ async def retry_later(db: Database, job: Job, *, now: datetime, error: str) -> b
     Returns whether the job will be tried again.
     """
     if job.attempts >= MAX_ATTEMPTS:
-        await finish(db, job, now=now, status=JobStatus.FAILED, error=error)
+        await db.run(finished(job, now=now, status=JobStatus.FAILED, error=error))
         return False
-    async with db.write() as conn:
-        await conn.execute(retried(job, now=now, error=error))
+    await db.run(retried(job, now=now, error=error))
     return True
 
 
@@ -242,12 +214,6 @@ async def latest_result(conn: AsyncConnection, survey_id: int, kind: JobKind) ->
         )
     ).one_or_none()
     return row.result if row is not None else None
-
-
-async def postpone(db: Database, job: Job, *, due_at: datetime) -> None:
-    """Put a job back, due later, without counting this attempt (quiet hours are no failure)."""
-    async with db.write() as conn:
-        await conn.execute(postponed(job, due_at=due_at))
 
 
 def postponed(job: Job, *, due_at: datetime) -> sa.Update:

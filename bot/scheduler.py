@@ -49,7 +49,7 @@ import socket
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -99,6 +99,7 @@ _SURVEY = (
         surveys.c.channel,
         surveys.c.flow_id,
         surveys.c.flow_version,
+        surveys.c.language,
         surveys.c.sent_at,
         surveys.c.expires_at,
         surveys.c.state,
@@ -256,6 +257,7 @@ class Scheduler:
                         surveys.c.channel,
                         surveys.c.flow_id,
                         surveys.c.flow_version,
+                        surveys.c.language,
                         surveys.c.state,
                         contacts.c.address,
                     )
@@ -283,7 +285,8 @@ class Scheduler:
             state = engine.State.from_json(row.state, flow)
         except (KeyError, TypeError, ValueError):  # _check will meet it too; count a usual send
             return SEND_MESSAGES
-        return max(1, len(asking(flow, state)))
+        # As it will be sent: active (a send activates it; a reminder is only for an active one).
+        return max(1, len(asking(flow, state, language=row.language, status=SurveyStatus.ACTIVE)))
 
     async def _do_in_turn(self, queue: Sequence[_Queued], room: asyncio.Semaphore) -> None:
         for queued in queue:
@@ -413,7 +416,7 @@ class Scheduler:
             self._settle(conn, job, JobStatus.DONE, None, outcome="throttled", close=SurveyStatus.THROTTLED)
             return None
         due = next_allowed(now, self.service.settings.quiet, self._zone(row))
-        if due > now:  # put back without counting the attempt, as jobs.postpone does
+        if due > now:  # put back without counting the attempt (quiet hours are no failure)
             conn.execute(jobs.postponed(job, due_at=due))
             log.info("survey %s postponed to %s (quiet hours)", row.id, due.isoformat())
             return None
@@ -421,17 +424,16 @@ class Scheduler:
             error = f"the {row.channel} channel is not configured in this process"
             self._settle(conn, job, JobStatus.FAILED, error, close=SurveyStatus.FAILED)
             return None
-        if not reminder:
-            activated = self._activate(conn, row, state, now)
-            if activated is None:  # closed meanwhile (PostgreSQL: by another transaction)
-                self._settle(conn, job, JobStatus.SKIPPED, None, outcome="survey closed")
-                return None
-            state = activated
-        prompts = asking(flow, state)
+        if not reminder and not self._activate(conn, row, now):
+            # closed meanwhile (PostgreSQL: by another transaction)
+            self._settle(conn, job, JobStatus.SKIPPED, None, outcome="survey closed")
+            return None
+        # Active now: a reminder's survey is open, a send's was just activated.
+        prompts = asking(flow, state, language=row.language, status=SurveyStatus.ACTIVE)
         if not prompts:
             self._settle(conn, job, JobStatus.SKIPPED, None, outcome="nothing to ask")
             return None
-        return _Ready(job, row, prompts, state.language)
+        return _Ready(job, row, prompts, row.language)
 
     def _throttled(self, conn: Connection, row: Any, now: datetime) -> bool:
         """Whether this address (on any channel) was sent a survey within THROTTLE_DAYS."""
@@ -447,24 +449,21 @@ class Scheduler:
         guessed = row.time_zone or (time_zone(row.address) if row.channel in PHONE_CHANNELS else None)
         return zone_or_default(guessed, default)
 
-    def _activate(
-        self, conn: Connection, row: Any, state: engine.State, now: datetime
-    ) -> engine.State | None:
+    def _activate(self, conn: Connection, row: Any, now: datetime) -> bool:
         """Make the survey answerable just before it is sent, closing the contact's older ones.
 
-        None, and nothing changed, when the survey is no longer pending or active.
+        The lifecycle is in the columns only (status, expires_at); the state is not touched.
+        False, and nothing changed, when the survey is no longer pending or active.
         """
-        expires = now + self.service.survey_ttl
-        state = replace(state, expires_at=expires)
         activating = (
             sa.update(surveys)
             .where(surveys.c.id == row.id, surveys.c.status.in_(_MAY_ACTIVATE))
-            .values(status=SurveyStatus.ACTIVE, expires_at=expires, state=state.to_json())
+            .values(status=SurveyStatus.ACTIVE, expires_at=now + self.service.survey_ttl)
         )
         if conn.execute(activating).rowcount != 1:
-            return None
+            return False
         conn.execute(superseded(row.contact_id, newer=row.id))
-        return state
+        return True
 
     def _sent(
         self, conn: Connection, job: jobs.Job, now: datetime, provider_id: str | None, *, reminder: bool

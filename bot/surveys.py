@@ -85,7 +85,8 @@ async def create_survey(
                 raise OpenSurveysFull(new.channel, max_open)
         pending = send_at is not None
         expires_at = None if pending else now + ttl
-        step = engine.start(flow, new.language or contact_language, expires_at=expires_at)
+        language = flow.language_for(new.language or contact_language)
+        step = engine.start(flow, language)
         if contact_id is not None and not pending:  # a pending survey closes them when it is sent
             await conn.execute(superseded(contact_id))
         token = secrets.token_urlsafe(16)
@@ -100,7 +101,7 @@ async def create_survey(
                 team=new.team,
                 channel=new.channel,
                 contact_id=contact_id,
-                language=step.state.language,
+                language=language,
                 status=SurveyStatus.PENDING if pending else SurveyStatus.ACTIVE,
                 created_at=now,
                 send_at=send_at,
@@ -119,11 +120,11 @@ async def create_survey(
             assert found is not None  # noqa: S101 - the conflict guarantees the row
             return found
         if pending:
-            await jobs.enqueue(conn, JobKind.SEND, now=now, survey_id=survey_id, due_at=send_at)
+            await conn.execute(jobs.job(JobKind.SEND, now=now, survey_id=survey_id, due_at=send_at))
         else:
-            await jobs.enqueue(conn, JobKind.EXPIRE, now=now, survey_id=survey_id, due_at=expires_at)
+            await conn.execute(jobs.job(JobKind.EXPIRE, now=now, survey_id=survey_id, due_at=expires_at))
     status = SurveyStatus.PENDING if pending else SurveyStatus.ACTIVE
-    return Created(survey_id, token, status, step.state.language, step.prompts, created=True)
+    return Created(survey_id, token, status, language, step.prompts, created=True)
 
 
 async def _contact(
@@ -206,28 +207,31 @@ async def open_link(
             db, conn, NewSurvey(row.flow_id, channel, address, language=language), now
         )
         if row.contact_id is not None and row.contact_id != contact_id:
-            return Opened("used", row.id, state.language)
+            return Opened("used", row.id, row.language)
         if has_expired(row.status, row.expires_at, now):
             await conn.execute(moved(SurveyStatus.EXPIRED, surveys.c.id == row.id))
-            expired = engine.Prompt("expired", flow.texts[state.language].expired)
-            return Opened("expired", row.id, state.language, (expired,))
+            expired = engine.Prompt("expired", flow.texts[row.language].expired)
+            return Opened("expired", row.id, row.language, (expired,))
         if not is_open(row.status, row.expires_at, now):
-            return Opened("closed", row.id, state.language)
+            return Opened("closed", row.id, row.language)
         if row.contact_id is not None:
-            return Opened("resumed", row.id, state.language, engine.resume(flow, state))
+            prompts = engine.resume(flow, state, language=row.language, status=row.status)
+            return Opened("resumed", row.id, row.language, prompts)
         if state.scores:  # answered before it had a contact (a web link): carry on
-            started, prompts = state, engine.resume(flow, state)
+            chosen = row.language
+            started, prompts = state, engine.resume(flow, state, language=chosen, status=row.status)
         else:
-            step = engine.start(flow, row.requested_language or language, expires_at=row.expires_at)
+            chosen = flow.language_for(row.requested_language or language)
+            step = engine.start(flow, chosen)
             started, prompts = step.state, step.prompts
         if contact_id is not None:  # a link is opened by an address, which always has a contact
             await conn.execute(superseded(contact_id, newer=row.id))
         await conn.execute(
             sa.update(surveys)
             .where(surveys.c.id == row.id)
-            .values(contact_id=contact_id, language=started.language, state=started.to_json())
+            .values(contact_id=contact_id, language=chosen, state=started.to_json())
         )
-    return Opened("started", row.id, started.language, prompts)
+    return Opened("started", row.id, chosen, prompts)
 
 
 async def remember_ref(db: Database, survey_id: int, ref: str | None) -> None:
@@ -293,9 +297,13 @@ async def current(db: Database, flows: Mapping[str, Flow], survey_id: int) -> Cu
     async with db.read() as conn:
         row = (
             await conn.execute(
-                sa.select(surveys.c.flow_id, surveys.c.flow_version, surveys.c.status, surveys.c.state).where(
-                    surveys.c.id == survey_id
-                )
+                sa.select(
+                    surveys.c.flow_id,
+                    surveys.c.flow_version,
+                    surveys.c.status,
+                    surveys.c.language,
+                    surveys.c.state,
+                ).where(surveys.c.id == survey_id)
             )
         ).one_or_none()
         # The survey's own flow version (bot.flow_versions), never the file as it is now.
@@ -303,13 +311,16 @@ async def current(db: Database, flows: Mapping[str, Flow], survey_id: int) -> Cu
     if row is None or flow is None:
         return None
     state = engine.State.from_json(row.state, flow)
-    prompts = asking(flow, state) if row.status == SurveyStatus.ACTIVE else ()
-    return Current(survey_id, str(row.status), state.language, prompts, engine.started(flow, state))
+    prompts = asking(flow, state, language=row.language, status=row.status)
+    return Current(survey_id, str(row.status), row.language, prompts, engine.started(flow, state))
 
 
-def asking(flow: Flow, state: engine.State) -> tuple[engine.Prompt, ...]:
-    """The prompts that ask the current question, after the intro while nothing is answered."""
-    prompts = engine.resume(flow, state)
+def asking(flow: Flow, state: engine.State, *, language: str, status: str) -> tuple[engine.Prompt, ...]:
+    """The prompts that ask the current question, after the intro while nothing is answered.
+
+    None unless the survey is ``active``; ``language`` and ``status`` are its columns.
+    """
+    prompts = engine.resume(flow, state, language=language, status=status)
     if prompts and not engine.started(flow, state):
-        return (engine.intro(flow, state.language), *prompts)
+        return (engine.intro(flow, language), *prompts)
     return prompts

@@ -1,7 +1,7 @@
 """The conversation engine: a pure state machine from (flow, state, reply, now) to a step.
 
-It does no I/O and reads no clock: the caller passes ``now`` and stores the returned
-state. Every channel goes through ``start`` and ``step``; the prompts it returns are
+It does no I/O and reads no clock: the caller passes ``now`` and the survey's lifecycle
+(language, status, expiry: its columns) and stores the returned state and status. Every channel goes through ``start`` and ``step``; the prompts it returns are
 channel-neutral, and each channel renders them its own way.
 """
 
@@ -15,7 +15,13 @@ from typing import Any, Literal
 from flows.parser import is_skip, is_stop, parse_score
 from flows.schema import Flow, Metric, Question, Scale
 
+# The survey statuses the engine reads and sets (the values of bot.lifecycle.SurveyStatus);
+# the survey's status column holds them, never the state.
 Status = Literal["active", "completed", "stopped", "expired"]
+ACTIVE: Status = "active"
+COMPLETED: Status = "completed"
+STOPPED: Status = "stopped"
+EXPIRED: Status = "expired"
 PromptKind = Literal["intro", "question", "reprompt", "thanks", "stopped", "expired"]
 Outcome = Literal[
     "started", "answered", "skipped", "gave_up", "reprompted", "completed", "stopped", "expired", "closed"
@@ -69,39 +75,34 @@ class Answer:
 
 @dataclass(frozen=True)
 class State:
-    """Where a conversation stands; saved as JSON between messages.
+    """Where a conversation stands; saved as JSON between messages (the survey's ``state``).
+
+    Only the conversation: the question awaiting an answer, the attempts at it and the
+    scores so far. The lifecycle (status, language, expiry) lives in the survey's columns,
+    and the caller passes it to ``step`` and ``resume``.
 
     ``question`` is the id of the question awaiting an answer (None once none is): an id,
     not a position, so the state means the same in every version of its flow that has it.
     """
 
-    language: str
     question: str | None = None
     attempts: int = 0
     scores: Mapping[str, int | None] = field(default_factory=dict)
-    status: Status = "active"
-    expires_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of this state."""
-        return {
-            "language": self.language,
-            "question": self.question,
-            "attempts": self.attempts,
-            "scores": dict(self.scores),
-            "status": self.status,
-            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
-        }
+        return {"question": self.question, "attempts": self.attempts, "scores": dict(self.scores)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], flow: Flow | None = None) -> State:
         """The state saved by ``to_json``.
 
-        A state saved before questions were named by id holds a ``position`` (an index into
-        the flow's questions): it is resolved with ``flow``, which must then be the flow
-        version the survey started on. Without the flow such a state is refused (ValueError).
+        A state saved before holds ``language``, ``status`` and ``expires_at`` too: they are
+        ignored (they always equalled the survey's columns, which are the truth). A state
+        saved before questions were named by id holds a ``position`` (an index into the
+        flow's questions): it is resolved with ``flow``, which must then be the flow version
+        the survey started on. Without the flow such a state is refused (ValueError).
         """
-        expires = data.get("expires_at")
         if "question" in data:
             question = data["question"]
             question = None if question is None else str(question)
@@ -111,23 +112,23 @@ class State:
         else:
             raise ValueError("a state saved with a position needs its flow to name the question")
         return cls(
-            language=str(data["language"]),
-            question=question,
-            attempts=int(data.get("attempts", 0)),
-            scores=dict(data.get("scores", {})),
-            status=data.get("status", "active"),
-            expires_at=datetime.fromisoformat(expires) if expires else None,
+            question=question, attempts=int(data.get("attempts", 0)), scores=dict(data.get("scores", {}))
         )
 
 
 @dataclass(frozen=True)
 class Step:
-    """The result of one engine call: the new state, answers to store, prompts to send."""
+    """The result of one engine call: the new state, answers to store, prompts to send, the new status.
+
+    ``status`` is the survey's status after the step: the one passed in, or ``completed``,
+    ``stopped`` or ``expired`` when the step ended the conversation.
+    """
 
     state: State
     answers: tuple[Answer, ...]
     prompts: tuple[Prompt, ...]
     outcome: Outcome
+    status: str
 
     @property
     def current_question(self) -> str | None:
@@ -138,12 +139,16 @@ class Step:
         return None
 
 
-def start(flow: Flow, language: str | None, expires_at: datetime | None = None) -> Step:
-    """Open a conversation: the intro and the first question to ask."""
-    state = State(language=flow.language_for(language), expires_at=expires_at)
-    state = _advance(flow, state, from_index=0)
-    prompts = (intro(flow, state.language), *_ask_or_finish(flow, state))
-    return Step(_finished(flow, state), (), prompts, "started")
+def start(flow: Flow, language: str | None) -> Step:
+    """Open a conversation: the intro and the first question to ask.
+
+    The prompts are in ``flow.language_for(language)``, the language the caller stores.
+    """
+    language = flow.language_for(language)
+    state = _advance(flow, State(), from_index=0)
+    status = _status_after(state)
+    prompts = (intro(flow, language), *_ask_or_finish(flow, state, language))
+    return Step(state, (), prompts, "started", status)
 
 
 def intro(flow: Flow, language: str) -> Prompt:
@@ -152,49 +157,60 @@ def intro(flow: Flow, language: str) -> Prompt:
     return Prompt("intro", texts.intro, stop_hint=texts.stop_hint)
 
 
-def resume(flow: Flow, state: State) -> tuple[Prompt, ...]:
-    """The prompt to show again when a paused conversation is picked up."""
-    if state.status != "active":
+def resume(flow: Flow, state: State, *, language: str, status: str) -> tuple[Prompt, ...]:
+    """The prompt to show again when a paused conversation is picked up (none unless ``active``)."""
+    if status != ACTIVE:
         return ()
-    return _ask_or_finish(flow, state)
+    return _ask_or_finish(flow, state, language)
 
 
-def step(flow: Flow, state: State, reply: Reply, now: datetime) -> Step:
-    """Take the customer's reply to the current question and move the conversation on."""
-    texts = flow.texts[state.language]
-    if state.status == "expired" or (
-        state.status == "active" and state.expires_at is not None and now >= state.expires_at
-    ):
-        return Step(replace(state, status="expired"), (), (Prompt("expired", texts.expired),), "expired")
+def step(
+    flow: Flow,
+    state: State,
+    reply: Reply,
+    now: datetime,
+    *,
+    language: str,
+    status: str,
+    expires_at: datetime | None,
+) -> Step:
+    """Take the customer's reply to the current question and move the conversation on.
+
+    ``language``, ``status`` and ``expires_at`` are the survey's (its columns). A survey
+    ``expired``, or ``active`` with ``now`` at or past ``expires_at``, gets the expired
+    text; any other status but ``active`` is ``closed`` and changes nothing.
+    """
+    texts = flow.texts[language]
+    if status == EXPIRED or (status == ACTIVE and expires_at is not None and now >= expires_at):
+        return Step(state, (), (Prompt("expired", texts.expired),), "expired", EXPIRED)
     index = _index(flow, state)
-    if state.status != "active" or index is None:
-        return Step(state, (), (), "closed")
+    if status != ACTIVE or index is None:
+        return Step(state, (), (), "closed", status)
 
     if reply.command == "stop" or (reply.text is not None and is_stop(reply.text)):
-        stopped = replace(state, status="stopped")
-        return Step(stopped, (), (Prompt("stopped", texts.stopped),), "stopped")
+        return Step(state, (), (Prompt("stopped", texts.stopped),), "stopped", STOPPED)
 
     question = flow.questions[index]
     skipping = reply.command == "skip" or (reply.text is not None and is_skip(reply.text))
     if skipping and question.optional:
-        return _move_on(flow, state, (), "skipped")
+        return _move_on(flow, state, language, (), "skipped")
 
-    answer = _read(question, reply, state.language, now)
+    answer = _read(question, reply, language, now)
     if answer is not None:
         scores = {**state.scores, question.id: answer.score}
-        return _move_on(flow, replace(state, scores=scores), (answer,), "answered")
+        return _move_on(flow, replace(state, scores=scores), language, (answer,), "answered")
 
     if state.attempts >= flow.max_reprompts:
-        return _move_on(flow, state, (), "gave_up")
+        return _move_on(flow, state, language, (), "gave_up")
     again = replace(state, attempts=state.attempts + 1)
     scale = question.answer_scale
     text = (
         texts.reprompt.format(min=scale.min, max=scale.max)
         if scale
-        else question.text_for(again.language, again.scores)
+        else question.text_for(language, again.scores)
     )
-    prompts = (Prompt("reprompt", text), _question_prompt(question, again))
-    return Step(again, (), prompts, "reprompted")
+    prompts = (Prompt("reprompt", text), _question_prompt(question, again, language))
+    return Step(again, (), prompts, "reprompted", ACTIVE)
 
 
 def _read(question: Question, reply: Reply, language: str, now: datetime) -> Answer | None:
@@ -226,14 +242,16 @@ def started(flow: Flow, state: State) -> bool:
     return bool(state.scores) or state.question != flow.questions[0].id
 
 
-def current_question(flow: Flow, state: State) -> str | None:
-    """The id of the question awaiting an answer: None when the conversation is over."""
+def current_question(flow: Flow, state: State, *, status: str) -> str | None:
+    """The id of the question awaiting an answer: None when the conversation is over (or not ``active``)."""
+    if status != ACTIVE:
+        return None
     return flow.questions[index].id if (index := _index(flow, state)) is not None else None
 
 
 def _index(flow: Flow, state: State) -> int | None:
     """The position of the state's question in ``flow``; None when there is none (or the flow lacks it)."""
-    if state.question is None or state.status != "active":
+    if state.question is None:
         return None
     for i, question in enumerate(flow.questions):
         if question.id == state.question:
@@ -241,14 +259,14 @@ def _index(flow: Flow, state: State) -> int | None:
     return None
 
 
-def _move_on(flow: Flow, state: State, answers: tuple[Answer, ...], outcome: Outcome) -> Step:
+def _move_on(flow: Flow, state: State, language: str, answers: tuple[Answer, ...], outcome: Outcome) -> Step:
     index = _index(flow, state)
     nxt = _advance(
         flow, replace(state, attempts=0), from_index=len(flow.questions) if index is None else index + 1
     )
-    prompts = _ask_or_finish(flow, nxt)
-    done = _finished(flow, nxt)
-    return Step(done, answers, prompts, "completed" if done.status == "completed" else outcome)
+    prompts = _ask_or_finish(flow, nxt, language)
+    status = _status_after(nxt)
+    return Step(nxt, answers, prompts, "completed" if status == COMPLETED else outcome, status)
 
 
 def _advance(flow: Flow, state: State, from_index: int) -> State:
@@ -259,25 +277,24 @@ def _advance(flow: Flow, state: State, from_index: int) -> State:
     return replace(state, question=None)
 
 
-def _finished(flow: Flow, state: State) -> State:
-    if state.question is None and state.status == "active":
-        return replace(state, status="completed")
-    return state
+def _status_after(state: State) -> Status:
+    """``completed`` once no question is left to ask, else ``active``."""
+    return COMPLETED if state.question is None else ACTIVE
 
 
-def _ask_or_finish(flow: Flow, state: State) -> tuple[Prompt, ...]:
+def _ask_or_finish(flow: Flow, state: State, language: str) -> tuple[Prompt, ...]:
     if state.question is None:
-        return (Prompt("thanks", flow.texts[state.language].thanks),)
+        return (Prompt("thanks", flow.texts[language].thanks),)
     index = _index(flow, state)
-    return () if index is None else (_question_prompt(flow.questions[index], state),)
+    return () if index is None else (_question_prompt(flow.questions[index], state, language),)
 
 
-def _question_prompt(question: Question, state: State) -> Prompt:
+def _question_prompt(question: Question, state: State, language: str) -> Prompt:
     return Prompt(
         kind="question",
-        text=question.text_for(state.language, state.scores),
+        text=question.text_for(language, state.scores),
         question_id=question.id,
         scale=question.answer_scale,
-        labels=question.labels.get(state.language, {}),
+        labels=question.labels.get(language, {}),
         optional=question.optional,
     )

@@ -200,6 +200,7 @@ async def _open_survey(service: Service, address: str) -> _Open | None:
                     surveys.c.id,
                     surveys.c.flow_id,
                     surveys.c.flow_version,
+                    surveys.c.language,
                     surveys.c.state,
                     surveys.c.ticket,
                     surveys.c.agent,
@@ -220,8 +221,8 @@ async def _open_survey(service: Service, address: str) -> _Open | None:
     if row is None or flow is None:
         return None
     state = engine.State.from_json(row.state, flow)
-    prompts = engine.resume(flow, state)
-    return _Open(row.id, row.flow_id, state.language, row.ticket, row.agent, row.team, prompts)
+    prompts = engine.resume(flow, state, language=row.language, status=SurveyStatus.ACTIVE)  # active only
+    return _Open(row.id, row.flow_id, row.language, row.ticket, row.agent, row.team, prompts)
 
 
 async def _status(service: Service, survey_id: int) -> str:

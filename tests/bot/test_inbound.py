@@ -121,6 +121,30 @@ async def test_survey_continues_after_restart(service: Service, clock: Clock) ->
         await restarted.close()
 
 
+async def test_state_holds_the_conversation_and_the_columns_the_lifecycle(service: Service) -> None:
+    """The state JSON has no status, language or expiry; an older state holding them still loads and is
+    answered in the column's language, and the column's status decides (the stale "active" in it does not)."""
+    survey_id = await _create(service, language="en")
+    [(state,)] = await _rows(service, sa.select(surveys.c.state))
+    assert isinstance(state, dict)
+    assert ["attempts", "question", "scores"] == sorted(state)
+    old = {**state, "language": "de", "status": "active", "expires_at": None}
+    async with service.db.write() as conn:
+        await conn.execute(sa.update(surveys).where(surveys.c.id == survey_id).values(state=old))
+    handled = await handle(service.db, service.flows, _msg(service, "2"))
+    expected = (
+        "answered",
+        "en",
+        service.flows["support-csat"].question("resolution").text_for("en", {"satisfaction": 2}),
+    )
+    assert expected == (handled.outcome, handled.language, handled.prompts[-1].text)
+    async with service.db.write() as conn:
+        await conn.execute(sa.update(surveys).where(surveys.c.id == survey_id).values(status="incomplete"))
+    closed = await handle(service.db, service.flows, _msg(service, "1", survey_id=survey_id))
+    assert ("closed", "incomplete") == (closed.outcome, closed.status)
+    assert [("satisfaction", 2)] == await _rows(service, sa.select(answers.c.question_id, answers.c.score))
+
+
 async def test_expired_survey_answers_with_expired_text(service: Service, clock: Clock) -> None:
     """An answer after the survey's time to live gets the expired text, stores nothing and marks it expired."""
     await _create(service)

@@ -39,7 +39,7 @@ def test_every_builtin_question_is_one_gsm7_sms() -> None:
     too_long = []
     for flow in load_flows().values():
         for language in flow.languages:
-            state = engine.State(language=language)
+            state = engine.State()
             for question in flow.questions:
                 prompt = Prompt(
                     "question",

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from flows import engine
 from flows.engine import Reply, State
 from flows.loader import load_flow_text, load_flows
+from flows.schema import Flow
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 FLOWS = load_flows()
@@ -42,11 +43,26 @@ questions:
 
 
 def _walk(flow_id: str, replies: list[str], language: str = "de") -> list[engine.Step]:
+    """The steps of a conversation, the survey's status carried along as its column would be."""
     flow = FLOWS[flow_id]
-    steps = [engine.start(flow, language, NOW + timedelta(hours=48))]
+    steps = [engine.start(flow, language)]
     for text in replies:
-        steps.append(engine.step(flow, steps[-1].state, Reply(text=text), NOW))
+        last = steps[-1]
+        steps.append(_reply(flow, last.state, Reply(text=text), language=language, status=last.status))
     return steps
+
+
+def _reply(
+    flow: Flow,
+    state: State,
+    reply: Reply,
+    *,
+    language: str = "en",
+    status: str = "active",
+    expires_at: datetime | None = NOW + timedelta(hours=48),
+) -> engine.Step:
+    """``engine.step`` at NOW for a survey with these columns."""
+    return engine.step(flow, state, reply, NOW, language=language, status=status, expires_at=expires_at)
 
 
 def test_start_sends_intro_and_first_question() -> None:
@@ -74,7 +90,7 @@ def test_support_csat_walkthrough_stores_scores_and_comment() -> None:
         ("comment", None, "sehr freundlich"),
     ] == [(a.question_id, a.score, a.text) for a in answers]
     assert ("completed", "completed", "thanks") == (
-        steps[-1].state.status,
+        steps[-1].status,
         steps[-1].outcome,
         steps[-1].prompts[-1].kind,
     )
@@ -92,13 +108,13 @@ def test_invalid_answer_reprompts_with_range_then_moves_on() -> None:
     """An invalid answer gets the reprompt with the valid range; after max_reprompts the question is left unanswered."""
     flow = load_flow_text(SMALL, "small.yaml")
     state = engine.start(flow, "en").state
-    first = engine.step(flow, state, Reply(text="9"), NOW)
+    first = _reply(flow, state, Reply(text="9"))
     assert ("reprompted", ["reprompt", "question"], "Please 1 to 5.") == (
         first.outcome,
         [p.kind for p in first.prompts],
         first.prompts[0].text,
     )
-    second = engine.step(flow, first.state, Reply(text="4 oder 5"), NOW)
+    second = _reply(flow, first.state, Reply(text="4 oder 5"))
     assert ("gave_up", (), "more") == (second.outcome, second.answers, second.current_question)
     assert "grade" not in second.state.scores
 
@@ -107,8 +123,8 @@ def test_ask_if_asks_follow_up_only_when_condition_holds() -> None:
     """The 'why' question is asked after a grade of 4 or worse, and skipped after a 2."""
     flow = load_flow_text(SMALL, "small.yaml")
     state = engine.start(flow, "en").state
-    assert "why" == engine.step(flow, state, Reply(text="4"), NOW).current_question
-    assert "more" == engine.step(flow, state, Reply(text="2"), NOW).current_question
+    assert "why" == _reply(flow, state, Reply(text="4")).current_question
+    assert "more" == _reply(flow, state, Reply(text="2")).current_question
 
 
 @pytest.mark.parametrize(
@@ -138,15 +154,15 @@ def test_nps_reason_is_worded_by_group(score: str, expected: str) -> None:
 def test_optional_question_can_be_skipped() -> None:
     """'skip' on an optional question moves on without storing an answer."""
     flow = load_flow_text(SMALL, "small.yaml")
-    state = engine.step(flow, engine.start(flow, "en").state, Reply(text="5"), NOW).state
-    skipped = engine.step(flow, state, Reply(command="skip"), NOW)
+    state = _reply(flow, engine.start(flow, "en").state, Reply(text="5")).state
+    skipped = _reply(flow, state, Reply(command="skip"))
     assert ("skipped", (), "more") == (skipped.outcome, skipped.answers, skipped.current_question)
 
 
 def test_required_question_cannot_be_skipped() -> None:
     """'skip' on a required rating question is an invalid answer, not a skip."""
     flow = load_flow_text(SMALL, "small.yaml")
-    step = engine.step(flow, engine.start(flow, "en").state, Reply(text="skip"), NOW)
+    step = _reply(flow, engine.start(flow, "en").state, Reply(text="skip"))
     assert "reprompted" == step.outcome
 
 
@@ -155,41 +171,77 @@ def test_stop_words_end_the_survey(word: str) -> None:
     """Stop words end the survey with the stopped text and store nothing."""
     step = _walk("support-csat", [word])[-1]
     expected = ("stopped", "stopped", (), FLOWS["support-csat"].texts["de"].stopped)
-    assert expected == (step.state.status, step.outcome, step.answers, step.prompts[0].text)
+    assert expected == (step.status, step.outcome, step.answers, step.prompts[0].text)
 
 
 def test_expired_survey_answers_with_expired_text() -> None:
     """A reply at or after expires_at gets the expired text and no answer is stored."""
     flow = FLOWS["ces"]
-    state = engine.start(flow, "en", expires_at=NOW).state
-    step = engine.step(flow, state, Reply(text="7"), NOW)
-    assert ("expired", (), flow.texts["en"].expired) == (
-        step.state.status,
+    state = engine.start(flow, "en").state
+    step = _reply(flow, state, Reply(text="7"), expires_at=NOW)
+    assert ("expired", state, (), flow.texts["en"].expired) == (
+        step.status,
+        step.state,
         step.answers,
         step.prompts[0].text,
     )
 
 
+def test_survey_expired_by_its_status_answers_with_expired_text() -> None:
+    """A survey whose status is already `expired` gets the expired text, whatever its expiry time."""
+    flow = FLOWS["ces"]
+    step = _reply(flow, engine.start(flow, "de").state, Reply(text="7"), language="de", status="expired")
+    assert ("expired", "expired", (), flow.texts["de"].expired) == (
+        step.outcome,
+        step.status,
+        step.answers,
+        step.prompts[0].text,
+    )
+
+
+@pytest.mark.parametrize("status", ["incomplete", "stopped", "pending", "unavailable"])
+def test_survey_not_active_is_closed_and_unchanged(status: str) -> None:
+    """A survey whose status is not `active` (closed from outside, or not sent) is `closed`: no answer, no prompt."""
+    flow = FLOWS["ces"]
+    state = engine.start(flow, "en").state
+    step = _reply(flow, state, Reply(text="6"), status=status)
+    assert ("closed", status, state, (), ()) == (
+        step.outcome,
+        step.status,
+        step.state,
+        step.answers,
+        step.prompts,
+    )
+    assert () == engine.resume(flow, state, language="en", status=status)
+    assert None is engine.current_question(flow, state, status=status)
+
+
 def test_finished_survey_ignores_further_replies() -> None:
     """A reply to a completed survey is 'closed' and changes nothing."""
     final = _walk("ces", ["6", "alles gut"])[-1]
-    again = engine.step(FLOWS["ces"], final.state, Reply(text="1"), NOW)
-    assert ("closed", final.state, ()) == (again.outcome, again.state, again.answers)
+    again = _reply(FLOWS["ces"], final.state, Reply(text="1"), language="de", status=final.status)
+    assert ("closed", "completed", final.state, ()) == (
+        again.outcome,
+        again.status,
+        again.state,
+        again.answers,
+    )
 
 
 def test_choice_outside_scale_is_rejected() -> None:
     """A button or keypad choice outside the scale is treated as invalid."""
     flow = FLOWS["ces"]
-    step = engine.step(flow, engine.start(flow, "de").state, Reply(choice=8), NOW)
+    step = _reply(flow, engine.start(flow, "de").state, Reply(choice=8))
     assert ("reprompted", ()) == (step.outcome, step.answers)
 
 
 def test_language_falls_back_to_flow_default() -> None:
     """An unsupported language gives the flow's default; 'en-GB' gives English."""
     flow = FLOWS["nps"]
-    assert ("de", "en") == (
-        engine.start(flow, "fr").state.language,
-        engine.start(flow, "en-GB").state.language,
+    assert ("de", "en") == (flow.language_for("fr"), flow.language_for("en-GB"))
+    assert (flow.texts["de"].intro, flow.texts["en"].intro) == (
+        engine.start(flow, "fr").prompts[0].text,
+        engine.start(flow, "en-GB").prompts[0].text,
     )
 
 
@@ -213,14 +265,16 @@ def test_state_round_trips_through_json() -> None:
 def test_engine_never_raises_and_keeps_answers_in_range(flow_id: str, replies: list[str]) -> None:
     """No sequence of replies makes the engine raise, and every stored score lies on its question's scale."""
     flow = FLOWS[flow_id]
-    state = engine.start(flow, "de", NOW + timedelta(hours=1)).state
+    start = engine.start(flow, "de")
+    state, status = start.state, start.status
     for text in replies:
-        step = engine.step(flow, state, Reply(text=text), NOW)
+        step = _reply(flow, state, Reply(text=text), language="de", status=status)
         for answer in step.answers:
             scale = flow.question(answer.question_id).answer_scale
             assert answer.score is None or (scale is not None and scale.contains(answer.score))
         assert State.from_json(step.state.to_json()) == step.state
-        state = step.state
+        assert step.status in ("active", "completed", "stopped")
+        state, status = step.state, step.status
 
 
 @pytest.mark.parametrize("flow_id", sorted(FLOWS))
@@ -259,6 +313,26 @@ def test_state_names_its_question_by_id() -> None:
     flow = FLOWS["support-csat"]
     saved = engine.start(flow, "en").state.to_json()
     assert ("satisfaction", False) == (saved["question"], "position" in saved)
+
+
+def test_state_holds_only_the_conversation() -> None:
+    """The saved state has no lifecycle (language, status, expiry: the survey's columns)."""
+    saved = _walk("support-csat", ["2"])[-1].state.to_json()
+    assert ["attempts", "question", "scores"] == sorted(saved)
+
+
+def test_a_state_saved_with_its_lifecycle_still_loads() -> None:
+    """An older state that also holds language, status and expires_at loads; those keys are ignored."""
+    flow = FLOWS["support-csat"]
+    old = {
+        "language": "de",
+        "question": "speed",
+        "attempts": 1,
+        "scores": {"satisfaction": 2},
+        "status": "active",
+        "expires_at": "2026-11-25T10:00:00+00:00",
+    }
+    assert State("speed", 1, {"satisfaction": 2}) == State.from_json(old, flow)
 
 
 def test_a_state_saved_with_a_position_is_resolved_with_its_flow() -> None:
