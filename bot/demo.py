@@ -3,7 +3,7 @@
 `afterword demo` fills a SQLite file of its own so that a newcomer sees the dashboard in use.
 Nothing is written around the product: `surveys.create_survey` makes each survey,
 `inbound.handle` stores every answer, undelivered messages and unanswered calls are
-closed as the Twilio status callbacks close them (`surveys.close_survey`), an SMS STOP
+closed as the Twilio status callbacks close them (`surveys.closing`), an SMS STOP
 opts out as `sms.on_message` does, and the real `Scheduler` expires what is left.
 
 A survey is made as the scheduler leaves one it has just sent, at the moment it was sent:
@@ -36,7 +36,7 @@ from bot.inbound import Inbound, handle
 from bot.scheduler import BATCH, Scheduler
 from bot.service import Service
 from bot.settings import Settings, load_settings
-from bot.surveys import Created, NewSurvey, close_survey, create_survey
+from bot.surveys import Created, NewSurvey, closing, create_survey
 from flows.loader import load_flows
 from flows.schema import Flow
 
@@ -396,7 +396,7 @@ class _Simulation:
         if plan.fate in ("undelivered", "no_answer"):  # the status callback of the message or call
             status = "failed" if plan.fate == "undelivered" else "no_answer"
             delay = timedelta(seconds=40 if plan.channel == "voice" else 90)
-            self.at(sent + delay, functools.partial(close_survey, self.service.db, survey_id, status))
+            self.at(sent + delay, functools.partial(self.service.db.run, closing(survey_id, status)))
             return
         if plan.fate == "stop" and plan.channel in ("sms", "whatsapp") and plan.address:
             # STOP by SMS is the opt-out keyword: sms.on_message records it before handle().
@@ -409,7 +409,7 @@ class _Simulation:
         if plan.hang_up_after is not None:  # the call's status callback: "completed" before the survey
             self.at(
                 sent + plan.hang_up_after,
-                functools.partial(close_survey, self.service.db, survey_id, "incomplete"),
+                functools.partial(self.service.db.run, closing(survey_id, "incomplete")),
             )
 
     async def _opt_out(self, channel: str, address: str) -> None:

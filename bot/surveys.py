@@ -240,13 +240,6 @@ async def remember_ref(db: Database, survey_id: int, ref: str | None) -> None:
         await conn.execute(sa.update(surveys).where(surveys.c.id == survey_id).values(channel_ref=ref))
 
 
-async def close_survey(db: Database, survey_id: int, status: SurveyStatus | str) -> bool:
-    """Set an open survey's final status (failed, no_answer, incomplete, skipped); True if it was open."""
-    async with db.write() as conn:
-        result = await conn.execute(closing(survey_id, status))
-    return bool(result.rowcount)
-
-
 def closing(survey_id: int | None, status: SurveyStatus | str) -> sa.Update:
     """The UPDATE that gives an open survey its final status, for a caller's own connection.
 

@@ -27,7 +27,7 @@ from bot.inbound import MAX_ID, Event, Inbound, handle
 from bot.lifecycle import SurveyStatus
 from bot.phones import mask, normalize
 from bot.service import Service
-from bot.surveys import close_survey
+from bot.surveys import closing
 from flows.engine import Prompt
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class SmsChannel(Channel):
             except TwilioRestException as exc:
                 if exc.code == OPTED_OUT:  # never reached the customer: skipped, not stopped
                     if survey_id is not None:
-                        await close_survey(self.service.db, survey_id, SurveyStatus.SKIPPED)
+                        await self.service.db.run(closing(survey_id, SurveyStatus.SKIPPED))
                     await contacts.opt_out(self.service.db, self.channel, address, now=self.service.clock())
                     raise ContactOptedOut(self.channel, mask(address)) from exc
                 failed = delivery_failed(self.channel, exc)
@@ -201,6 +201,6 @@ async def on_status(
         else:
             await contacts.opt_out(service.db, channel, address, now=service.clock())
     if status in FAILED:
-        await close_survey(service.db, survey, SurveyStatus.FAILED)
+        await service.db.run(closing(survey, SurveyStatus.FAILED))
         log.info("survey %s: message %s (error %s)", survey, status, form_text(form, "ErrorCode") or "-")
     return Response(status_code=204)

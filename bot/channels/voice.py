@@ -25,7 +25,7 @@ from bot.inbound import MAX_ID, Inbound, handle
 from bot.lifecycle import SurveyStatus
 from bot.phones import mask, normalize
 from bot.service import Service
-from bot.surveys import close_survey, current
+from bot.surveys import closing, current
 from flows.engine import Prompt
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ async def on_answered(request: Request, survey: SurveyId, form: FormData = Depen
     """The call was answered: a machine gets nothing, a person the intro and first question."""
     service: Service = request.app.state.service
     if form_text(form, "AnsweredBy") in MACHINES:
-        await close_survey(service.db, survey, SurveyStatus.NO_ANSWER)
+        await service.db.run(closing(survey, SurveyStatus.NO_ANSWER))
         return _hangup()
     now = await current(service.db, service.flows, survey)
     if now is None or not now.prompts:
@@ -225,6 +225,6 @@ async def on_call_status(
     """The call ended: a survey still open keeps its answers and is marked by how the call ended."""
     service: Service = request.app.state.service
     status = CALL_ENDED.get(form_text(form, "CallStatus"))
-    if status is not None and await close_survey(service.db, survey, status):
+    if status is not None and await service.db.run(closing(survey, status)):
         log.info("survey %s: call ended (%s) before the survey did", survey, form_text(form, "CallStatus"))
     return Response(status_code=204)

@@ -21,7 +21,7 @@ from bot.inbound import TOKEN, Inbound, handle
 from bot.lifecycle import SurveyStatus, has_expired, is_open
 from bot.pages import page
 from bot.service import Service
-from bot.surveys import close_survey, current
+from bot.surveys import closing, current
 from bot.tables import surveys
 from flows.engine import Prompt
 from flows.schema import Flow
@@ -135,7 +135,7 @@ async def show(request: Request, token: str) -> HTMLResponse:
         return _not_found(request)
     flow = await _flow(service, row)
     if flow is None:  # its version cannot be served: closed, never shown another version
-        await close_survey(service.db, row.id, UNAVAILABLE)
+        await service.db.run(closing(row.id, UNAVAILABLE))
         message = _ui(row.language)["closed"]
         return page(request, "message.html", {"lang": row.language, "title": message, "message": message})
     texts = flow.texts[row.language]

@@ -28,7 +28,7 @@ from bot.reports import (
     report_query,
 )
 from bot.service import Service
-from bot.surveys import NewSurvey, close_survey, create_survey
+from bot.surveys import NewSurvey, closing, create_survey
 from scoring.report import Report
 from tests.support import Clock
 
@@ -442,7 +442,7 @@ async def test_response_rate_counts_only_delivered_surveys(service: Service, clo
         for text in replies:
             inbound = Inbound("sms", f"+4915100000{i:03d}", service.clock(), text=text)
             await handle(service.db, service.flows, inbound)
-    await close_survey(service.db, ids[3], "failed")
+    await service.db.run(closing(ids[3], "failed"))
     clock.advance(minutes=1)  # the period ends before now; the surveys were sent at now
     rate = (await report(service)).response_rate.model_dump()
     assert {
@@ -546,7 +546,7 @@ async def load_golden(service: Service, clock: Clock, tmp_path: Path) -> None:
             await handle(
                 service.db, service.flows, Inbound("sms", f"+4915100000{i:03d}", service.clock(), text=text)
             )
-    await close_survey(service.db, ids[3], "failed")
+    await service.db.run(closing(ids[3], "failed"))
     clock.advance(minutes=1)
 
 
