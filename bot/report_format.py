@@ -116,6 +116,19 @@ def _rows(report: Report) -> Iterator[tuple[str, str, str, Score]]:
         yield "question", question.question, question.metric, question.score
 
 
+def _summary_lines(report: Report) -> list[str]:
+    """The response rate, CSI and SCI lines that the table and the Markdown both show, where known."""
+    lines = []
+    if (line := _rate_line(report.response_rate)) is not None:
+        lines.append(line)
+    if report.csi is not None:
+        lines.append(f"CSI: {csi_cell(report.csi)}")
+    sci = report.sci
+    if sci.value is not None:
+        lines.append(f"SCI: {sci.value:.2f} ({sci.band}), n={sci.n}")
+    return lines
+
+
 def _rate_line(rate: ResponseRate) -> str | None:
     if not rate.delivered:
         return None
@@ -159,13 +172,8 @@ def _table(report: Report, width: int) -> str:
         for q in report.questions:
             table.add_row(q.question, q.metric.upper(), metric_cell(q.metric, q.score), _mean(q.mean))
         console.print(table)
-    if (line := _rate_line(report.response_rate)) is not None:
+    for line in _summary_lines(report):
         console.print(line)
-    if report.csi is not None:
-        console.print(f"CSI: {csi_cell(report.csi)}")
-    sci = report.sci
-    if sci.value is not None:
-        console.print(f"SCI: {sci.value:.2f} ({sci.band}), n={sci.n}")
     if report.comments:
         console.print("Latest comments (detractors first):")
         for c in report.comments:
@@ -291,13 +299,7 @@ def _markdown(report: Report) -> str:
         ]
         lines.extend(_question_row(q) for q in report.questions)
     lines.append("")
-    if (line := _rate_line(report.response_rate)) is not None:
-        lines.append(f"- {line}")
-    if report.csi is not None:
-        lines.append(f"- CSI: {csi_cell(report.csi)}")
-    sci = report.sci
-    if sci.value is not None:
-        lines.append(f"- SCI: {sci.value:.2f} ({sci.band}), n={sci.n}")
+    lines.extend(f"- {line}" for line in _summary_lines(report))
     if report.comments:
         lines += ["", "Latest comments (detractors first):", ""]
         lines.extend(
