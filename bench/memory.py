@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 import httpx
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from twilio.request_validator import RequestValidator
 
 from bench.throughput import ACCOUNT, AFTERWORD, HERE, REPLIES, SENDER, TOKEN, _port, _serve, _stop
@@ -129,34 +130,44 @@ async def _first(service: Service) -> dict[str, Any]:
     return {"contact": first["contact"][0], "survey": first["survey"][0], "jobs": first["jobs"]}
 
 
+def _copy_chunk(
+    conn: Connection,
+    contact: dict[str, Any],
+    survey: dict[str, Any],
+    job_rows: list[dict[str, Any]],
+    numbers: range,
+) -> None:
+    """The copies numbered ``numbers``: their contacts, surveys and jobs, in one transaction."""
+    conn.execute(
+        sa.insert(_stored(contacts)),
+        [{**contact, "id": contact["id"] + i, "address": _address(i)} for i in numbers],
+    )
+    conn.execute(
+        sa.insert(_stored(surveys)),
+        [
+            {
+                **survey,
+                "id": survey["id"] + i,
+                "contact_id": contact["id"] + i,
+                "token": secrets.token_urlsafe(16),
+                "ticket": f"M-{i}",
+            }
+            for i in numbers
+        ],
+    )
+    conn.execute(
+        sa.insert(_stored(jobs)),
+        [{**j, "survey_id": survey["id"] + i} for i in numbers for j in job_rows],
+    )
+
+
 async def _copies(service: Service, first: dict[str, Any], n: int) -> None:
     """Surveys 1 … n-1 as copies of the first, each with its own contact, token and ticket."""
     contact, survey = first["contact"], first["survey"]
     job_rows = [{k: v for k, v in j.items() if k != "id"} for j in first["jobs"]]
     for start in range(1, n, CHUNK):
         numbers = range(start, min(start + CHUNK, n))
-        async with service.db.write() as conn:
-            await conn.execute(
-                sa.insert(_stored(contacts)),
-                [{**contact, "id": contact["id"] + i, "address": _address(i)} for i in numbers],
-            )
-            await conn.execute(
-                sa.insert(_stored(surveys)),
-                [
-                    {
-                        **survey,
-                        "id": survey["id"] + i,
-                        "contact_id": contact["id"] + i,
-                        "token": secrets.token_urlsafe(16),
-                        "ticket": f"M-{i}",
-                    }
-                    for i in numbers
-                ],
-            )
-            await conn.execute(
-                sa.insert(_stored(jobs)),
-                [{**j, "survey_id": survey["id"] + i} for i in numbers for j in job_rows],
-            )
+        await service.db.transact(_copy_chunk, contact, survey, job_rows, numbers)
 
 
 async def _fill(url: str, n: int) -> tuple[float, str]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from bot.db import Database
 from bot.errors import ApiKeyError
@@ -37,23 +38,20 @@ async def create_key(db: Database, name: str, *, now: datetime) -> str:
     if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
         raise ApiKeyError("NAME", "use 1 to 64 letters, digits, '-' or '_', e.g. zendesk-prod")
     key = PREFIX + secrets.token_urlsafe(32)
-    async with db.write() as conn:
-        taken = await conn.execute(sa.select(api_keys.c.id).where(api_keys.c.name == name))
-        if taken.first() is not None:
-            raise ApiKeyError("NAME", f"a key named {name!r} exists; revoke it or choose another name")
-        await conn.execute(sa.insert(api_keys).values(name=name, key_hash=_hash(key), created_at=now))
+    await db.transact(_insert_key, name, _hash(key), now)
     return key
+
+
+def _insert_key(conn: Connection, name: str, key_hash: str, now: datetime) -> None:
+    if conn.execute(sa.select(api_keys.c.id).where(api_keys.c.name == name)).first() is not None:
+        raise ApiKeyError("NAME", f"a key named {name!r} exists; revoke it or choose another name")
+    conn.execute(sa.insert(api_keys).values(name=name, key_hash=key_hash, created_at=now))
 
 
 async def revoke_key(db: Database, name: str, *, now: datetime) -> bool:
     """Revoke the key named ``name``; False when there is no such active key."""
-    async with db.write() as conn:
-        result = await conn.execute(
-            sa.update(api_keys)
-            .where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
-            .values(revoked_at=now)
-        )
-    return bool(result.rowcount)
+    revoked = sa.update(api_keys).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
+    return bool(await db.run(revoked.values(revoked_at=now)))
 
 
 async def list_keys(db: Database) -> list[ApiKey]:
@@ -83,7 +81,6 @@ async def check_key(db: Database, key: str, *, now: datetime) -> str | None:
     if row is None:
         return None
     if row.last_used_at is None or now - row.last_used_at >= _TOUCH_EVERY:
-        async with db.write() as conn:
-            await conn.execute(sa.update(api_keys).where(api_keys.c.id == row.id).values(last_used_at=now))
+        await db.run(sa.update(api_keys).where(api_keys.c.id == row.id).values(last_used_at=now))
     name: str = row.name
     return name

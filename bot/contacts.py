@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from bot.db import Database, upsert_insert
 from bot.inbound import Event, first_seen
@@ -24,37 +25,46 @@ async def opt_out(
 
     None when ``event`` was seen before: nothing changes.
     """
-    async with db.write() as conn:
-        if event is not None and not await first_seen(conn, db, event):
-            return None
-        await conn.execute(
-            upsert_insert(db, contacts)
-            .values(channel=channel, address=address, created_at=now, opted_out_at=now)
-            .on_conflict_do_update(index_elements=["channel", "address"], set_={"opted_out_at": now})
-        )
-        contact = (
-            sa.select(contacts.c.id)
-            .where(contacts.c.channel == channel, contacts.c.address == address)
-            .scalar_subquery()
-        )
-        ended = await conn.execute(moved(SurveyStatus.STOPPED, surveys.c.contact_id == contact))
-    return int(ended.rowcount or 0)
+    return await db.transact(_opt_out, db.dialect, channel, address, now=now, event=event)
+
+
+def _opt_out(
+    conn: Connection, dialect: str, channel: str, address: str, *, now: datetime, event: Event | None
+) -> int | None:
+    if event is not None and not first_seen(conn, dialect, event):
+        return None
+    conn.execute(
+        upsert_insert(dialect, contacts)
+        .values(channel=channel, address=address, created_at=now, opted_out_at=now)
+        .on_conflict_do_update(index_elements=["channel", "address"], set_={"opted_out_at": now})
+    )
+    contact = (
+        sa.select(contacts.c.id)
+        .where(contacts.c.channel == channel, contacts.c.address == address)
+        .scalar_subquery()
+    )
+    return int(conn.execute(moved(SurveyStatus.STOPPED, surveys.c.contact_id == contact)).rowcount or 0)
 
 
 async def opt_in(db: Database, channel: str, address: str, *, event: Event | None = None) -> bool | None:
     """Undo an opt-out (START); True when the contact had opted out, None when ``event`` was seen before."""
-    async with db.write() as conn:
-        if event is not None and not await first_seen(conn, db, event):
-            return None
-        result = await conn.execute(
-            sa.update(contacts)
-            .where(
-                contacts.c.channel == channel,
-                contacts.c.address == address,
-                contacts.c.opted_out_at.is_not(None),
-            )
-            .values(opted_out_at=None)
+    return await db.transact(_opt_in, db.dialect, channel, address, event=event)
+
+
+def _opt_in(
+    conn: Connection, dialect: str, channel: str, address: str, *, event: Event | None
+) -> bool | None:
+    if event is not None and not first_seen(conn, dialect, event):
+        return None
+    result = conn.execute(
+        sa.update(contacts)
+        .where(
+            contacts.c.channel == channel,
+            contacts.c.address == address,
+            contacts.c.opted_out_at.is_not(None),
         )
+        .values(opted_out_at=None)
+    )
     return bool(result.rowcount)
 
 

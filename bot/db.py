@@ -37,15 +37,18 @@ T = TypeVar("T")
 class Database:
     """An async engine with the transaction modes Afterword needs.
 
-    ``write()`` serialises writers on SQLite (``BEGIN IMMEDIATE``), so that two answers
-    arriving together never both read the same conversation state; PostgreSQL gets the
-    same guarantee from row locks taken inside the transaction.
+    One way to write: every write transaction is a plain (sync) function of a connection,
+    ``fn(conn, ...)``, run by ``transact(fn, ...)``; a lone statement (the builders named as
+    nouns in each table's module: ``jobs.finished``, ``surveys.closing``, ...) by
+    ``run(statement)``. Reads are async, through ``read()``.
 
-    ``transact()`` runs a whole write transaction written as plain (sync) SQLAlchemy: on
-    SQLite in one trip to a writer thread with the standard sqlite3 driver, on PostgreSQL
-    through ``run_sync`` on asyncpg. aiosqlite hands every cursor, execute, fetch and close
-    to its thread separately (about 1.3 ms per statement here, against 0.13 ms in one trip),
-    which made those trips most of an answer's cost.
+    Writers are serialised on SQLite (``BEGIN IMMEDIATE``), so that two answers arriving
+    together never both read the same conversation state; PostgreSQL gets the same guarantee
+    from row locks taken inside the transaction. On SQLite ``transact`` makes one trip to a
+    writer thread with the standard sqlite3 driver, on PostgreSQL it goes through
+    ``run_sync`` on asyncpg. aiosqlite hands every cursor, execute, fetch and close to its
+    thread separately (about 1.3 ms per statement here, against 0.13 ms in one trip), which
+    made those trips most of an answer's cost.
     """
 
     def __init__(self, url: URL, *, echo: bool = False) -> None:
@@ -103,8 +106,8 @@ class Database:
         return self.dialect == "sqlite"
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction that will write; committed on exit, rolled back on error."""
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that will write, for ``transact`` on PostgreSQL (and on SQLite without its thread)."""
         if not self.is_sqlite:
             async with self._connect() as conn, conn.begin():
                 yield conn
@@ -119,7 +122,7 @@ class Database:
     ) -> T:
         """``fn(conn, *args, **kwargs)`` in one write transaction; committed when it returns."""
         if self._sync_engine is None:
-            async with self.write() as conn:
+            async with self._write() as conn:
                 return await conn.run_sync(fn, *args, **kwargs)
         call = functools.partial(self._transact_sqlite, self._sync_engine, fn, *args, **kwargs)
         async with self._writers:
@@ -132,7 +135,7 @@ class Database:
 
         For the statement builders (``jobs.finished``, ``surveys.closing``, …), so a lone write
         needs no async wrapper beside each of them: the same builder also goes into a larger
-        transaction through ``write()`` or ``transact()``.
+        transaction through ``transact()``.
         """
         return await self.transact(_rowcount, statement)
 

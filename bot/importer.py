@@ -6,15 +6,15 @@ import codecs
 import csv
 import io
 import itertools
-from collections.abc import AsyncIterator, Callable, Generator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from bot.db import Database, upsert_insert
 from bot.errors import ImportFailed, ImportFileUnreadable
@@ -271,52 +271,66 @@ async def import_csv(
     and then the transaction is rolled back, so nothing is stored.
     """
     lines = _count_lines(path)  # progress total and the rebuild choice; quoted newlines count too
+    rebuild = db.is_sqlite and lines >= rebuild_from
+    return await db.transact(_import, db.dialect, path, encoding, skip_bad, progress, lines, rebuild)
+
+
+def _import(
+    conn: Connection,
+    dialect: str,
+    path: Path,
+    encoding: str,
+    skip_bad: bool,
+    progress: Callable[[int, int], None] | None,
+    lines: int,
+    rebuild: bool,
+) -> ImportResult:
     problems: list[str] = []
     bad = rows = done = 0
     count = sa.select(sa.func.count()).select_from(answers)
-    stmt = upsert_insert(db, answers).on_conflict_do_nothing(index_elements=["response_id", "question_id"])
+    stmt = upsert_insert(dialect, answers).on_conflict_do_nothing(
+        index_elements=["response_id", "question_id"]
+    )
     last_id = sa.select(sa.func.coalesce(sa.func.max(answers.c.id), 0))
-    rebuild = db.is_sqlite and lines >= rebuild_from
-    async with db.write() as conn:
-        before = (await conn.execute(count)).scalar_one()
-        first_new = (await conn.execute(last_id)).scalar_one() + 1
-        if rebuild:  # inside the transaction: a failed import leaves the indexes as they were
-            await conn.run_sync(_drop_read_indexes)
-        async with _import_cache(db, conn):
-            batch: list[dict[str, Any]] = []
-            for line, row in read_rows(path, encoding):
-                rows += 1
-                try:
-                    values = parse_row(row)
-                except _BadRow as exc:
-                    bad += 1
-                    if len(problems) < MAX_REPORTED:
-                        problems.append(f"line {line}: {exc}")
-                    continue
-                if bad and not skip_bad:
-                    continue  # nothing will be stored; read on only to count the problems
-                batch.append(values)
-                if len(batch) == BATCH:
-                    await conn.execute(stmt, batch)
-                    done += len(batch)
-                    if progress is not None:
-                        progress(done, lines)
-                    batch = []
+    before = conn.execute(count).scalar_one()
+    first_new = conn.execute(last_id).scalar_one() + 1
+    if rebuild:  # inside the transaction: a failed import leaves the indexes as they were
+        _drop_read_indexes(conn)
+    with _import_cache(conn):
+        batch: list[dict[str, Any]] = []
+        for line, row in read_rows(path, encoding):
+            rows += 1
+            try:
+                values = parse_row(row)
+            except _BadRow as exc:
+                bad += 1
+                if len(problems) < MAX_REPORTED:
+                    problems.append(f"line {line}: {exc}")
+                continue
             if bad and not skip_bad:
-                raise ImportFailed(str(path), problems, bad)  # rolls the transaction back
-            if batch:
-                await conn.execute(stmt, batch)
-            if progress is not None:
-                progress(done + len(batch), done + len(batch))
-        await conn.execute(_MARK_HEADLINES, {"first_new": first_new})
-        if rebuild:
-            # Built with SQLite's own 2 MiB cache: with 64 MiB the seven builds took 25 s instead
-            # of 17 s for a million answers.
-            await conn.run_sync(_create_read_indexes)
-        added = (await conn.execute(count)).scalar_one() - before
-        if added >= ANALYZE_AFTER:
-            # Fresh statistics for the planner, in the same transaction.
-            await conn.exec_driver_sql("ANALYZE answers")
+                continue  # nothing will be stored; read on only to count the problems
+            batch.append(values)
+            if len(batch) == BATCH:
+                conn.execute(stmt, batch)
+                done += len(batch)
+                if progress is not None:
+                    progress(done, lines)
+                batch = []
+        if bad and not skip_bad:
+            raise ImportFailed(str(path), problems, bad)  # rolls the transaction back
+        if batch:
+            conn.execute(stmt, batch)
+        if progress is not None:
+            progress(done + len(batch), done + len(batch))
+    conn.execute(_MARK_HEADLINES, {"first_new": first_new})
+    if rebuild:
+        # Built with SQLite's own 2 MiB cache: with 64 MiB the seven builds took 25 s instead
+        # of 17 s for a million answers.
+        _create_read_indexes(conn)
+    added = conn.execute(count).scalar_one() - before
+    if added >= ANALYZE_AFTER:
+        # Fresh statistics for the planner, in the same transaction.
+        conn.exec_driver_sql("ANALYZE answers")
     return ImportResult(rows, added, rows - bad - added, bad, tuple(problems))
 
 
@@ -358,18 +372,18 @@ def _count_lines(path: Path) -> int:
     return max(newlines - 1, 0)
 
 
-@asynccontextmanager
-async def _import_cache(db: Database, conn: AsyncConnection) -> AsyncIterator[None]:
+@contextmanager
+def _import_cache(conn: Connection) -> Iterator[None]:
     """64 MiB of SQLite page cache while importing, so index upkeep stays in memory; then
     SQLite's 2 MiB again, because the connection goes back to the pool with its setting."""
-    if not db.is_sqlite:
+    if conn.dialect.name != "sqlite":
         yield
         return
-    await conn.exec_driver_sql("PRAGMA cache_size=-65536")
+    conn.exec_driver_sql("PRAGMA cache_size=-65536")
     try:
         yield
     finally:
-        await conn.exec_driver_sql("PRAGMA cache_size=-2000")
+        conn.exec_driver_sql("PRAGMA cache_size=-2000")
 
 
 def _drop_read_indexes(conn: sa.Connection) -> None:

@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.alerts import queue_alerts
 from bot.db import Database, upsert_insert
@@ -165,8 +164,10 @@ async def handle(db: Database, flows: Mapping[str, Flow], inbound: Inbound) -> H
 
 def _handle(conn: Connection, db: Database, flows: Mapping[str, Flow], inbound: Inbound) -> Handled:
     # Plain SQLAlchemy, run by Database.transact in one trip (see there why).
-    if inbound.event_id is not None and not _first_delivery(conn, db, inbound):
-        return Handled("duplicate")
+    if inbound.event_id is not None:
+        event = Event(inbound.provider or inbound.channel, inbound.event_id, inbound.received_at)
+        if not first_seen(conn, db.dialect, event):
+            return Handled("duplicate")
     row = _open_survey(conn, inbound)
     if row is None:
         return _late_reply(conn, flows, inbound)
@@ -199,25 +200,13 @@ def _handle(conn: Connection, db: Database, flows: Mapping[str, Flow], inbound: 
 
 async def first_delivery(db: Database, provider: str, event_id: str, received_at: datetime) -> bool:
     """Record a provider event that is not an answer (a command); False when it came before."""
-    seen = Inbound(
-        channel=provider, address="", received_at=received_at, provider=provider, event_id=event_id
-    )
-    return await db.transact(_first_delivery, db, seen)
+    return await db.transact(first_seen, db.dialect, Event(provider, event_id, received_at))
 
 
-async def first_seen(conn: AsyncConnection, db: Database, event: Event) -> bool:
+def first_seen(conn: Connection, dialect: str, event: Event) -> bool:
     """Record ``event`` in the caller's transaction; False when it came before (a retry or a replay)."""
     params = {"provider": event.provider, "event_id": event.event_id, "received_at": event.received_at}
-    return (await conn.execute(_event_insert(db.dialect), params)).scalar_one_or_none() is not None
-
-
-def _first_delivery(conn: Connection, db: Database, inbound: Inbound) -> bool:
-    params = {
-        "provider": inbound.provider or inbound.channel,
-        "event_id": inbound.event_id,
-        "received_at": inbound.received_at,
-    }
-    return conn.execute(_event_insert(db.dialect), params).scalar_one_or_none() is not None
+    return conn.execute(_event_insert(dialect), params).scalar_one_or_none() is not None
 
 
 def _open_survey(conn: Connection, inbound: Inbound) -> sa.Row[tuple[object, ...]] | None:

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.db import Database
@@ -84,15 +85,18 @@ async def claim(db: Database, kinds: Sequence[JobKind], *, now: datetime, limit:
     )
     if not db.is_sqlite:
         query = query.with_for_update(skip_locked=True)
-    async with db.write() as conn:
-        rows = (await conn.execute(query)).all()
-        if not rows:
-            return []
-        await conn.execute(
-            sa.update(jobs)
-            .where(j.id.in_([row.id for row in rows]))
-            .values(locked_until=now + LEASE, attempts=j.attempts + 1)
-        )
+    return await db.transact(_claim, query, now)
+
+
+def _claim(conn: Connection, query: sa.Select[Any], now: datetime) -> list[Job]:
+    rows = conn.execute(query).all()
+    if not rows:
+        return []
+    conn.execute(
+        sa.update(jobs)
+        .where(jobs.c.id.in_([row.id for row in rows]))
+        .values(locked_until=now + LEASE, attempts=jobs.c.attempts + 1)
+    )
     return [
         Job(
             row.id,

@@ -538,7 +538,7 @@ class Scheduler:
         return settled
 
     def _expire(self, conn: Connection, job: jobs.Job) -> None:
-        expired = _close(conn, job.survey_id, SurveyStatus.EXPIRED)
+        expired = conn.execute(closing(job.survey_id, SurveyStatus.EXPIRED)).rowcount
         self._settle(conn, job, JobStatus.DONE, None, outcome="expired" if expired else "closed before")
 
     def _settle(
@@ -563,7 +563,7 @@ class Scheduler:
             log.info("job %s was settled by another worker", job.id)
             return False
         if close is not None:
-            _close(conn, job.survey_id, close)
+            conn.execute(closing(job.survey_id, close))
         return True
 
     async def _retry(self, job: jobs.Job, error: str) -> None:
@@ -581,18 +581,9 @@ class Scheduler:
     async def _note(self, job: jobs.Job, error: str) -> None:
         """Keep why a `sending` job's outcome is unknown, for the reconciler's outcome (best effort)."""
         try:
-            await self.service.db.transact(_note, job, error)
+            await self.service.db.run(jobs.noted(job, error=error))
         except Exception:  # the database may be what failed; the reconciler still settles the job
             log.exception("job %s: could not note the error", job.id)
-
-
-def _note(conn: Connection, job: jobs.Job, error: str) -> None:
-    conn.execute(jobs.noted(job, error=error))
-
-
-def _close(conn: Connection, survey_id: int | None, status: str) -> bool:
-    """Give an open survey its final status; True if it was open."""
-    return bool(conn.execute(closing(survey_id, status)).rowcount)
 
 
 def _reason(exc: BaseException) -> str:

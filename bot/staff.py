@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Literal
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from bot.db import Database, upsert_insert
 from bot.settings import Settings, StaffRole
@@ -42,28 +43,29 @@ async def add_staff(
     db: Database, *, telegram_id: int, role: StaffRole, name: str | None, now: datetime
 ) -> bool:
     """Add a staff member, or change the role and name of an existing one; True when new."""
-    async with db.write() as conn:
-        inserted = (
-            await conn.execute(
-                upsert_insert(db, staff)
-                .values(telegram_id=telegram_id, role=role, name=name, created_at=now)
-                .on_conflict_do_nothing()
-                .returning(staff.c.id)
-            )
-        ).scalar_one_or_none()
-        if inserted is None:
-            changes: dict[str, object] = {"role": role}
-            if name is not None:
-                changes["name"] = name
-            await conn.execute(sa.update(staff).where(staff.c.telegram_id == telegram_id).values(**changes))
+    return await db.transact(_add_staff, db.dialect, telegram_id, role, name, now)
+
+
+def _add_staff(
+    conn: Connection, dialect: str, telegram_id: int, role: StaffRole, name: str | None, now: datetime
+) -> bool:
+    inserted = conn.execute(
+        upsert_insert(dialect, staff)
+        .values(telegram_id=telegram_id, role=role, name=name, created_at=now)
+        .on_conflict_do_nothing()
+        .returning(staff.c.id)
+    ).scalar_one_or_none()
+    if inserted is None:
+        changes: dict[str, object] = {"role": role}
+        if name is not None:
+            changes["name"] = name
+        conn.execute(sa.update(staff).where(staff.c.telegram_id == telegram_id).values(**changes))
     return inserted is not None
 
 
 async def remove_staff(db: Database, telegram_id: int) -> bool:
     """Remove a staff member added with `staff add`; True when one was removed."""
-    async with db.write() as conn:
-        result = await conn.execute(sa.delete(staff).where(staff.c.telegram_id == telegram_id))
-    return bool(result.rowcount)
+    return bool(await db.run(sa.delete(staff).where(staff.c.telegram_id == telegram_id)))
 
 
 async def list_staff(db: Database, settings: Settings) -> list[StaffMember]:

@@ -9,12 +9,12 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from bot import jobs
 from bot.db import Database, upsert_insert
 from bot.errors import ContactOptedOut, OpenSurveysFull
-from bot.flow_versions import UNAVAILABLE, as_book
+from bot.flow_versions import UNAVAILABLE, FlowBook, as_book
 from bot.lifecycle import FINAL, OPEN, JobKind, SurveyStatus, has_expired, is_open, survey_sources
 from bot.tables import contacts, surveys
 from flows import engine
@@ -71,90 +71,96 @@ async def create_survey(
     opt-out, throttle and quiet-hour rules when it is due. An open survey gets an expiry job.
     """
     flow = get_flow(flows, new.flow_id)
-    async with db.write() as conn:
-        contact_id, contact_language = await _contact(db, conn, new, now)
-        if new.ticket is not None:
-            existing = await _by_ticket(conn, new.ticket, flow.id)
-            if existing is not None:
-                return existing
-        if contact_id is not None and max_open is not None:
-            count = sa.select(sa.func.count()).where(
-                surveys.c.contact_id == contact_id, surveys.c.status.in_(sorted(OPEN))
-            )
-            if (await conn.execute(count)).scalar_one() >= max_open:
-                raise OpenSurveysFull(new.channel, max_open)
-        pending = send_at is not None
-        expires_at = None if pending else now + ttl
-        language = flow.language_for(new.language or contact_language)
-        step = engine.start(flow, language)
-        if contact_id is not None and not pending:  # a pending survey closes them when it is sent
-            await conn.execute(superseded(contact_id))
-        token = secrets.token_urlsafe(16)
-        stmt = (
-            upsert_insert(db, surveys)
-            .values(
-                token=token,
-                flow_id=flow.id,
-                flow_version=flow.version,
-                ticket=new.ticket,
-                agent=new.agent,
-                team=new.team,
-                channel=new.channel,
-                contact_id=contact_id,
-                language=language,
-                status=SurveyStatus.PENDING if pending else SurveyStatus.ACTIVE,
-                created_at=now,
-                send_at=send_at,
-                sent_at=None if pending else now,
-                expires_at=expires_at,
-                state=step.state.to_json(),
-                meta=dict(new.meta) if new.meta else None,
-                requested_language=new.language,
-            )
-            .on_conflict_do_nothing()
-            .returning(surveys.c.id)
+    return await db.transact(_create, db.dialect, flow, new, now, ttl, send_at, max_open)
+
+
+def _create(
+    conn: Connection,
+    dialect: str,
+    flow: Flow,
+    new: NewSurvey,
+    now: datetime,
+    ttl: timedelta,
+    send_at: datetime | None,
+    max_open: int | None,
+) -> Created:
+    contact_id, contact_language = _contact(conn, dialect, new, now)
+    if new.ticket is not None:
+        existing = _by_ticket(conn, new.ticket, flow.id)
+        if existing is not None:
+            return existing
+    if contact_id is not None and max_open is not None:
+        count = sa.select(sa.func.count()).where(
+            surveys.c.contact_id == contact_id, surveys.c.status.in_(sorted(OPEN))
         )
-        survey_id = (await conn.execute(stmt)).scalar_one_or_none()
-        if survey_id is None:  # a concurrent trigger for the same ticket and flow won
-            found = await _by_ticket(conn, new.ticket or "", flow.id)
-            assert found is not None  # noqa: S101 - the conflict guarantees the row
-            return found
-        if pending:
-            await conn.execute(jobs.job(JobKind.SEND, now=now, survey_id=survey_id, due_at=send_at))
-        else:
-            await conn.execute(jobs.job(JobKind.EXPIRE, now=now, survey_id=survey_id, due_at=expires_at))
+        if conn.execute(count).scalar_one() >= max_open:
+            raise OpenSurveysFull(new.channel, max_open)
+    pending = send_at is not None
+    expires_at = None if pending else now + ttl
+    language = flow.language_for(new.language or contact_language)
+    step = engine.start(flow, language)
+    if contact_id is not None and not pending:  # a pending survey closes them when it is sent
+        conn.execute(superseded(contact_id))
+    token = secrets.token_urlsafe(16)
+    stmt = (
+        upsert_insert(dialect, surveys)
+        .values(
+            token=token,
+            flow_id=flow.id,
+            flow_version=flow.version,
+            ticket=new.ticket,
+            agent=new.agent,
+            team=new.team,
+            channel=new.channel,
+            contact_id=contact_id,
+            language=language,
+            status=SurveyStatus.PENDING if pending else SurveyStatus.ACTIVE,
+            created_at=now,
+            send_at=send_at,
+            sent_at=None if pending else now,
+            expires_at=expires_at,
+            state=step.state.to_json(),
+            meta=dict(new.meta) if new.meta else None,
+            requested_language=new.language,
+        )
+        .on_conflict_do_nothing()
+        .returning(surveys.c.id)
+    )
+    survey_id = conn.execute(stmt).scalar_one_or_none()
+    if survey_id is None:  # a concurrent trigger for the same ticket and flow won
+        found = _by_ticket(conn, new.ticket or "", flow.id)
+        assert found is not None  # noqa: S101 - the conflict guarantees the row
+        return found
+    if pending:
+        conn.execute(jobs.job(JobKind.SEND, now=now, survey_id=survey_id, due_at=send_at))
+    else:
+        conn.execute(jobs.job(JobKind.EXPIRE, now=now, survey_id=survey_id, due_at=expires_at))
     status = SurveyStatus.PENDING if pending else SurveyStatus.ACTIVE
     return Created(survey_id, token, status, language, step.prompts, created=True)
 
 
-async def _contact(
-    db: Database, conn: AsyncConnection, new: NewSurvey, now: datetime
-) -> tuple[int | None, str | None]:
+def _contact(conn: Connection, dialect: str, new: NewSurvey, now: datetime) -> tuple[int | None, str | None]:
     if new.address is None:
         return None, None
-    await conn.execute(
-        upsert_insert(db, contacts)
+    conn.execute(
+        upsert_insert(dialect, contacts)
         .values(channel=new.channel, address=new.address, language=new.language, created_at=now)
         .on_conflict_do_nothing()
     )
-    row = (
-        await conn.execute(
-            sa.select(contacts.c.id, contacts.c.language, contacts.c.opted_out_at)
-            .where(contacts.c.channel == new.channel, contacts.c.address == new.address)
-            .with_for_update()  # surveys for one contact are created one after another
-        )
+    row = conn.execute(
+        sa.select(contacts.c.id, contacts.c.language, contacts.c.opted_out_at)
+        .where(contacts.c.channel == new.channel, contacts.c.address == new.address)
+        .with_for_update()  # surveys for one contact are created one after another
     ).one()
     if row.opted_out_at is not None:
         raise ContactOptedOut(new.channel, new.address)
     return row.id, row.language
 
 
-async def _by_ticket(conn: AsyncConnection, ticket: str, flow_id: str) -> Created | None:
-    row = (
-        await conn.execute(
-            sa.select(surveys.c.id, surveys.c.token, surveys.c.status, surveys.c.language).where(
-                surveys.c.ticket == ticket, surveys.c.flow_id == flow_id
-            )
+def _by_ticket(conn: Connection, ticket: str, flow_id: str) -> Created | None:
+    row = conn.execute(
+        sa.select(surveys.c.id, surveys.c.token, surveys.c.status, surveys.c.language).where(
+            surveys.c.ticket == ticket, surveys.c.flow_id == flow_id
         )
     ).one_or_none()
     if row is None:
@@ -191,53 +197,63 @@ async def open_link(
     sees the current question, anyone else is told the link is used. A survey created
     without a language takes ``language`` (the customer's own) when the flow has it.
     """
-    async with db.write() as conn:
-        row = (
-            await conn.execute(sa.select(surveys).where(surveys.c.token == token).with_for_update(of=surveys))
-        ).one_or_none()
-        if row is None:
-            return Opened("unknown")
-        # The survey's own flow version (bot.flow_versions); one that cannot be served closes it.
-        flow = await as_book(flows).version_async(conn, row.flow_id, row.flow_version)
-        if flow is None:
-            await conn.execute(closing(row.id, UNAVAILABLE))
-            return Opened("closed", row.id, row.language)
-        state = engine.State.from_json(row.state, flow)
-        contact_id, _ = await _contact(
-            db, conn, NewSurvey(row.flow_id, channel, address, language=language), now
-        )
-        if row.contact_id is not None and row.contact_id != contact_id:
-            return Opened("used", row.id, row.language)
-        if has_expired(row.status, row.expires_at, now):
-            await conn.execute(moved(SurveyStatus.EXPIRED, surveys.c.id == row.id))
-            expired = engine.Prompt("expired", flow.texts[row.language].expired)
-            return Opened("expired", row.id, row.language, (expired,))
-        if not is_open(row.status, row.expires_at, now):
-            return Opened("closed", row.id, row.language)
-        if row.contact_id is not None:
-            prompts = engine.resume(flow, state, language=row.language, status=row.status)
-            return Opened("resumed", row.id, row.language, prompts)
-        if state.scores:  # answered before it had a contact (a web link): carry on
-            chosen = row.language
-            started, prompts = state, engine.resume(flow, state, language=chosen, status=row.status)
-        else:
-            chosen = flow.language_for(row.requested_language or language)
-            step = engine.start(flow, chosen)
-            started, prompts = step.state, step.prompts
-        if contact_id is not None:  # a link is opened by an address, which always has a contact
-            await conn.execute(superseded(contact_id, newer=row.id))
-        await conn.execute(
-            sa.update(surveys)
-            .where(surveys.c.id == row.id)
-            .values(contact_id=contact_id, language=chosen, state=started.to_json())
-        )
+    book = as_book(flows)
+    return await db.transact(_open_link, db.dialect, book, token, channel, address, language, now)
+
+
+def _open_link(
+    conn: Connection,
+    dialect: str,
+    book: FlowBook,
+    token: str,
+    channel: str,
+    address: str,
+    language: str | None,
+    now: datetime,
+) -> Opened:
+    row = conn.execute(
+        sa.select(surveys).where(surveys.c.token == token).with_for_update(of=surveys)
+    ).one_or_none()
+    if row is None:
+        return Opened("unknown")
+    # The survey's own flow version (bot.flow_versions); one that cannot be served closes it.
+    flow = book.version(conn, row.flow_id, row.flow_version)
+    if flow is None:
+        conn.execute(closing(row.id, UNAVAILABLE))
+        return Opened("closed", row.id, row.language)
+    state = engine.State.from_json(row.state, flow)
+    contact_id, _ = _contact(conn, dialect, NewSurvey(row.flow_id, channel, address, language=language), now)
+    if row.contact_id is not None and row.contact_id != contact_id:
+        return Opened("used", row.id, row.language)
+    if has_expired(row.status, row.expires_at, now):
+        conn.execute(moved(SurveyStatus.EXPIRED, surveys.c.id == row.id))
+        expired = engine.Prompt("expired", flow.texts[row.language].expired)
+        return Opened("expired", row.id, row.language, (expired,))
+    if not is_open(row.status, row.expires_at, now):
+        return Opened("closed", row.id, row.language)
+    if row.contact_id is not None:
+        prompts = engine.resume(flow, state, language=row.language, status=row.status)
+        return Opened("resumed", row.id, row.language, prompts)
+    if state.scores:  # answered before it had a contact (a web link): carry on
+        chosen = row.language
+        started, prompts = state, engine.resume(flow, state, language=chosen, status=row.status)
+    else:
+        chosen = flow.language_for(row.requested_language or language)
+        step = engine.start(flow, chosen)
+        started, prompts = step.state, step.prompts
+    if contact_id is not None:  # a link is opened by an address, which always has a contact
+        conn.execute(superseded(contact_id, newer=row.id))
+    conn.execute(
+        sa.update(surveys)
+        .where(surveys.c.id == row.id)
+        .values(contact_id=contact_id, language=chosen, state=started.to_json())
+    )
     return Opened("started", row.id, chosen, prompts)
 
 
 async def remember_ref(db: Database, survey_id: int, ref: str | None) -> None:
     """Store the channel's handle of the question just shown (a Telegram message id)."""
-    async with db.write() as conn:
-        await conn.execute(sa.update(surveys).where(surveys.c.id == survey_id).values(channel_ref=ref))
+    await db.run(sa.update(surveys).where(surveys.c.id == survey_id).values(channel_ref=ref))
 
 
 def closing(survey_id: int | None, status: SurveyStatus | str) -> sa.Update:

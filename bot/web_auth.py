@@ -40,7 +40,7 @@ from typing import Any
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from bot.db import Database, upsert_insert
 from bot.errors import InputError
@@ -129,28 +129,29 @@ async def set_web_login(
         raise InputError("role", f"use one of {', '.join(STAFF_ROLES)}")
     # Before the transaction and in a thread: argon2 is slow on purpose.
     password_hash = await asyncio.to_thread(hash_password, password)
-    async with db.write() as conn:
-        inserted = (
-            await conn.execute(
-                upsert_insert(db, staff)
-                .values(web_login=login, password_hash=password_hash, role=role, name=name, created_at=now)
-                .on_conflict_do_nothing(index_elements=["web_login"])
-                .returning(staff.c.id)
-            )
-        ).scalar_one_or_none()
-        if inserted is None:
-            changes: dict[str, object] = {"password_hash": password_hash, "role": role}
-            if name is not None:
-                changes["name"] = name
-            staff_id = (
-                await conn.execute(
-                    sa.update(staff).where(staff.c.web_login == login).values(**changes).returning(staff.c.id)
-                )
-            ).scalar_one()
-            # A new password is often set because the old one leaked: end the sessions it opened.
-            await conn.execute(sa.delete(web_sessions).where(web_sessions.c.staff_id == staff_id))
-        # Whoever set the password wants it usable now, not after the lock-out has run out.
-        await conn.execute(sa.delete(login_failures).where(login_failures.c.login == login))
+    return await db.transact(_set_login, db.dialect, login, password_hash, role, name, now)
+
+
+def _set_login(
+    conn: Connection, dialect: str, login: str, password_hash: str, role: str, name: str | None, now: datetime
+) -> bool:
+    inserted = conn.execute(
+        upsert_insert(dialect, staff)
+        .values(web_login=login, password_hash=password_hash, role=role, name=name, created_at=now)
+        .on_conflict_do_nothing(index_elements=["web_login"])
+        .returning(staff.c.id)
+    ).scalar_one_or_none()
+    if inserted is None:
+        changes: dict[str, object] = {"password_hash": password_hash, "role": role}
+        if name is not None:
+            changes["name"] = name
+        staff_id = conn.execute(
+            sa.update(staff).where(staff.c.web_login == login).values(**changes).returning(staff.c.id)
+        ).scalar_one()
+        # A new password is often set because the old one leaked: end the sessions it opened.
+        conn.execute(sa.delete(web_sessions).where(web_sessions.c.staff_id == staff_id))
+    # Whoever set the password wants it usable now, not after the lock-out has run out.
+    conn.execute(sa.delete(login_failures).where(login_failures.c.login == login))
     return inserted is not None
 
 
@@ -161,9 +162,7 @@ async def has_web_logins(db: Database) -> bool:
         return found.first() is not None
 
 
-async def _wait(
-    conn: AsyncConnection, limit: int, now: datetime, *where: sa.ColumnElement[bool]
-) -> int | None:
+def _wait(conn: Connection, limit: int, now: datetime, *where: sa.ColumnElement[bool]) -> int | None:
     """Seconds until the failures matching ``where`` fall below ``limit``; None when they are below it."""
     query = (
         sa.select(login_failures.c.failed_at)
@@ -171,45 +170,42 @@ async def _wait(
         .order_by(login_failures.c.failed_at.desc())
         .limit(limit)
     )
-    recent: list[datetime] = list((await conn.execute(query)).scalars())
+    recent: list[datetime] = list(conn.execute(query).scalars())
     if len(recent) < limit:
         return None
     # Once the oldest of the latest ``limit`` leaves the window, fewer than ``limit`` remain.
     return max(1, math.ceil((recent[-1] + FAILURE_WINDOW - now).total_seconds()))
 
 
-async def _lock(db: Database, conn: AsyncConnection, *keys: str) -> None:
+def _lock(conn: Connection, *keys: str) -> None:
     """On PostgreSQL, hold a lock per key until the transaction ends (SQLite's write lock does it there)."""
-    if db.dialect != "postgresql":
+    if conn.dialect.name != "postgresql":
         return
     for key in keys:  # always in this order (login, then address), so two attempts cannot deadlock
-        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(key))))
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(key))))
 
 
-async def _count_attempt(db: Database, login: str, ip: str, now: datetime) -> tuple[int | None, Any]:
+def _count_attempt(conn: Connection, login: str, ip: str, now: datetime) -> tuple[int | None, Any]:
     """Count an attempt as failed before its password is checked; (seconds to wait, None) when throttled.
 
     Otherwise (None, the staff row or None for an unknown login). Reading the counts and adding
     the attempt happen in one transaction under the locks, so concurrent attempts see each other.
     """
     c = login_failures.c
-    async with db.write() as conn:
-        await _lock(db, conn, f"afterword-login:{login}", f"afterword-address:{ip}")
-        waits = [
-            await _wait(conn, MAX_FAILURES, now, c.login == login, c.ip == ip),
-            await _wait(conn, MAX_LOGIN_FAILURES, now, c.login == login),
-            await _wait(conn, MAX_ADDRESS_FAILURES, now, c.ip == ip),
-        ]
-        if any(wait is not None for wait in waits):
-            return max(wait for wait in waits if wait is not None), None
-        await conn.execute(sa.insert(login_failures).values(login=login, ip=ip, failed_at=now))
-        row = (
-            await conn.execute(
-                sa.select(staff.c.id, staff.c.password_hash).where(
-                    staff.c.web_login == login, staff.c.password_hash.is_not(None)
-                )
-            )
-        ).one_or_none()
+    _lock(conn, f"afterword-login:{login}", f"afterword-address:{ip}")
+    waits = [
+        _wait(conn, MAX_FAILURES, now, c.login == login, c.ip == ip),
+        _wait(conn, MAX_LOGIN_FAILURES, now, c.login == login),
+        _wait(conn, MAX_ADDRESS_FAILURES, now, c.ip == ip),
+    ]
+    if any(wait is not None for wait in waits):
+        return max(wait for wait in waits if wait is not None), None
+    conn.execute(sa.insert(login_failures).values(login=login, ip=ip, failed_at=now))
+    row = conn.execute(
+        sa.select(staff.c.id, staff.c.password_hash).where(
+            staff.c.web_login == login, staff.c.password_hash.is_not(None)
+        )
+    ).one_or_none()
     return None, row
 
 
@@ -220,7 +216,7 @@ async def log_in(db: Database, *, login: str, password: str, ip: str, now: datet
     ``TRUSTED_PROXIES``, the one in X-Forwarded-For).
     """
     login_key, ip_key = login[:_KEY_LENGTH], ip[:_KEY_LENGTH]
-    wait, row = await _count_attempt(db, login_key, ip_key, now)
+    wait, row = await db.transact(_count_attempt, login_key, ip_key, now)
     if wait is not None:
         return LoginResult(False, True, None, wait)
     # An unknown login is checked against a dummy hash, so the time taken does not tell it apart.
@@ -230,22 +226,27 @@ async def log_in(db: Database, *, login: str, password: str, ip: str, now: datet
         return LoginResult(False, False, None, None)  # the attempt stays counted as a failure
     rehashed = await asyncio.to_thread(_hasher.hash, password) if _hasher.check_needs_rehash(stored) else None
     cookie = secrets.token_urlsafe(32)
-    async with db.write() as conn:
-        await conn.execute(
-            sa.insert(web_sessions).values(
-                token_hash=_digest(cookie),
-                staff_id=row.id,
-                csrf_token=new_csrf_token(),
-                created_at=now,
-                expires_at=now + SESSION_TTL,
-                last_seen_at=now,
-            )
-        )
-        # This attempt's row and the login's earlier failures: the owner is in, the count starts anew.
-        await conn.execute(sa.delete(login_failures).where(login_failures.c.login == login_key))
-        if rehashed is not None:  # the hasher's parameters were raised since this hash was made
-            await conn.execute(sa.update(staff).where(staff.c.id == row.id).values(password_hash=rehashed))
+    await db.transact(_open_session, row.id, _digest(cookie), login_key, rehashed, now)
     return LoginResult(True, False, cookie, None)
+
+
+def _open_session(
+    conn: Connection, staff_id: int, token_hash: str, login: str, rehashed: str | None, now: datetime
+) -> None:
+    conn.execute(
+        sa.insert(web_sessions).values(
+            token_hash=token_hash,
+            staff_id=staff_id,
+            csrf_token=new_csrf_token(),
+            created_at=now,
+            expires_at=now + SESSION_TTL,
+            last_seen_at=now,
+        )
+    )
+    # This attempt's row and the login's earlier failures: the owner is in, the count starts anew.
+    conn.execute(sa.delete(login_failures).where(login_failures.c.login == login))
+    if rehashed is not None:  # the hasher's parameters were raised since this hash was made
+        conn.execute(sa.update(staff).where(staff.c.id == staff_id).values(password_hash=rehashed))
 
 
 async def session_user(db: Database, cookie: str | None, *, now: datetime) -> WebUser | None:
@@ -275,10 +276,9 @@ async def session_user(db: Database, cookie: str | None, *, now: datetime) -> We
     if row is None:
         return None
     if row.last_seen_at is None or now - row.last_seen_at >= _TOUCH_EVERY:
-        async with db.write() as conn:
-            await conn.execute(
-                sa.update(web_sessions).where(web_sessions.c.id == row.session_id).values(last_seen_at=now)
-            )
+        await db.run(
+            sa.update(web_sessions).where(web_sessions.c.id == row.session_id).values(last_seen_at=now)
+        )
     return WebUser(row.id, row.web_login, row.name, row.role, row.csrf_token)
 
 
@@ -286,15 +286,17 @@ async def log_out(db: Database, cookie: str | None) -> None:
     """End the session of ``cookie``, if there is one."""
     if not cookie:
         return
-    async with db.write() as conn:
-        await conn.execute(sa.delete(web_sessions).where(web_sessions.c.token_hash == _digest(cookie)))
+    await db.run(sa.delete(web_sessions).where(web_sessions.c.token_hash == _digest(cookie)))
 
 
 async def prune(db: Database, *, now: datetime) -> int:
     """Delete expired sessions and failures older than the window; the number of rows deleted."""
-    async with db.write() as conn:
-        sessions = await conn.execute(sa.delete(web_sessions).where(web_sessions.c.expires_at <= now))
-        failures = await conn.execute(
-            sa.delete(login_failures).where(login_failures.c.failed_at <= now - FAILURE_WINDOW)
-        )
-    return sessions.rowcount + failures.rowcount
+    return await db.transact(_prune, now)
+
+
+def _prune(conn: Connection, now: datetime) -> int:
+    sessions = conn.execute(sa.delete(web_sessions).where(web_sessions.c.expires_at <= now))
+    failures = conn.execute(
+        sa.delete(login_failures).where(login_failures.c.failed_at <= now - FAILURE_WINDOW)
+    )
+    return int(sessions.rowcount + failures.rowcount)

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import pytest
 import sqlalchemy as sa
 import yaml
+from sqlalchemy.engine import Connection
 
 from bot.flow_versions import UNAVAILABLE
 from bot.inbound import Inbound, handle
@@ -314,8 +315,7 @@ async def test_a_survey_whose_version_cannot_be_served_is_closed_as_unavailable(
 ) -> None:
     """No stored definition of its version: closed as `unavailable` with the reason logged, nothing stored."""
     _v1, made = await sms_survey_on_v1(service, clock, tmp_path)
-    async with service.db.write() as conn:
-        await conn.execute(sa.delete(flow_versions).where(flow_versions.c.version == 1))
+    await service.db.run(sa.delete(flow_versions).where(flow_versions.c.version == 1))
     v2 = await service_with(service, write_flow(tmp_path / "v2", edited("insert-before")), clock)
     caplog.set_level(logging.WARNING)
     handled = await handle(v2.db, v2.flows, Inbound("sms", "+4915112345678", clock(), text="2"))
@@ -331,15 +331,16 @@ async def test_a_state_saved_with_a_position_is_read_with_its_own_version(
     """A database from before question ids: `position` 1 is version 1's second question, even
     when the loaded flow (version 2) has another question there."""
     _v1, made = await sms_survey_on_v1(service, clock, tmp_path)
-    async with service.db.write() as conn:
-        state = (
-            await conn.execute(sa.select(surveys.c.state).where(surveys.c.id == made.survey_id))
-        ).scalar_one()
+
+    def with_position(conn: Connection) -> None:
+        state = conn.execute(sa.select(surveys.c.state).where(surveys.c.id == made.survey_id)).scalar_one()
         old = {k: v for k, v in state.items() if k != "question"} | {
             "position": 1,
             "scores": {"satisfaction": 2},
         }
-        await conn.execute(sa.update(surveys).where(surveys.c.id == made.survey_id).values(state=old))
+        conn.execute(sa.update(surveys).where(surveys.c.id == made.survey_id).values(state=old))
+
+    await service.db.transact(with_position)
     v2 = await service_with(service, write_flow(tmp_path / "v2", edited("insert-before")), clock)
     await handle(v2.db, v2.flows, Inbound("sms", "+4915112345678", clock(), text="1"))
     assert [("resolution", 1, 1, 5, "low")] == await asked(service, made.survey_id)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 
 from bot.db import Database
 from bot.importer import import_csv
@@ -100,8 +100,9 @@ async def test_upgrade_marks_the_first_answer_of_each_survey_and_metric(empty_db
     db = Database(make_url(empty_db_url))
     try:
         await db.upgrade("0007")
-        async with db.write() as conn:
-            await conn.execute(
+
+        def before_0008(conn: Connection) -> None:
+            conn.execute(
                 sa.text(
                     "INSERT INTO surveys (id, token, flow_id, flow_version, ticket, channel, language, status, created_at, state)"
                     " VALUES (1, 'tok', 'support-csat', 1, 'T1', 'web', 'de', 'completed', '2026-11-20 10:00:00', '{}')"
@@ -118,7 +119,7 @@ async def test_upgrade_marks_the_first_answer_of_each_survey_and_metric(empty_db
                 ],
                 1,
             ):
-                await conn.execute(
+                conn.execute(
                     sa.text(
                         "INSERT INTO answers (id, survey_id, response_id, question_id, metric, score, answered_at,"
                         " channel, flow_id, language) VALUES (:id, :survey, :response, :question, :metric, :score,"
@@ -133,6 +134,8 @@ async def test_upgrade_marks_the_first_answer_of_each_survey_and_metric(empty_db
                         "score": score,
                     },
                 )
+
+        await db.transact(before_0008)
         await db.upgrade()
         async with db.read() as conn:
             flags = (

@@ -129,8 +129,7 @@ async def test_state_holds_the_conversation_and_the_columns_the_lifecycle(servic
     assert isinstance(state, dict)
     assert ["attempts", "question", "scores"] == sorted(state)
     old = {**state, "language": "de", "status": "active", "expires_at": None}
-    async with service.db.write() as conn:
-        await conn.execute(sa.update(surveys).where(surveys.c.id == survey_id).values(state=old))
+    await service.db.run(sa.update(surveys).where(surveys.c.id == survey_id).values(state=old))
     handled = await handle(service.db, service.flows, _msg(service, "2"))
     expected = (
         "answered",
@@ -138,8 +137,7 @@ async def test_state_holds_the_conversation_and_the_columns_the_lifecycle(servic
         service.flows["support-csat"].question("resolution").text_for("en", {"satisfaction": 2}),
     )
     assert expected == (handled.outcome, handled.language, handled.prompts[-1].text)
-    async with service.db.write() as conn:
-        await conn.execute(sa.update(surveys).where(surveys.c.id == survey_id).values(status="incomplete"))
+    await service.db.run(sa.update(surveys).where(surveys.c.id == survey_id).values(status="incomplete"))
     closed = await handle(service.db, service.flows, _msg(service, "1", survey_id=survey_id))
     assert ("closed", "incomplete") == (closed.outcome, closed.status)
     assert [("satisfaction", 2)] == await _rows(service, sa.select(answers.c.question_id, answers.c.score))
@@ -212,8 +210,7 @@ async def test_newer_survey_closes_the_older_open_one(service: Service) -> None:
 async def test_opted_out_contact_gets_no_survey(service: Service) -> None:
     """A contact who opted out cannot be sent a survey."""
     await _create(service, ticket="T-1")
-    async with service.db.write() as conn:
-        await conn.execute(sa.update(contacts).values(opted_out_at=service.clock()))
+    await service.db.run(sa.update(contacts).values(opted_out_at=service.clock()))
     with pytest.raises(ContactOptedOut):
         await _create(service, ticket="T-2")
 

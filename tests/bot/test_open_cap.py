@@ -14,6 +14,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
+from sqlalchemy.engine import Connection
 
 from bot.apikeys import create_key
 from bot.errors import ConfigError
@@ -126,10 +127,13 @@ async def test_a_closed_survey_frees_its_place(api: Api, final: str) -> None:
     """Only pending and active surveys count: once one is closed, another can be triggered."""
     for i in range(1, 4):
         await api.post(f"T-{i}", delay="1h")
-    async with api.service.db.write() as conn:
+
+    def close_first(conn: Connection) -> None:
         # A queued survey is sent (active) before it is answered or expires (bot.lifecycle).
-        await conn.execute(sa.update(surveys).where(surveys.c.ticket == "T-1").values(status="active"))
-        await conn.execute(sa.update(surveys).where(surveys.c.ticket == "T-1").values(status=final))
+        conn.execute(sa.update(surveys).where(surveys.c.ticket == "T-1").values(status="active"))
+        conn.execute(sa.update(surveys).where(surveys.c.ticket == "T-1").values(status=final))
+
+    await api.service.db.transact(close_first)
     assert 201 == (await api.post("T-4", delay="1h")).status_code
 
 

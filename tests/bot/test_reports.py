@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.engine import Connection
 
 from bot.apikeys import create_key
 from bot.app import create_app
@@ -141,13 +142,16 @@ async def test_sqlite_reads_histograms_from_the_covering_index(
         pytest.skip("INDEXED BY is SQLite's; PostgreSQL plans each query with its values")
     stmt = histogram_query(by, "sqlite")
     if stats:
-        async with service.db.write() as conn:
-            await conn.exec_driver_sql("ANALYZE")
+
+        def million_stats(conn: Connection) -> None:
+            conn.exec_driver_sql("ANALYZE")
             for index, stat in MILLION_STATS.items():
-                await conn.exec_driver_sql(
+                conn.exec_driver_sql(
                     "INSERT OR REPLACE INTO sqlite_stat1 (tbl, idx, stat) VALUES ('answers', ?, ?)",
                     (index, stat),
                 )
+
+        await service.db.transact(million_stats)
         await service.db.dispose()  # new connections read the statistics afresh
     async with service.db.read() as conn:
         compiled = stmt.compile(dialect=conn.dialect)

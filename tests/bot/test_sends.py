@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 
 from bot.apikeys import create_key
 from bot.channels.base import Channel
@@ -164,9 +164,11 @@ ALLOW_SENT_AT = {
 
 
 async def _execute(db: Database, statements: list[str]) -> None:
-    async with db.write() as conn:
+    def execute(conn: Connection) -> None:
         for statement in statements:
-            await conn.exec_driver_sql(statement)
+            conn.exec_driver_sql(statement)
+
+    await db.transact(execute)
 
 
 async def test_error_after_delivery_never_sends_again(sends: Sends) -> None:

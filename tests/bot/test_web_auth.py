@@ -324,8 +324,7 @@ async def test_weak_hash_is_upgraded_on_sign_in(service: Service, clock: Clock) 
     """A hash made with weaker parameters is replaced by a default one at the next sign-in."""
     await _add(service, clock)
     weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
-    async with service.db.write() as conn:
-        await conn.execute(sa.update(staff).values(password_hash=weak))
+    await service.db.run(sa.update(staff).values(password_hash=weak))
     result = await log_in(service.db, login="ana", password=PASSWORD, ip=IP, now=clock())
     (row,) = await _rows(service, staff)
     assert (True, False) == (result.ok, PasswordHasher().check_needs_rehash(row.password_hash))
