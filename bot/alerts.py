@@ -122,8 +122,8 @@ class Alerter:
                 text = await alert_text(conn, job)
                 reply_to = None
                 if job.kind == ALERT_COMMENT and job.survey_id is not None:
-                    earlier = await jobs.latest_result(conn, job.survey_id, ALERT)
-                    reply_to = earlier.get("message_id") if earlier else None
+                    earlier = await jobs.ended(conn, job.survey_id, ALERT)
+                    reply_to = (earlier.result or {}).get("message_id") if earlier else None
             if text is None:
                 await self.service.db.run(
                     jobs.finished(job, now=now, status=JobStatus.SKIPPED, error="answer not found")

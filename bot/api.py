@@ -25,7 +25,7 @@ from bot.apikeys import check_key
 from bot.errors import OpenSurveysFull, ReportError, TriggerError, unfit_text
 from bot.hooks import HookError, HookTicket, from_freshdesk, from_generic, from_zendesk, parse_mapping
 from bot.inbound import MAX_ID
-from bot.lifecycle import JobKind
+from bot.lifecycle import JobKind, JobStatus
 from bot.reports import build_report, report_query
 from bot.resources import Survey, SurveyCreated
 from bot.service import Service
@@ -234,6 +234,7 @@ async def show(request: Request, survey_id: int, key: Annotated[str, Depends(api
                     s.completed_at,
                     s.expires_at,
                     s.meta,
+                    s.closed_reason,
                 ).where(s.id == survey_id)
             )
         ).one_or_none()
@@ -253,7 +254,7 @@ async def show(request: Request, survey_id: int, key: Annotated[str, Depends(api
             }
             for a in given
         ]
-        sent = await jobs.latest_result(conn, survey_id, JobKind.SEND)
+        sent = await jobs.ended(conn, survey_id, JobKind.SEND)
     times = ("created_at", "send_at", "sent_at", "completed_at", "expires_at")
     return JSONResponse(
         {
@@ -267,9 +268,16 @@ async def show(request: Request, survey_id: int, key: Annotated[str, Depends(api
             "team": row.team,
             **{t: getattr(row, t).isoformat() if getattr(row, t) else None for t in times},
             "metadata": row.meta or None,  # the key POST took; {} and null are stored alike
-            # How its send ended ("sent", "throttled", "sent, unconfirmed: …") and the provider's
-            # message ids; null until the send job is done.
-            "delivery": {"outcome": sent.get("outcome"), "provider_id": sent.get("provider_id")}
+            "closed_reason": row.closed_reason,
+            # How its send ended ("sent", "throttled", "sent, unconfirmed: …", "failed") and the
+            # provider's message ids; null until the send job has ended.
+            "delivery": {
+                "outcome": "failed"
+                if sent.status == JobStatus.FAILED
+                else (sent.result or {}).get("outcome"),
+                "provider_id": (sent.result or {}).get("provider_id"),
+                "reason": sent.last_error if sent.status == JobStatus.FAILED else None,
+            }
             if sent
             else None,
             "answers": found,

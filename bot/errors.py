@@ -12,6 +12,9 @@ class AfterwordError(Exception):
     """Base of every error the service raises on purpose."""
 
     exit_code = 1
+    # The HTTP status the web app answers when a route lets this error escape (bot.app):
+    # 4xx names what the request got wrong; 5xx is ours, and a provider sends its request again.
+    http_status = 500
 
 
 class ConfigError(AfterwordError):
@@ -28,6 +31,8 @@ class ConfigError(AfterwordError):
 class DatabaseUnavailable(AfterwordError):
     """The database cannot be reached or opened."""
 
+    http_status = 503
+
     def __init__(self, url: str, reason: str) -> None:
         self.url = url
         self.reason = reason
@@ -36,6 +41,8 @@ class DatabaseUnavailable(AfterwordError):
 
 class SchemaOutdated(AfterwordError):
     """The database schema is not at the revision this version of Afterword needs."""
+
+    http_status = 503
 
     def __init__(self, url: str, current: str | None, head: str) -> None:
         self.url = url
@@ -50,6 +57,8 @@ class SchemaOutdated(AfterwordError):
 class ChannelUnavailable(AfterwordError):
     """A channel's provider cannot be used right now (refused token, unreachable API)."""
 
+    http_status = 503
+
     def __init__(self, channel: str, reason: str) -> None:
         self.channel = channel
         self.reason = reason
@@ -57,14 +66,29 @@ class ChannelUnavailable(AfterwordError):
 
 
 class DeliveryFailed(AfterwordError):
-    """A provider refused or failed to deliver a message or call; ``retry_after`` when it may work later."""
+    """A provider refused a message or call, so nothing of it reached the customer.
+
+    Classified where the provider's error is read (each channel): ``permanent`` when it will
+    never take it (the customer blocked the bot, an invalid or unreachable number, any other
+    refusal of the request itself), so the delivery ends at once with this error as its
+    reason; otherwise it may work later (a 429, a 5xx, a handset switched off): after
+    ``retry_after`` seconds when the provider said how long, else after the scheduler's
+    back-off, until its attempts run out.
+    """
 
     def __init__(
-        self, channel: str, code: int | None, message: str, retry_after: float | None = None
+        self,
+        channel: str,
+        code: int | None,
+        message: str,
+        *,
+        permanent: bool,
+        retry_after: float | None = None,
     ) -> None:
         self.channel = channel
         self.code = code
         self.message = message
+        self.permanent = permanent
         self.retry_after = retry_after
         super().__init__(f"{channel}: {message}" + (f" (code {code})" if code else ""))
 
@@ -73,6 +97,7 @@ class InvalidPhone(AfterwordError):
     """A phone number that cannot be read as a valid number."""
 
     exit_code = 2
+    http_status = 422
 
     def __init__(self, raw: str, reason: str) -> None:
         self.raw = raw
@@ -83,9 +108,13 @@ class InvalidPhone(AfterwordError):
 class SurveyError(AfterwordError):
     """A survey cannot be created or continued as asked."""
 
+    http_status = 422
+
 
 class ContactOptedOut(SurveyError):
     """The contact asked not to be surveyed again."""
+
+    http_status = 409  # not bad input: the same request works once the contact opts in again
 
     def __init__(self, channel: str, address: str) -> None:
         self.channel = channel
@@ -97,6 +126,7 @@ class InputError(AfterwordError):
     """A value the user gave is not allowed; ``field`` names it, ``message`` says what is."""
 
     exit_code = 2
+    http_status = 422
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
@@ -119,6 +149,7 @@ class OpenSurveysFull(TriggerError):
     """
 
     exit_code = 1
+    http_status = 409
 
     def __init__(self, channel: str, limit: int) -> None:
         self.channel = channel
@@ -137,6 +168,8 @@ class ApiKeyError(InputError):
 class ImportFailed(AfterwordError):
     """The file cannot be imported as it is; nothing of it was stored."""
 
+    http_status = 422
+
     def __init__(self, path: str, problems: list[str], total: int) -> None:
         self.path = path
         self.problems = problems
@@ -152,10 +185,26 @@ class ImportFailed(AfterwordError):
 class ImportFileUnreadable(AfterwordError):
     """The import file as a whole cannot be read (missing, encoding, header); --skip-bad cannot help."""
 
+    http_status = 422
+
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class InboundFailed(AfterwordError):
+    """A provider's request (a Telegram update) failed for a reason of ours, not of the request.
+
+    Answered 500, so that the provider sends it again; the error that stopped it is the cause.
+    An event is recorded (bot.inbound) in the transaction that does its work, so work that
+    failed left no record, and the request sent again does it instead of being dropped.
+    """
+
+    def __init__(self, provider: str, event_id: str) -> None:
+        self.provider = provider
+        self.event_id = event_id
+        super().__init__(f"{provider} event {event_id} failed; the provider will send it again")
 
 
 # What no column should hold: NUL (PostgreSQL refuses it in text), the other C0 controls but

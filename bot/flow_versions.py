@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 # or one that no longer parses): closed, never answered against another version.
 UNAVAILABLE = "unavailable"
 
+
+def no_definition(flow_id: str, version: int) -> str:
+    """Why a survey of this flow version is closed as UNAVAILABLE (its closed_reason, the logs)."""
+    return f"flow {flow_id} version {version} has no valid stored definition"
+
+
 _BY_KEY = sa.select(flow_versions.c.definition).where(
     flow_versions.c.flow_id == sa.bindparam("flow_id"), flow_versions.c.version == sa.bindparam("version")
 )
@@ -107,7 +113,7 @@ class FlowBook(Mapping[str, Flow]):
             flow = rebuild(stored) if stored is not None else None
             if flow is None or (flow.id, flow.version) != key:
                 flow = None
-                log.warning("flow %s version %s has no valid stored definition", flow_id, version)
+                log.warning("%s", no_definition(flow_id, version))
             self._versions[key] = flow
         return self._versions[key]
 

@@ -16,9 +16,9 @@ from sqlalchemy.engine import Connection
 from bot.alerts import queue_alerts
 from bot.db import Database, upsert_insert
 from bot.errors import clean_text
-from bot.flow_versions import UNAVAILABLE, as_book
+from bot.flow_versions import UNAVAILABLE, as_book, no_definition
 from bot.lifecycle import SurveyStatus, has_expired, is_open
-from bot.surveys import closing
+from bot.surveys import unservable
 from bot.tables import answers, contacts, inbound_events, surveys
 from flows import engine
 from flows.schema import Flow
@@ -241,14 +241,10 @@ def _late_reply(conn: Connection, flows: Mapping[str, Flow], inbound: Inbound) -
 
 def _unavailable(conn: Connection, row: sa.Row[tuple[object, ...]]) -> Handled:
     """Close a survey whose flow version cannot be served: never answered against another one."""
-    closed = conn.execute(closing(int(row.id), UNAVAILABLE))
+    closed = conn.execute(unservable(int(row.id), str(row.flow_id), int(row.flow_version)))
     if closed.rowcount:
         log.warning(
-            "survey %s closed as %s: flow %s version %s has no valid stored definition",
-            row.id,
-            UNAVAILABLE,
-            row.flow_id,
-            row.flow_version,
+            "survey %s closed as %s: %s", row.id, UNAVAILABLE, no_definition(row.flow_id, row.flow_version)
         )
     status = UNAVAILABLE if closed.rowcount else str(row.status)
     return Handled("closed", survey_id=int(row.id), status=status)

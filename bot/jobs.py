@@ -188,13 +188,16 @@ async def retry_later(db: Database, job: Job, *, now: datetime, error: str) -> b
     return True
 
 
-def retried(job: Job, *, now: datetime, error: str, held: bool = False) -> sa.Update:
-    """The UPDATE that puts a failed attempt back, pending, after a wait that doubles per attempt.
+def retried(
+    job: Job, *, now: datetime, error: str, held: bool = False, wait: timedelta | None = None
+) -> sa.Update:
+    """The UPDATE that puts a failed attempt back, pending, after ``wait`` (what the provider
+    asked for), else after a wait that doubles per attempt (5 s, 10 s, … at most an hour).
 
     The caller checks ``MAX_ATTEMPTS`` first. With ``held``, only while the row is as this
     worker holds it.
     """
-    delay = min(_FIRST_RETRY * 2 ** (job.attempts - 1), _LONGEST_RETRY)
+    delay = wait if wait is not None else min(_FIRST_RETRY * 2 ** (job.attempts - 1), _LONGEST_RETRY)
     return (
         sa.update(jobs)
         .where(jobs.c.id == job.id, *(_holding(job) if held else ()), _may_become(JobStatus.PENDING))
@@ -207,17 +210,20 @@ def noted(job: Job, *, error: str) -> sa.Update:
     return sa.update(jobs).where(jobs.c.id == job.id, *_holding(job)).values(last_error=error)
 
 
-async def latest_result(conn: AsyncConnection, survey_id: int, kind: JobKind) -> Mapping[str, Any] | None:
-    """The result of the survey's newest finished job of ``kind``, if any."""
-    row = (
+async def ended(conn: AsyncConnection, survey_id: int, kind: JobKind) -> Any:
+    """The survey's newest job of ``kind`` that was done or failed: its status, result and last_error."""
+    return (
         await conn.execute(
-            sa.select(jobs.c.result)
-            .where(jobs.c.survey_id == survey_id, jobs.c.kind == kind, jobs.c.status == JobStatus.DONE)
+            sa.select(jobs.c.status, jobs.c.result, jobs.c.last_error)
+            .where(
+                jobs.c.survey_id == survey_id,
+                jobs.c.kind == kind,
+                jobs.c.status.in_([JobStatus.DONE, JobStatus.FAILED]),
+            )
             .order_by(jobs.c.id.desc())
             .limit(1)
         )
     ).one_or_none()
-    return row.result if row is not None else None
 
 
 def postponed(job: Job, *, due_at: datetime) -> sa.Update:

@@ -42,8 +42,12 @@ class SurveyCreated(_Resource):
 class Delivery(_Resource):
     """How the survey's send ended, and the provider's message id."""
 
-    outcome: str | None = Field(description='"sent", "throttled", "sent, unconfirmed: …", …')
+    outcome: str | None = Field(description='"sent", "throttled", "sent, unconfirmed: …", "failed", …')
     provider_id: str | None
+    reason: str | None = Field(
+        description="Why a failed send failed: the provider's refusal, e.g. "
+        '"telegram: Forbidden: bot was blocked by the user (code 403)".'
+    )
 
 
 class SurveyAnswer(_Resource):
@@ -72,5 +76,9 @@ class Survey(_Resource):
     completed_at: str | None = Field(description=_TIME)
     expires_at: str | None = Field(description=_TIME)
     metadata: dict[str, Any] | None
-    delivery: Delivery | None = Field(description="Null until the send job is done.")
+    closed_reason: str | None = Field(
+        description="Why the survey closed when something other than the customer closed it "
+        "(a provider's refusal of its send, a flow version that cannot be served); else null."
+    )
+    delivery: Delivery | None = Field(description="Null until the send job has ended.")
     answers: list[SurveyAnswer]

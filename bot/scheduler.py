@@ -60,7 +60,7 @@ from bot import jobs
 from bot.channels.base import Channel, never_sent
 from bot.db import Database, upsert_insert
 from bot.errors import ContactOptedOut, DeliveryFailed
-from bot.flow_versions import UNAVAILABLE
+from bot.flow_versions import UNAVAILABLE, no_definition
 from bot.lifecycle import JobKind, JobStatus, SurveyStatus, is_open, survey_sources
 from bot.phones import mask, time_zone
 from bot.quiet_hours import next_allowed, zone_or_default
@@ -338,11 +338,13 @@ class Scheduler:
                 close=SurveyStatus.SKIPPED,
             )
             return
-        except DeliveryFailed as exc:
-            if exc.retry_after is None:  # the provider will never take it (a wrong number)
+        except DeliveryFailed as exc:  # classified by the channel; nothing of it was delivered
+            if exc.permanent:  # blocked, an invalid number: it will never work, so no retry
+                log.warning("survey %s failed: %s", row.id, exc)
                 await db.transact(self._settle, job, JobStatus.FAILED, str(exc), close=SurveyStatus.FAILED)
-            else:
-                await self._retry(job, str(exc))
+            else:  # after the wait the provider asked for, else after the back-off
+                wait = None if exc.retry_after is None else timedelta(seconds=exc.retry_after)
+                await self._retry(job, str(exc), wait=wait)
             return
         except Exception as exc:
             if never_sent(exc):  # no connection, so no request: safe to try again later
@@ -394,7 +396,7 @@ class Scheduler:
         # The survey's own flow version (bot.flow_versions): one that cannot be served closes it.
         flow = self.service.book.version(conn, row.flow_id, row.flow_version)
         if flow is None:
-            why = f"flow {row.flow_id} version {row.flow_version} has no valid stored definition"
+            why = no_definition(row.flow_id, row.flow_version)
             log.warning("survey %s closed as %s: %s", row.id, UNAVAILABLE, why)
             self._settle(conn, job, JobStatus.SKIPPED, why, close=UNAVAILABLE)
             return None
@@ -563,16 +565,16 @@ class Scheduler:
             log.info("job %s was settled by another worker", job.id)
             return False
         if close is not None:
-            conn.execute(closing(job.survey_id, close))
+            conn.execute(closing(job.survey_id, close, reason=error))
         return True
 
-    async def _retry(self, job: jobs.Job, error: str) -> None:
-        await self.service.db.transact(self._retry_in, job, error)
+    async def _retry(self, job: jobs.Job, error: str, *, wait: timedelta | None = None) -> None:
+        await self.service.db.transact(self._retry_in, job, error, wait)
 
-    def _retry_in(self, conn: Connection, job: jobs.Job, error: str) -> None:
+    def _retry_in(self, conn: Connection, job: jobs.Job, error: str, wait: timedelta | None) -> None:
         """Put the job back to try later, or after the last attempt fail it (and a send's survey)."""
         if job.attempts < jobs.MAX_ATTEMPTS:
-            conn.execute(jobs.retried(job, now=self.service.clock(), error=error, held=True))
+            conn.execute(jobs.retried(job, now=self.service.clock(), error=error, held=True, wait=wait))
             return
         close = SurveyStatus.FAILED if job.kind == JobKind.SEND else None
         if self._settle(conn, job, JobStatus.FAILED, error, close=close) and close is not None:

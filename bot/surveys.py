@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -14,12 +14,16 @@ from sqlalchemy.engine import Connection
 from bot import jobs
 from bot.db import Database, upsert_insert
 from bot.errors import ContactOptedOut, OpenSurveysFull
-from bot.flow_versions import UNAVAILABLE, FlowBook, as_book
+from bot.flow_versions import UNAVAILABLE, FlowBook, as_book, no_definition
 from bot.lifecycle import FINAL, OPEN, JobKind, SurveyStatus, has_expired, is_open, survey_sources
-from bot.tables import contacts, surveys
+from bot.tables import MAX_REASON, contacts, surveys
+from bot.tables import jobs as jobs_table
 from flows import engine
 from flows.loader import get_flow
 from flows.schema import Flow
+
+if TYPE_CHECKING:  # bot.inbound imports this module
+    from bot.inbound import Event
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,7 @@ def _by_ticket(conn: Connection, ticket: str, flow_id: str) -> Created | None:
     return Created(row.id, row.token, SurveyStatus(row.status), row.language, (), created=False)
 
 
-LinkOutcome = Literal["started", "resumed", "expired", "closed", "used", "unknown"]
+LinkOutcome = Literal["started", "resumed", "expired", "closed", "used", "unknown", "duplicate"]
 
 
 @dataclass(frozen=True)
@@ -190,15 +194,19 @@ async def open_link(
     address: str,
     language: str | None,
     now: datetime,
+    event: Event | None = None,
 ) -> Opened:
     """Open a survey by its link token for the contact at ``address``.
 
     The first contact to open a link owns the survey; the same contact opening it again
     sees the current question, anyone else is told the link is used. A survey created
     without a language takes ``language`` (the customer's own) when the flow has it.
+    ``event`` (the provider's request, a Telegram update) is recorded in the same
+    transaction: seen before, nothing is done ("duplicate"); a failure leaves no record,
+    so the request sent again is processed.
     """
     book = as_book(flows)
-    return await db.transact(_open_link, db.dialect, book, token, channel, address, language, now)
+    return await db.transact(_open_link, db.dialect, book, token, channel, address, language, now, event)
 
 
 def _open_link(
@@ -210,7 +218,13 @@ def _open_link(
     address: str,
     language: str | None,
     now: datetime,
+    event: Event | None = None,
 ) -> Opened:
+    if event is not None:
+        from bot.inbound import first_seen  # bot.inbound imports this module
+
+        if not first_seen(conn, dialect, event):
+            return Opened("duplicate")
     row = conn.execute(
         sa.select(surveys).where(surveys.c.token == token).with_for_update(of=surveys)
     ).one_or_none()
@@ -219,7 +233,7 @@ def _open_link(
     # The survey's own flow version (bot.flow_versions); one that cannot be served closes it.
     flow = book.version(conn, row.flow_id, row.flow_version)
     if flow is None:
-        conn.execute(closing(row.id, UNAVAILABLE))
+        conn.execute(unservable(row.id, row.flow_id, row.flow_version))
         return Opened("closed", row.id, row.language)
     state = engine.State.from_json(row.state, flow)
     contact_id, _ = _contact(conn, dialect, NewSurvey(row.flow_id, channel, address, language=language), now)
@@ -256,15 +270,61 @@ async def remember_ref(db: Database, survey_id: int, ref: str | None) -> None:
     await db.run(sa.update(surveys).where(surveys.c.id == survey_id).values(channel_ref=ref))
 
 
-def closing(survey_id: int | None, status: SurveyStatus | str) -> sa.Update:
+def closing(survey_id: int | None, status: SurveyStatus | str, *, reason: str | None = None) -> sa.Update:
     """The UPDATE that gives an open survey its final status, for a caller's own connection.
 
-    A survey whose status may not move to ``status`` (bot.lifecycle) is left as it is: its
-    rowcount is 0. A status that closes no survey (pending, active, or none) is a ValueError.
+    ``reason`` says why, when something other than the customer closed it (a provider's
+    refusal); it is kept in ``closed_reason``, cut to its column's length. A survey whose
+    status may not move to ``status`` (bot.lifecycle) is left as it is: its rowcount is 0.
+    A status that closes no survey (pending, active, or none) is a ValueError.
     """
     if status not in FINAL:
         raise ValueError(f"status: {status!r} does not close a survey; use one of {', '.join(sorted(FINAL))}")
-    return moved(SurveyStatus(status), surveys.c.id == survey_id)
+    update = moved(SurveyStatus(status), surveys.c.id == survey_id)
+    return update if reason is None else update.values(closed_reason=reason[:MAX_REASON])
+
+
+# How long after a transient "not delivered" report the survey's question is sent once more.
+REDELIVER_AFTER = timedelta(hours=1)
+
+
+def undelivered(
+    conn: Connection, survey_id: int, message_id: str, reason: str, *, transient: bool, now: datetime
+) -> str:
+    """A provider reported a message of the survey's send as not delivered; what was done.
+
+    Transient (Twilio 30003: the handset was off or out of reach, and Twilio's advice is to
+    send again later): the question is sent once more after REDELIVER_AFTER, as a reminder
+    job with ``{"redeliver": reason}``, which the scheduler skips if the survey was answered
+    or closed meanwhile ("again"). A report on another message of the first send changes
+    nothing more ("ignored"). A report on a message of that second send, or a permanent one
+    (30006: a landline), closes the survey as failed with ``reason`` ("failed").
+    """
+    rows = conn.execute(
+        sa.select(jobs_table.c.status, jobs_table.c.payload, jobs_table.c.result)
+        .where(jobs_table.c.survey_id == survey_id, jobs_table.c.kind == JobKind.REMINDER)
+        .order_by(jobs_table.c.id)
+    ).all()
+    again = [row for row in rows if (row.payload or {}).get("redeliver")]
+    if again:
+        sent_again = str((again[-1].result or {}).get("provider_id") or "").split(",")
+        if message_id not in sent_again:
+            return "ignored"
+    elif transient:
+        due = now + REDELIVER_AFTER
+        conn.execute(
+            jobs.job(
+                JobKind.REMINDER, now=now, survey_id=survey_id, due_at=due, payload={"redeliver": reason}
+            )
+        )
+        return "again"
+    conn.execute(closing(survey_id, SurveyStatus.FAILED, reason=reason))
+    return "failed"
+
+
+def unservable(survey_id: int, flow_id: str, version: int) -> sa.Update:
+    """The UPDATE that closes a survey whose flow version cannot be served, saying so."""
+    return closing(survey_id, UNAVAILABLE, reason=no_definition(flow_id, version))
 
 
 def moved(status: SurveyStatus, *where: sa.ColumnElement[bool]) -> sa.Update:

@@ -47,6 +47,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return stored.astimezone(UTC)
 
 
+MAX_REASON = 500  # surveys.closed_reason
 REPORT_COLUMNS = ("metric", "scale_min", "scale_max", "scale_best", "score", "answered_at")
 # The headline answers only (CSAT, NPS and CES count one per respondent): partial indexes,
 # whose condition the report's statements repeat word for word, as SQLite needs to use them.
@@ -107,6 +108,10 @@ surveys = sa.Table(
     # The channel's handle of the question last shown (a Telegram message id), so that
     # its buttons can be removed once it is answered.
     sa.Column("channel_ref", sa.String(64)),
+    # Why it closed, when something other than the customer closed it: a provider's refusal of
+    # its send ("telegram: Forbidden: bot was blocked by the user (code 403)"), a flow version
+    # that cannot be served. At most MAX_REASON characters (migration 0012).
+    sa.Column("closed_reason", sa.String(MAX_REASON)),
     sa.UniqueConstraint("ticket", "flow_id"),
     sa.Index(None, "contact_id", "status"),
     sa.Index(None, "status", "expires_at"),

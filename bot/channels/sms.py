@@ -27,7 +27,7 @@ from bot.inbound import MAX_ID, Event, Inbound, handle
 from bot.lifecycle import SurveyStatus
 from bot.phones import mask, normalize
 from bot.service import Service
-from bot.surveys import closing
+from bot.surveys import closing, undelivered
 from flows.engine import Prompt
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,17 @@ OPT_OUT = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", 
 OPT_IN = frozenset({"START", "YES", "UNSTOP"})
 HELP = frozenset({"HELP", "INFO"})
 FAILED = frozenset({"failed", "undelivered"})
+# Twilio's delivery errors in a status callback that may pass if tried later (see on_status).
+RETRY_LATER = frozenset({"30003"})
+UNDELIVERED = {
+    "30003": "unreachable handset",
+    "30005": "unknown number",
+    "30006": "landline or unreachable carrier",
+    "30007": "filtered by the carrier",
+    "30008": "unknown error",
+    str(OPTED_OUT): "unsubscribed",
+}
+_DONE = {"again": "sent again in an hour", "ignored": "already handled", "failed": "survey failed"}
 
 TEXTS: dict[str, dict[str, str]] = {
     "de": {
@@ -125,7 +136,7 @@ class SmsChannel(Channel):
                     raise ContactOptedOut(self.channel, mask(address)) from exc
                 failed = delivery_failed(self.channel, exc)
                 if sids:  # part went out: a retry would send that again (sends are at most once)
-                    failed.retry_after = None
+                    failed.permanent = True
                 raise failed from exc
             sids.append(str(message.sid))
         log.info("sent %d %s message(s) to %s", len(prompts), self.channel, mask(address))
@@ -190,9 +201,15 @@ async def on_status(
     survey: Annotated[int, Query(ge=1, le=MAX_ID)],
     form: FormData = Depends(signed_form),  # noqa: B008
 ) -> Response:
-    """Delivery status of a message we sent: failed or undelivered marks the survey failed."""
+    """Delivery status of a message we sent: failed or undelivered fails the survey, or sends it again.
+
+    Twilio's error codes say which: 30003 (the handset is off or out of reach) may work later,
+    so the question is sent once more an hour later (surveys.undelivered); any other failure
+    (30006 a landline, 30005 an unknown number, 30007 carrier filtering) will not.
+    """
     service: Service = request.app.state.service
     status = form_text(form, "MessageStatus")
+    code = form_text(form, "ErrorCode")
     if form_text(form, "ErrorCode") == str(OPTED_OUT):
         try:
             channel, address = address_of(form_text(form, "To"), service.settings.phone_region)
@@ -201,6 +218,15 @@ async def on_status(
         else:
             await contacts.opt_out(service.db, channel, address, now=service.clock())
     if status in FAILED:
-        await service.db.run(closing(survey, SurveyStatus.FAILED))
-        log.info("survey %s: message %s (error %s)", survey, status, form_text(form, "ErrorCode") or "-")
+        known = UNDELIVERED.get(code)
+        reason = f"{PROVIDER}: message {status} (error {code or '-'}{f': {known}' if known else ''})"
+        done = await service.db.transact(
+            undelivered,
+            survey,
+            form_text(form, "MessageSid"),
+            reason,
+            transient=code in RETRY_LATER,
+            now=service.clock(),
+        )
+        log.info("survey %s: %s; %s", survey, reason, _DONE[done])
     return Response(status_code=204)

@@ -13,6 +13,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
 from aiolimiter import AsyncLimiter
@@ -274,9 +275,14 @@ class TelegramChannel(Channel):
             sent = await self.application.bot.send_message(
                 chat_id=int(address), text=message_text(prompts, language), reply_markup=markup
             )
-        except (BadRequest, Forbidden, RetryAfter) as exc:  # refused: nothing sent (after a 429, try later)
-            later = 60.0 if isinstance(exc, RetryAfter) else None
-            raise DeliveryFailed(self.name, None, exc.message, retry_after=later) from exc
+        except Forbidden as exc:  # the customer blocked the bot (or left the chat): never deliverable
+            raise DeliveryFailed(self.name, 403, exc.message, permanent=True) from exc
+        except BadRequest as exc:  # "chat not found" and the like: this request will never work
+            raise DeliveryFailed(self.name, 400, exc.message, permanent=True) from exc
+        except RetryAfter as exc:  # flood control outlasted the rate limiter's own retries
+            wait = exc.retry_after
+            seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+            raise DeliveryFailed(self.name, 429, exc.message, permanent=False, retry_after=seconds) from exc
         if survey_id is not None and any(p.kind == "question" for p in prompts):
             await remember_ref(self.service.db, survey_id, str(sent.message_id) if markup else None)
         return str(sent.message_id)

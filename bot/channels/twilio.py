@@ -169,9 +169,17 @@ def _check_fields(form: FormData) -> None:
 
 
 def delivery_failed(channel: str, exc: TwilioRestException) -> DeliveryFailed:
-    """A Twilio REST error as DeliveryFailed; a 429 or 5xx may work later."""
-    later = 60.0 if exc.status == RATE_LIMITED or exc.status >= 500 else None
-    return DeliveryFailed(channel, exc.code, str(exc.msg), retry_after=later)
+    """A Twilio REST error as DeliveryFailed: a 429 or a 5xx may work later, any other refusal never.
+
+    Twilio answers 4xx for a request it will not carry out as it is: 21211 (the 'To' number is
+    invalid), 21614 (not a mobile number), 21408 (no permission for the region), 21610 (the
+    recipient unsubscribed, which the SMS channel records as an opt-out before this). A 429
+    reaches here only after ``RoutedHttpClient`` waited out its Retry-After; a 5xx is Twilio's
+    own trouble ("try again a few times with exponential back-off", error 20503), so both are
+    retried with the scheduler's back-off.
+    """
+    transient = exc.status == RATE_LIMITED or exc.status >= 500
+    return DeliveryFailed(channel, exc.code, str(exc.msg), permanent=not transient)
 
 
 def form_text(form: FormData, key: str) -> str:

@@ -16,12 +16,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from bot.channels.base import Channel
 from bot.errors import clean_text
-from bot.flow_versions import UNAVAILABLE
 from bot.inbound import TOKEN, Inbound, handle
 from bot.lifecycle import SurveyStatus, has_expired, is_open
 from bot.pages import page
 from bot.service import Service
-from bot.surveys import closing, current
+from bot.surveys import current, unservable
 from bot.tables import surveys
 from flows.engine import Prompt
 from flows.schema import Flow
@@ -135,7 +134,7 @@ async def show(request: Request, token: str) -> HTMLResponse:
         return _not_found(request)
     flow = await _flow(service, row)
     if flow is None:  # its version cannot be served: closed, never shown another version
-        await service.db.run(closing(row.id, UNAVAILABLE))
+        await service.db.run(unservable(row.id, row.flow_id, row.flow_version))
         message = _ui(row.language)["closed"]
         return page(request, "message.html", {"lang": row.language, "title": message, "message": message})
     texts = flow.texts[row.language]

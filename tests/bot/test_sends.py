@@ -135,7 +135,7 @@ async def test_send_left_mid_way_is_settled_as_unconfirmed_and_not_sent_again(
         job.result["outcome"],
     )
     assert (started, ["expire", "reminder", "send"]) == (await sends.sent_at(survey_id), await sends.kinds())
-    assert {"outcome": STOPPED, "provider_id": None} == await sends.delivery(survey_id)
+    assert {"outcome": STOPPED, "provider_id": None, "reason": None} == await sends.delivery(survey_id)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert [(True, True, False)] == [
         (f"job {job.id} (send): survey {survey_id} by sms" in m, mask(CUSTOMER) in m, CUSTOMER in m)
@@ -211,7 +211,9 @@ async def test_recorded_send_keeps_the_provider_ids(sends: Sends) -> None:
         await sends.sent_at(survey_id),
         await sends.kinds(),
     )
-    assert {"outcome": "sent", "provider_id": ",".join(sids)} == await sends.delivery(survey_id)
+    assert {"outcome": "sent", "provider_id": ",".join(sids), "reason": None} == await sends.delivery(
+        survey_id
+    )
 
 
 async def test_two_schedulers_racing_for_one_job_send_it_once(sends: Sends) -> None:

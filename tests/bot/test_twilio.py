@@ -279,7 +279,7 @@ async def test_redelivered_message_sid_stores_one_answer(tw: Harness) -> None:
 async def test_failed_status_callback_marks_the_survey_failed(tw: Harness) -> None:
     """A failed or undelivered status callback marks the survey failed (not delivered in the response rate)."""
     survey_id = await tw.start("sms")
-    params = {"MessageSid": "SM1", "MessageStatus": "undelivered", "ErrorCode": "30003", "To": CUSTOMER}
+    params = {"MessageSid": "SM1", "MessageStatus": "undelivered", "ErrorCode": "30006", "To": CUSTOMER}
     response = await tw.post(f"/twilio/status?survey={survey_id}", params)
     assert (204, "failed") == (response.status_code, await survey_status(tw.service, survey_id))
 
