@@ -52,7 +52,9 @@ _SURVEY_BY_ID = _LOCKED_SURVEY.where(
 )
 _ACTIVE_SURVEY = (
     _LOCKED_SURVEY.where(surveys.c.contact_id == _CONTACT, surveys.c.status == SurveyStatus.ACTIVE)
-    .order_by(surveys.c.sent_at.desc(), surveys.c.id.desc())
+    # A survey being sent (active, sent_at not yet set) comes last on both backends: until its
+    # send is recorded the customer cannot be answering it, and its older one is still open.
+    .order_by(surveys.c.sent_at.desc().nulls_last(), surveys.c.id.desc())
     .limit(1)
 )
 # The contact's newest survey that reached them (a pending one has not been sent yet): when no

@@ -452,20 +452,19 @@ class Scheduler:
         return zone_or_default(guessed, default)
 
     def _activate(self, conn: Connection, row: Any, now: datetime) -> bool:
-        """Make the survey answerable just before it is sent, closing the contact's older ones.
+        """Make the survey answerable just before it is sent.
 
         The lifecycle is in the columns only (status, expires_at); the state is not touched.
-        False, and nothing changed, when the survey is no longer pending or active.
+        The contact's older open surveys stay open until the send is recorded (_record_send):
+        a send the provider refuses must not have closed them. False, and nothing changed,
+        when the survey is no longer pending or active.
         """
         activating = (
             sa.update(surveys)
             .where(surveys.c.id == row.id, surveys.c.status.in_(_MAY_ACTIVATE))
             .values(status=SurveyStatus.ACTIVE, expires_at=now + self.service.survey_ttl)
         )
-        if conn.execute(activating).rowcount != 1:
-            return False
-        conn.execute(superseded(row.contact_id, newer=row.id))
-        return True
+        return bool(conn.execute(activating).rowcount == 1)
 
     def _sent(
         self, conn: Connection, job: jobs.Job, now: datetime, provider_id: str | None, *, reminder: bool
@@ -486,8 +485,14 @@ class Scheduler:
             self._record_send(conn, job.survey_id, now)
 
     def _record_send(self, conn: Connection, survey_id: int, at: datetime) -> None:
-        """Set the survey's ``sent_at`` (if unset) and queue its expiry and its one reminder."""
+        """Set the survey's ``sent_at`` (if unset), close the contact's older open surveys (a
+        contact answers the newest question asked), and queue its expiry and its one reminder."""
         settings = self.service.settings
+        contact_id = conn.execute(
+            sa.select(surveys.c.contact_id).where(surveys.c.id == survey_id)
+        ).scalar_one_or_none()
+        if contact_id is not None:
+            conn.execute(superseded(contact_id, newer=survey_id))
         conn.execute(
             sa.update(surveys)
             .where(surveys.c.id == survey_id, surveys.c.sent_at.is_(None))

@@ -43,9 +43,9 @@ class Sends:
     client: httpx.AsyncClient
     clock: Clock
 
-    async def survey(self, channel: str, to: str) -> int:
+    async def survey(self, channel: str, to: str, ticket: str = "T-1") -> int:
         """A due survey, as POST /api/surveys makes it."""
-        request = SurveyRequest(ticket_id="T-1", channel=channel, to=to)
+        request = SurveyRequest(ticket_id=ticket, channel=channel, to=to)
         made = await trigger(self.service, request, channels=self.channels, link_for=lambda *_: None)
         assert made.survey_id is not None
         return made.survey_id
@@ -96,7 +96,9 @@ async def telegram(service: Service, fake_telegram: FakeBotApi, clock: Clock) ->
 
 @pytest.fixture
 async def sms(service: Service, fake_twilio: FakeTwilioApi, clock: Clock) -> AsyncIterator[Sends]:
-    async with running_app(service, clock, **twilio_settings(fake_twilio)) as (app, client, svc):
+    # No throttle: a test sends one number several surveys in a row.
+    settings = {**twilio_settings(fake_twilio), "throttle_days": 0}
+    async with running_app(service, clock, **settings) as (app, client, svc):
         yield Sends(svc, app.state.channels, client, clock)
 
 
@@ -246,3 +248,18 @@ async def test_landline_30006_fails_the_survey_at_once(sms: Sends, fake_twilio: 
     shown = await sms.shown(survey_id)
     assert (2, "failed") == (len(fake_twilio.messages()), shown["status"])
     assert "30006" in shown["closed_reason"]
+
+
+async def test_a_refused_send_leaves_the_contacts_older_survey_open(
+    sms: Sends, fake_twilio: FakeTwilioApi
+) -> None:
+    """The contact's older open survey is closed when the newer one is sent, not when a provider refused it."""
+    first = await sms.survey("sms", PHONE, ticket="T-1")
+    await sms.tick()
+    refused = await sms.survey("sms", PHONE, ticket="T-2")
+    fake_twilio.fail_next("Messages", status=400, code=21211)
+    await sms.tick()
+    assert ("active", "failed") == (await sms.status(first), await sms.status(refused))
+    sent = await sms.survey("sms", PHONE, ticket="T-3")
+    await sms.tick()
+    assert ("incomplete", "active") == (await sms.status(first), await sms.status(sent))
