@@ -19,11 +19,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from bot import api, dashboard
 from bot.channels import sms, voice, web
 from bot.channels.registry import open_channels
-from bot.errors import AfterwordError
+from bot.errors import (
+    AfterwordError,
+    ChannelUnavailable,
+    DatabaseUnavailable,
+    DeliveryFailed,
+    ImportFailed,
+    ImportFileUnreadable,
+    InputError,
+    InvalidPhone,
+    SchemaOutdated,
+    SurveyError,
+)
 from bot.limits import BodyLimit
 from bot.logs import install_logging
 from bot.pages import SECURITY_HEADERS, STATIC_DIR
@@ -35,6 +47,10 @@ if TYPE_CHECKING:  # python-telegram-bot is imported only when the channel is on
     from bot.telegram_bot import TelegramBot
 
 VERSION = version("afterword")
+log = logging.getLogger(__name__)
+# Seconds a client (a provider's webhook retry, a helpdesk) is asked to wait after a 503: long
+# enough for a database restart or fail-over, short enough that answers are not held up for long.
+RETRY_AFTER_SECONDS = 30
 
 # Swagger UI's files (swagger-ui-dist 5, the ones FastAPI would load from a CDN) as the
 # fastapi-offline package ships them, so /docs works on a network without internet.
@@ -132,6 +148,8 @@ def create_app(
         ]
         return JSONResponse({"error": problems[0], "errors": problems}, status_code=422)
 
+    install_error_handlers(app)
+
     @app.post("/telegram/webhook", include_in_schema=False)
     async def telegram_webhook(request: Request) -> Response:
         """Updates from Telegram; only with the secret token set by `afterword telegram set-webhook`."""
@@ -153,11 +171,13 @@ def create_app(
         if (field := misshapen(data)) is not None:
             return _not_an_update(field, "not as Telegram sends it: another type, or an id over 64 bits")
         try:
-            await bot.process(data)
+            update = bot.read_update(data)
         except (AttributeError, LookupError, TypeError, ValueError, ArithmeticError) as exc:
-            # Raised while reading the update (Update.de_json), before any handler ran; an error
-            # in a handler is the bot's own to log (TelegramBot._log_error).
+            # Raised while reading the update (Update.de_json), before any handler ran.
             return _not_an_update("body", f"not a Telegram update: {type(exc).__name__}")
+        # A handler that failed raises here (TelegramBot.process): DatabaseUnavailable (503) or
+        # InboundFailed (500), answered by the handlers below, so Telegram sends the update again.
+        await bot.process(update)
         return Response(status_code=200)
 
     @app.get("/docs", include_in_schema=False)
@@ -189,6 +209,81 @@ def create_app(
         return JSONResponse(body)
 
     return app
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """One handler for each class of bot.errors, so an error that a route lets escape gets its status.
+
+    Routes still catch what they answer in their own way (the API's 409 and 422); these are
+    for the rest. An error of the request (4xx) says what was wrong in the app's shape
+    {"error": {"field", "message"}}. One of ours (5xx) says nothing of the server (no URL,
+    no path, no provider's text) and is logged; a provider's webhook that gets it sends its
+    request again, which the inbound path then processes once (bot.inbound).
+    """
+    for bad_input in (InputError, InvalidPhone, SurveyError, ImportFailed, ImportFileUnreadable):
+        app.add_exception_handler(bad_input, _bad_input)
+    for down in (DatabaseUnavailable, SchemaOutdated, ChannelUnavailable):
+        app.add_exception_handler(down, _unavailable)
+    app.add_exception_handler(DeliveryFailed, _refused_by_provider)
+    app.add_exception_handler(AfterwordError, _our_error)  # ConfigError, InboundFailed, any other
+    # A connection lost in the middle of a transaction, or a database that refuses for now
+    # (SQLite's "database is locked"): the same outage as DatabaseUnavailable.
+    app.add_exception_handler(DBAPIError, _database_error)
+    # Anything else: a 500 in the same shape. Starlette raises the error again after this
+    # response is sent, so the server logs it with its traceback.
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def _error(status: int, field: str | None, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"field": field, "message": message}}, status_code=status)
+
+
+def _try_later(what: str) -> JSONResponse:
+    """503 with Retry-After: nothing was done, and the same request may be sent again as it is."""
+    response = _error(503, None, f"{what} is unavailable right now; nothing was done, try again later")
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+async def _bad_input(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AfterwordError)  # noqa: S101 - registered for these classes only
+    if isinstance(exc, InputError):
+        return _error(exc.http_status, exc.field, exc.message)
+    return _error(exc.http_status, None, str(exc))
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # Logged in full: DatabaseUnavailable and SchemaOutdated show the URL without its password.
+    log.warning("%s %s answered 503: %s", request.method, request.url.path, exc)
+    return _try_later(f"the {exc.channel} channel" if isinstance(exc, ChannelUnavailable) else "the database")
+
+
+async def _refused_by_provider(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DeliveryFailed)  # noqa: S101 - registered for this class only
+    log.warning("%s %s answered 502: %s", request.method, request.url.path, exc)
+    return _error(502, None, f"{exc.channel} did not take the message")
+
+
+async def _our_error(request: Request, exc: Exception) -> JSONResponse:
+    status = exc.http_status if isinstance(exc, AfterwordError) else 500
+    log.error("%s %s answered %d: %s", request.method, request.url.path, status, exc, exc_info=exc)
+    return _error(status, None, "the request failed on our side; try again later")
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)  # noqa: S101 - registered for this class only
+    if not (exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)):
+        raise exc  # a bug, not an outage: the server error path logs it (see _unexpected)
+    # The driver's own first line only: the statement and its parameters (survey tokens,
+    # answers) that SQLAlchemy adds to the message stay out of the log.
+    cause = exc.orig if exc.orig is not None else exc
+    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    log.warning("%s %s answered 503: the database failed: %s", request.method, request.url.path, reason)
+    return _try_later("the database")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    return _error(500, None, "the request failed on our side; try again later")
 
 
 def _not_an_update(field: str, message: str) -> JSONResponse:

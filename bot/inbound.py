@@ -76,6 +76,10 @@ _NEWEST_SURVEY = (
 # A week covers a customer who reads the message after a weekend or a holiday; a message
 # weeks later is more likely about something else, and "this survey has expired" would puzzle.
 LATE_REPLY_WINDOW = timedelta(days=7)
+_EVENT_SEEN = sa.select(inbound_events.c.id).where(
+    inbound_events.c.provider == sa.bindparam("provider"),
+    inbound_events.c.event_id == sa.bindparam("event_id"),
+)
 _SAVE_SURVEY = (
     sa.update(surveys)
     .where(surveys.c.id == sa.bindparam("survey_id"))
@@ -200,9 +204,23 @@ def _handle(conn: Connection, db: Database, flows: Mapping[str, Flow], inbound: 
     return Handled(step.outcome, step.prompts, step.answers, row.id, row.language, status, row.channel_ref)
 
 
-async def first_delivery(db: Database, provider: str, event_id: str, received_at: datetime) -> bool:
-    """Record a provider event that is not an answer (a command); False when it came before."""
-    return await db.transact(first_seen, db.dialect, Event(provider, event_id, received_at))
+async def done_before(db: Database, event: Event) -> bool:
+    """Whether ``event`` is recorded, so its work was done: for a command that only replies.
+
+    Such a command (a greeting, /report) changes nothing a transaction could record its event
+    with, so it records the event after its reply went out (``record_done``): a reply that
+    failed leaves no record and the provider's next try is answered, one that went out is not
+    given again. Should recording fail (the database went down just then), the webhook answers
+    5xx and the reply is given twice: at least once, never lost.
+    """
+    params = {"provider": event.provider, "event_id": event.event_id}
+    async with db.read() as conn:
+        return (await conn.execute(_EVENT_SEEN, params)).first() is not None
+
+
+async def record_done(db: Database, event: Event) -> None:
+    """Record ``event`` once its reply went out (see ``done_before``)."""
+    await db.transact(first_seen, db.dialect, event)
 
 
 def first_seen(conn: Connection, dialect: str, event: Event) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -19,7 +20,7 @@ from telegram.ext import ContextTypes
 
 from bot.alerts import Alerter
 from bot.channels.telegram import ALLOWED_UPDATES, CustomerHandlers, TelegramChannel, build_application
-from bot.errors import ChannelUnavailable, ConfigError
+from bot.errors import AfterwordError, ChannelUnavailable, ConfigError, InboundFailed
 from bot.service import Service
 from bot.telegram_staff import StaffHandlers
 from bot.triggers import survey_links
@@ -31,6 +32,14 @@ DEFAULT_API_URL = "https://api.telegram.org/bot"  # python-telegram-bot's; it ap
 # python-telegram-bot logs an answer that is not JSON with a traceback before it raises; the
 # error we raise says so in one line, so that record is dropped while we call the API here.
 _PAYLOAD_LOGGER = "telegram.request.BaseRequest"
+# The errors of the webhook update being processed. python-telegram-bot hands an exception of a
+# handler to the error handlers and swallows it (Application.process_update), so the webhook
+# would answer 200 and Telegram would never send the update again. The error handler, which
+# PTB awaits inside process_update (handlers and error handlers block by default), puts it
+# here instead, and TelegramBot.process raises it. Unset (None) for polled updates.
+_FAILED: contextvars.ContextVar[list[Exception] | None] = contextvars.ContextVar(
+    "afterword_telegram_failed", default=None
+)
 
 
 def _not_json(exc: BaseException) -> str | None:
@@ -77,7 +86,7 @@ class TelegramBot:
         # Staff commands first: /report and /survey must not reach the customer handlers.
         StaffHandlers(service, self.link).register(self.application)
         CustomerHandlers(service, self.channel).register(self.application)
-        self.application.add_error_handler(self._log_error)
+        self.application.add_error_handler(self._on_error)
         self._alerts: asyncio.Task[None] | None = None
 
     def link(self, token: str) -> str:
@@ -127,10 +136,31 @@ class TelegramBot:
             await self.application.stop()
         await self.application.shutdown()
 
-    async def process(self, data: Mapping[str, Any]) -> None:
-        """Handle one update as Telegram posts it to the webhook."""
-        update = Update.de_json(dict(data), self.application.bot)
-        await self.application.process_update(update)
+    def read_update(self, data: Mapping[str, Any]) -> Update:
+        """An update as Telegram posts it to the webhook; AttributeError, TypeError, ValueError, … if it is not one."""
+        return Update.de_json(dict(data), self.application.bot)
+
+    async def process(self, update: Update) -> None:
+        """Handle one webhook update; raise what stopped a handler, so the webhook answers 5xx.
+
+        Telegram sends an update again until it gets a 2xx. Every handler records the update
+        with its work, or after it (bot.inbound.done_before), so an update whose
+        handler failed is done on the next try, and one that was done is not done twice.
+        An Afterword error of ours is raised as it is (DatabaseUnavailable: 503), anything
+        else as InboundFailed (500) caused by it.
+        """
+        failed: list[Exception] = []
+        token = _FAILED.set(failed)
+        try:
+            await self.application.process_update(update)
+        finally:
+            _FAILED.reset(token)
+        if not failed:
+            return
+        error = failed[0]
+        if isinstance(error, AfterwordError) and error.http_status >= 500:
+            raise error
+        raise InboundFailed("telegram", str(update.update_id)) from error
 
     async def set_webhook(self) -> str:
         """Register PUBLIC_BASE_URL/telegram/webhook with the secret; returns the URL."""
@@ -184,6 +214,11 @@ class TelegramBot:
         message_id: int = sent.message_id
         return message_id
 
-    async def _log_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A handler's error: raised by ``process`` for a webhook update (the web app logs it), else logged."""
+        failed = _FAILED.get()
+        if failed is not None and context.error is not None:
+            failed.append(context.error)
+            return
         update_id = update.update_id if isinstance(update, Update) else None
         log.error("Telegram update %s failed", update_id, exc_info=context.error)

@@ -6,17 +6,19 @@ nothing about surveys or scores, not even whether a ticket exists.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from telegram import LinkPreviewOptions, Update
 from telegram.constants import ParseMode
 from telegram.ext import Application, CommandHandler, ContextTypes
 
+from bot.channels.telegram import update_event
 from bot.errors import ContactOptedOut, ReportError
-from bot.inbound import first_delivery
+from bot.inbound import done_before, record_done
 from bot.report_format import (
     FOOTNOTE,
     METRICS,
@@ -34,13 +36,13 @@ from bot.surveys import NewSurvey, create_survey
 from scoring.chart import trend_chart
 from scoring.report import Report
 
-PROVIDER = "telegram"
 REFUSAL = "Sorry, this command is only for the support team."
 REPORT_USAGE = "Usage: /report [7d|30d|90d] [by agent|team|channel]\nExample: /report 30d by agent"
 SURVEY_USAGE = "Usage: /survey <ticket> [flow] [language]\nExample: /survey T-1042 support-csat de"
 REPORT_GROUPS = ("agent", "team", "channel")
 _PERIOD = re.compile(r"^\d{1,4}d$")
 _LANGUAGE = re.compile(r"^[a-z]{2}$")
+_Command = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
 
 
 def parse_report_args(args: Sequence[str]) -> tuple[str, str | None]:
@@ -104,16 +106,33 @@ class StaffHandlers:
 
     def register(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         """Add the staff command handlers."""
-        application.add_handler(CommandHandler("report", self.report))
-        application.add_handler(CommandHandler("survey", self.survey))
+        application.add_handler(CommandHandler("report", self._once(self.report)))
+        application.add_handler(CommandHandler("survey", self._once(self.survey)))
+
+    def _once(self, command: _Command) -> _Command:
+        """``command`` done once per update, recorded only after it succeeded.
+
+        Recorded after, not before: a command that failed (the database down, Telegram not
+        answering) leaves no record, so Telegram's next try of the update does it. /report and
+        a refusal only read and reply, so nothing could hold the record in one transaction
+        with the work; /survey's one write is found again by ticket, so doing it again on
+        a retry gives the same link. See bot.inbound.done_before.
+        """
+
+        async def once(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            event = update_event(self.service, update)
+            if await done_before(self.service.db, event):
+                return  # a redelivered command is not done twice
+            await command(update, context)
+            await record_done(self.service.db, event)
+
+        return once
 
     async def _member(self, update: Update, roles: Sequence[StaffRole]) -> StaffMember | None:
         """The sender if staff with one of ``roles``; anyone else is refused, politely and alike."""
         user, message = update.effective_user, update.effective_message
         if user is None or message is None:
             return None
-        if not await first_delivery(self.service.db, PROVIDER, str(update.update_id), self.service.clock()):
-            return None  # a redelivered command is not done twice
         member = await find_staff(self.service.db, self.service.settings, user.id)
         if member is None or member.role not in roles:
             await message.reply_text(REFUSAL)
@@ -139,7 +158,9 @@ class StaffHandlers:
         await message.reply_text(report_message(report, period), parse_mode=ParseMode.HTML)
         points = trend_points(report)
         if any(p.csat or p.nps for p in points):
-            png = trend_chart(
+            # Up to a second of CPU: in a thread, so that other updates are served meanwhile.
+            png = await asyncio.to_thread(
+                trend_chart,
                 points,
                 targets={k: v for k, v in targets.items() if k in ("csat", "nps")},
                 title=f"CSAT and NPS, last {days} days",

@@ -32,7 +32,7 @@ from telegram.ext import (
 
 from bot.channels.base import Channel
 from bot.errors import ConfigError, DeliveryFailed, SurveyError
-from bot.inbound import TOKEN, Handled, Inbound, first_delivery, handle
+from bot.inbound import TOKEN, Event, Handled, Inbound, done_before, handle, record_done
 from bot.service import Service
 from bot.surveys import open_link, remember_ref
 from flows.engine import Prompt
@@ -299,6 +299,11 @@ def customer_language(service: Service, user: User | None, survey_language: str 
     return flow.default_language if flow else "de"
 
 
+def update_event(service: Service, update: Update) -> Event:
+    """The update as a provider event: Telegram sends an update it got no 2xx for again, same update_id."""
+    return Event(PROVIDER, str(update.update_id), service.clock())
+
+
 class CustomerHandlers:
     """The customer side: /start with a survey link, buttons, typed answers, /skip and /stop."""
 
@@ -314,19 +319,19 @@ class CustomerHandlers:
         application.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self.text))
 
     async def start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """`/start <token>` from a survey link opens that survey in this chat."""
-        chat, user = update.effective_chat, update.effective_user
-        if chat is None or update.effective_message is None:
+        """`/start <token>` from a survey link opens that survey in this chat.
+
+        The update is recorded in the transaction that opens the link, so a start that failed
+        is done when Telegram sends it again, and one that was done is not done twice.
+        """
+        chat, user, message = update.effective_chat, update.effective_user, update.effective_message
+        if chat is None or message is None:
             return
-        if not await first_delivery(self.service.db, PROVIDER, str(update.update_id), self.service.clock()):
-            return
+        event = update_event(self.service, update)
         language = customer_language(self.service, user)
         token = context.args[0] if context.args else None
-        if token is None:
-            await update.effective_message.reply_text(TEXTS[language]["hello"])
-            return
-        if not TOKEN.fullmatch(token):  # not a token we make: unknown, without asking the database
-            await update.effective_message.reply_text(TEXTS[language]["unknown"])
+        if token is None or not TOKEN.fullmatch(token):  # not a token we make: unknown, without asking
+            await self._reply_once(message, event, TEXTS[language]["hello" if token is None else "unknown"])
             return
         try:
             opened = await open_link(
@@ -337,15 +342,25 @@ class CustomerHandlers:
                 address=str(chat.id),
                 language=language,
                 now=self.service.clock(),
+                event=event,
             )
-        except SurveyError:  # an opted-out contact gets no survey
-            await update.effective_message.reply_text(TEXTS[language]["closed"])
+        except SurveyError:  # an opted-out contact gets no survey (its transaction rolled back, event too)
+            await self._reply_once(message, event, TEXTS[language]["closed"])
+            return
+        if opened.outcome == "duplicate":
             return
         language = opened.language or language
         if opened.prompts:
             await self.channel.deliver(str(chat.id), opened.prompts, language, survey_id=opened.survey_id)
         else:
-            await update.effective_message.reply_text(TEXTS[language][opened.outcome])
+            await message.reply_text(TEXTS[language][opened.outcome])
+
+    async def _reply_once(self, message: Message, event: Event, text: str) -> None:
+        """A reply that changes nothing: given unless ``event`` was done, then recorded (``done_before``)."""
+        if await done_before(self.service.db, event):
+            return
+        await message.reply_text(text)
+        await record_done(self.service.db, event)
 
     async def command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/skip and /stop act on the chat's open survey."""
