@@ -173,7 +173,7 @@ def _handle(conn: Connection, db: Database, flows: Mapping[str, Flow], inbound: 
     if inbound.event_id is not None:
         event = Event(inbound.provider or inbound.channel, inbound.event_id, inbound.received_at)
         if not first_seen(conn, db.dialect, event):
-            return Handled("duplicate")
+            return _repeat(conn, flows, inbound)
     row = _open_survey(conn, inbound)
     if row is None:
         return _late_reply(conn, flows, inbound)
@@ -236,6 +236,51 @@ def _open_survey(conn: Connection, inbound: Inbound) -> sa.Row[tuple[object, ...
     if inbound.survey_id is not None:
         return conn.execute(_SURVEY_BY_ID, {"survey_id": inbound.survey_id, **contact}).one_or_none()
     return conn.execute(_ACTIVE_SURVEY, contact).one_or_none()
+
+
+def _repeat(conn: Connection, flows: Mapping[str, Flow], inbound: Inbound) -> Handled:
+    """A provider's request seen before: sent again because our reply to it was lost (a crash
+    after the commit, a Bot API that did not answer, so the webhook answered 5xx).
+
+    Nothing is stored again. The prompts are what the conversation asks now: the question
+    after the stored answer, or the thanks when that answer completed the survey; so the
+    customer is not left waiting. Outcome "duplicate", with no prompts when nothing is open.
+    """
+    book = as_book(flows)
+    row = _open_survey(conn, inbound)
+    if row is not None:
+        flow = book.version(conn, row.flow_id, row.flow_version)
+        language, status = str(row.language), str(row.status)
+        prompts: tuple[engine.Prompt, ...] = ()
+        if flow is not None and status == SurveyStatus.ACTIVE:
+            prompts = engine.resume(
+                flow, engine.State.from_json(row.state, flow), language=language, status=status
+            )
+        elif flow is not None and status == SurveyStatus.COMPLETED:
+            prompts = (engine.Prompt("thanks", flow.texts[language].thanks),)
+        return Handled(
+            "duplicate",
+            prompts,
+            survey_id=row.id,
+            language=language,
+            status=status,
+            channel_ref=row.channel_ref,
+        )
+    if inbound.survey_token is not None or inbound.survey_id is not None:
+        return Handled("duplicate")
+    # No active survey by this address: the repeated message may have completed it.
+    newest = conn.execute(
+        _NEWEST_SURVEY, {"channel": inbound.channel, "address": inbound.address}
+    ).one_or_none()
+    if newest is None or newest.status != SurveyStatus.COMPLETED:
+        return Handled("duplicate")
+    flow = book.version(conn, newest.flow_id, newest.flow_version)
+    if flow is None:
+        return Handled("duplicate", survey_id=newest.id)
+    thanks = engine.Prompt("thanks", flow.texts[newest.language].thanks)
+    return Handled(
+        "duplicate", (thanks,), survey_id=newest.id, language=newest.language, status=newest.status
+    )
 
 
 def _late_reply(conn: Connection, flows: Mapping[str, Flow], inbound: Inbound) -> Handled:

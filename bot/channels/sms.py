@@ -189,7 +189,9 @@ async def on_message(request: Request, form: FormData = Depends(signed_form)) ->
         ),
     )
     reply = MessagingResponse()
-    if handled.outcome not in ("duplicate", "no_survey", "closed"):
+    # A repeated MessageSid ("duplicate": Twilio retried because our reply was lost) gets
+    # what the survey asks now, so the customer is not left without the next question.
+    if handled.outcome not in ("no_survey", "closed"):
         for prompt in handled.prompts:
             reply.message(sms_text(prompt, handled.language or "de"))
     return _twiml(reply)

@@ -384,8 +384,10 @@ class CustomerHandlers:
             return
         handled = await self._handle(update, chat.id, text=text, command=command)
         language = customer_language(self.service, update.effective_user, handled.language)
-        if handled.outcome == "duplicate":
+        if handled.outcome == "duplicate" and not handled.prompts:
             return
+        # A "duplicate" with prompts is Telegram sending an update again after our reply to it
+        # failed (the webhook answered 5xx): the answer is stored, the next question is sent now.
         if handled.outcome in ("no_survey", "closed"):
             await message.reply_text(TEXTS[language]["hello" if handled.outcome == "no_survey" else "closed"])
             return
@@ -409,8 +411,16 @@ class CustomerHandlers:
         )
         language = customer_language(self.service, update.effective_user, handled.language)
         message_id = query.message.message_id if query.message else None
-        if handled.outcome == "duplicate":
-            await query.answer()
+        if handled.outcome == "duplicate":  # sent again by Telegram: the tap is stored already
+            try:
+                await query.answer()
+            except TelegramError as exc:  # answered on the first try, or too old: the next question matters
+                log.info("callback query of update %s not answered again: %s", update.update_id, exc)
+            if handled.prompts:  # our reply to it failed (the webhook answered 5xx): send it now
+                await self._drop_buttons(chat.id, message_id)
+                await self.channel.deliver(
+                    str(chat.id), handled.prompts, language, survey_id=handled.survey_id
+                )
             return
         if handled.outcome in ("already_answered", "closed", "no_survey"):
             await query.answer(

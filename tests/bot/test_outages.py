@@ -203,7 +203,8 @@ async def test_telegram_tap_during_an_outage_is_stored_once_when_redelivered(
     tg: TelegramHarness, logs: pytest.LogCaptureFixture
 ) -> None:
     """503 while the database is down; the same update after it is back stores the answer and asks
-    the next question, and a third delivery does nothing."""
+    the next question, and a third delivery stores nothing and asks it again (a provider sends an
+    update again only when it did not get our reply)."""
     await survey_for(tg)
     call, message_id = tg.question(CHAT)
     update = callback_update(
@@ -221,8 +222,10 @@ async def test_telegram_tap_during_an_outage_is_stored_once_when_redelivered(
         assert 200 == (await tg.post(update)).status_code
     assert [("satisfaction", 4, None)] == await answers_stored(tg.service)
     sent = tg.to_chat(CHAT)
-    assert 2 == len(sent)  # the first question, then the second, once
-    assert "Konnte unser Kundenservice Ihr Problem lösen?" in sent[1].params["text"]
+    assert 3 == len(sent)  # the first question, then the second, and the second again
+    assert ["Konnte unser Kundenservice Ihr Problem lösen?"] * 2 == [
+        c.params["text"].split("\n")[0] for c in sent[1:]
+    ]
     assert [str(update["update_id"])] == await events(tg.service)
 
 
@@ -321,7 +324,8 @@ async def test_sms_during_an_outage_is_stored_once_when_redelivered(
     tw: TwilioHarness, logs: pytest.LogCaptureFixture
 ) -> None:
     """503 (not an empty TwiML 200, not a traceback) while the database is down; the same MessageSid
-    after it is back stores the answer and gets the next question, and again stores nothing."""
+    after it is back stores the answer and gets the next question; again, it stores nothing and
+    gets the same question."""
     await tw.start("sms")
     reply = {"From": PHONE, "To": "+4930901820", "Body": "2", "MessageSid": "SM" + "7" * 32}
     async with database_down(tw.service.db):
@@ -336,7 +340,7 @@ async def test_sms_during_an_outage_is_stored_once_when_redelivered(
         "Konnte unser Kundenservice Ihr Problem lösen?\n1 = Zu 100% ... 5 = Gar nicht gelöst"
     ] == questions
     again = await tw.post("/twilio/sms", reply)
-    assert [] == list(ET.fromstring(again.text).iter("Message"))
+    assert questions == [m.text for m in ET.fromstring(again.text).iter("Message")]
     assert [("satisfaction", 2, None)] == await answers_stored(tw.service)
     assert [reply["MessageSid"]] == await events(tw.service)
 
@@ -438,3 +442,39 @@ def test_every_class_of_the_error_tree_is_checked_above() -> None:
 
     checked = {type(error) for error, _, _ in ERRORS}
     assert set() == {cls for cls in tree(AfterwordError) if cls.__module__ == "bot.errors"} - checked
+
+
+# --- A reply lost after the answer was stored (issue 18: the next question is never lost) ----------
+
+
+async def test_tap_while_the_bot_api_fails_is_stored_once_and_the_next_question_follows(
+    tg: TelegramHarness,
+) -> None:
+    """The Bot API fails the next question's send: the webhook answers 5xx with the tap stored;
+    Telegram's next try stores nothing more and sends the next question."""
+    await survey_for(tg)
+    call, message_id = tg.question(CHAT)
+    update = callback_update(
+        tg.update_id(), CHAT, message_id, button(call, 4), message_text=call.params["text"]
+    )
+    tg.fake.fail_next("sendMessage", error_code=502, description="Bad Gateway")
+    failed = await tg.post(update)
+    assert (500, [("satisfaction", 4, None)]) == (failed.status_code, await answers_stored(tg.service))
+    assert 200 == (await tg.post(update)).status_code
+    sent = [c for c in tg.fake.calls_to("sendMessage") if c.params.get("chat_id") == CHAT]
+    assert [False, True, False] == [c.failed for c in sent]
+    assert sent[1].params["text"] == sent[2].params["text"]
+    assert "Konnte unser Kundenservice Ihr Problem lösen?" in sent[2].params["text"]
+    assert [("satisfaction", 4, None)] == await answers_stored(tg.service)
+
+
+async def test_last_sms_answer_sent_again_gets_the_thanks_again(tw: TwilioHarness) -> None:
+    """The answer that completed the survey, sent again by Twilio: nothing stored twice, the thanks again."""
+    await tw.start("sms")
+    for text in ("2", "1", "2"):
+        await tw.sms(text)
+    last = "SM" + "9" * 32
+    thanks = await tw.sms("Alles gut", sid=last)
+    again = await tw.sms("Alles gut", sid=last)
+    assert (1, thanks) == (len(thanks), again)
+    assert 4 == len(await answers_stored(tw.service))

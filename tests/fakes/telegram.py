@@ -169,6 +169,7 @@ class FakeBotApi(LocalServer):
         self._arrivals: list[float] = []  # the clock's time of each delivered message, ascending
         self._too_many = 0
         self._failures: dict[str, _Failure] = {}
+        self._answered_queries: set[str] = set()
         self._updates: list[dict[str, Any]] = []
         self._webhook_url = ""
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
@@ -179,7 +180,7 @@ class FakeBotApi(LocalServer):
                 "sendPhoto": self._send_photo,
                 "editMessageText": self._edit_message_text,
                 "editMessageReplyMarkup": self._edit_message_reply_markup,
-                "answerCallbackQuery": self._true,
+                "answerCallbackQuery": self._answer_callback_query,
                 "setWebhook": self._set_webhook,
                 "deleteWebhook": self._delete_webhook,
                 "getWebhookInfo": self._get_webhook_info,
@@ -381,6 +382,17 @@ class FakeBotApi(LocalServer):
     # -- Bot API methods (each returns the "result") -----------------------------------------
 
     async def _true(self, params: dict[str, Any]) -> bool:
+        return True
+
+    async def _answer_callback_query(self, params: dict[str, Any]) -> bool:
+        """As Telegram: a callback query is answered once; a second answer is refused with a 400."""
+        query_id = str(params.get("callback_query_id"))
+        with self._lock:
+            if query_id in self._answered_queries:
+                raise _ApiError(
+                    400, "Bad Request: query is too old and response timeout expired or query ID is invalid"
+                )
+            self._answered_queries.add(query_id)
         return True
 
     async def _get_me(self, params: dict[str, Any]) -> dict[str, Any]:
