@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     send_rate_telegram: float = Field(
         default=30, gt=0, le=1000, allow_inf_nan=False
     )  # messages per second, Telegram's limit
+    send_rate_telegram_chat: float = Field(
+        default=1, gt=0, le=1000, allow_inf_nan=False
+    )  # new messages per second to one chat, in this process (Telegram asks for about one)
     send_rate_sms: float = Field(
         default=1, gt=0, le=1000, allow_inf_nan=False
     )  # messages per second per sender (a long code: 1)

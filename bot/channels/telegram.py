@@ -201,14 +201,15 @@ class ChatRateLimiter(AIORateLimiter):
     limits private chats only through the overall rate, so the per-chat second is added here.
     """
 
-    def __init__(self, max_retries: int = MAX_RETRIES) -> None:
+    def __init__(self, max_retries: int = MAX_RETRIES, *, per_chat: float = 1.0) -> None:
         super().__init__(overall_max_rate=0, max_retries=max_retries)
         self._window = SendWindow()
         self._chats: OrderedDict[str, AsyncLimiter] = OrderedDict()
+        self._chat_period = 1 / per_chat  # SEND_RATE_TELEGRAM_CHAT: one new message per this many seconds
 
     def _chat(self, chat_id: object) -> AsyncLimiter:
         key = str(chat_id)
-        limiter = self._chats.pop(key, None) or AsyncLimiter(1, 1)
+        limiter = self._chats.pop(key, None) or AsyncLimiter(1, self._chat_period)
         self._chats[key] = limiter
         while len(self._chats) > 10_000:  # forget the quietest chats
             self._chats.popitem(last=False)
@@ -249,7 +250,7 @@ def build_application(
     builder = ApplicationBuilder().token(settings.telegram_bot_token.get_secret_value())
     if settings.telegram_api_base_url:
         builder = builder.base_url(settings.telegram_api_base_url)
-    limited = builder.rate_limiter(ChatRateLimiter())
+    limited = builder.rate_limiter(ChatRateLimiter(per_chat=settings.send_rate_telegram_chat))
     if not polling:
         limited = limited.updater(None)
     return limited.build()

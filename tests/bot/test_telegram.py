@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import inspect
+import itertools
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,6 +45,9 @@ def telegram_settings(fake: FakeBotApi) -> dict[str, Any]:
         "telegram_staff": f"{MANAGER}:manager,{AGENT}:agent",
         "telegram_alert_chat_id": ALERT_CHAT,
         "public_base_url": "https://survey.example.com",
+        # Each answer's next question would wait a second for its chat's slot (the default of 1/s):
+        # tests answer faster than people. Pacing per chat has its own test.
+        "send_rate_telegram_chat": 1000,
     }
 
 
@@ -337,6 +341,38 @@ async def test_rate_limited_message_is_retried_and_delivered(tg: Harness) -> Non
     assert [True, False] == [c.failed for c in attempts]
     assert attempts[0].params["text"] == attempts[1].params["text"]
     assert time.monotonic() - started >= 1.0
+
+
+@pytest.mark.parametrize("per_chat", [1, 4])
+async def test_new_messages_to_one_chat_keep_send_rate_telegram_chat(
+    service: Service, fake_telegram: FakeBotApi, clock: Clock, per_chat: float
+) -> None:
+    """SEND_RATE_TELEGRAM_CHAT: messages sent at once to one chat arrive 1/rate apart; another chat waits for none."""
+    settings = load_settings(
+        _env_file=None,
+        database_url=service.settings.database_url,
+        flows_dir=[],
+        telegram_bot_token=fake_telegram.token,
+        telegram_api_base_url=fake_telegram.base_url,
+        send_rate_telegram_chat=per_chat,
+    )
+    svc = Service(settings=settings, db=service.db, flows=service.flows, clock=clock)
+    application = build_application(svc)
+    channel = TelegramChannel(svc, application)
+    async with application:
+        await asyncio.gather(
+            *(channel.deliver(str(CUSTOMER), [Prompt("intro", f"Hallo {n}")], "de") for n in range(3)),
+            channel.deliver(str(CUSTOMER + 1), [Prompt("intro", "Hallo")], "de"),
+        )
+    arrivals = fake_telegram.message_arrivals
+    ours = [c for c in fake_telegram.sent() if c.params["chat_id"] == CUSTOMER]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals[:1] + arrivals[-2:])]
+    assert (3, 4) == (len(ours), len(arrivals))
+    # The other chat's message is not behind this chat's pacing: it is among the first two.
+    order = [c.params["chat_id"] for c in fake_telegram.sent()]
+    assert CUSTOMER + 1 in order[:2]
+    # 10 % below 1/rate for the time between the limiter and the fake's clock.
+    assert all(gap >= 0.9 / per_chat for gap in gaps), gaps
 
 
 async def test_concurrent_sends_never_exceed_30_messages_a_second(
