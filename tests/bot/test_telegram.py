@@ -343,22 +343,29 @@ async def test_rate_limited_message_is_retried_and_delivered(tg: Harness) -> Non
     assert time.monotonic() - started >= 1.0
 
 
+def bare_channel(
+    service: Service, fake: FakeBotApi, clock: Clock, **settings: Any
+) -> tuple[Any, TelegramChannel]:
+    """A Telegram channel and its application against the fake, without the web app, at the default rates."""
+    loaded = load_settings(
+        _env_file=None,
+        database_url=service.settings.database_url,
+        flows_dir=[],
+        telegram_bot_token=fake.token,
+        telegram_api_base_url=fake.base_url,
+        **settings,
+    )
+    svc = Service(settings=loaded, db=service.db, flows=service.flows, clock=clock)
+    application = build_application(svc)
+    return application, TelegramChannel(svc, application)
+
+
 @pytest.mark.parametrize("per_chat", [1, 4])
 async def test_new_messages_to_one_chat_keep_send_rate_telegram_chat(
     service: Service, fake_telegram: FakeBotApi, clock: Clock, per_chat: float
 ) -> None:
     """SEND_RATE_TELEGRAM_CHAT: messages sent at once to one chat arrive 1/rate apart; another chat waits for none."""
-    settings = load_settings(
-        _env_file=None,
-        database_url=service.settings.database_url,
-        flows_dir=[],
-        telegram_bot_token=fake_telegram.token,
-        telegram_api_base_url=fake_telegram.base_url,
-        send_rate_telegram_chat=per_chat,
-    )
-    svc = Service(settings=settings, db=service.db, flows=service.flows, clock=clock)
-    application = build_application(svc)
-    channel = TelegramChannel(svc, application)
+    application, channel = bare_channel(service, fake_telegram, clock, send_rate_telegram_chat=per_chat)
     async with application:
         await asyncio.gather(
             *(channel.deliver(str(CUSTOMER), [Prompt("intro", f"Hallo {n}")], "de") for n in range(3)),
@@ -380,16 +387,7 @@ async def test_concurrent_sends_never_exceed_30_messages_a_second(
 ) -> None:
     """80 messages to 80 chats at once all reach a Bot API that enforces 30/s, with no 429."""
     fake_telegram.limit_rate(30)
-    settings = load_settings(
-        _env_file=None,
-        database_url=service.settings.database_url,
-        flows_dir=[],
-        telegram_bot_token=fake_telegram.token,
-        telegram_api_base_url=fake_telegram.base_url,
-    )
-    svc = Service(settings=settings, db=service.db, flows=service.flows, clock=clock)
-    application = build_application(svc)
-    channel = TelegramChannel(svc, application)
+    application, channel = bare_channel(service, fake_telegram, clock)
     chats = range(CUSTOMER, CUSTOMER + 80)
     async with application:
         await asyncio.gather(
