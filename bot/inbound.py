@@ -14,10 +14,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bot.alerts import queue_alerts
+from bot.contacts import contact_language, has_opted_out, opted_in, opted_out
 from bot.db import Database, upsert_insert
 from bot.errors import clean_text
 from bot.flow_versions import UNAVAILABLE, as_book, no_definition
 from bot.lifecycle import SurveyStatus, has_expired, is_open
+from bot.phones import mask
 from bot.surveys import unservable
 from bot.tables import answers, contacts, inbound_events, surveys
 from flows import engine
@@ -25,7 +27,27 @@ from flows.schema import Flow
 
 log = logging.getLogger(__name__)
 
-Outcome = engine.Outcome | Literal["duplicate", "no_survey", "already_answered"]
+Outcome = (
+    engine.Outcome | Literal["duplicate", "no_survey", "already_answered", "opted_out", "opted_in", "help"]
+)
+
+# Consent keywords, where carriers expect them (SMS and WhatsApp: Inbound.keywords), in English
+# and German. An opt-out ends the contact's open surveys and keeps new ones from being sent. An
+# opt-in undoes it, and only then is it a keyword: from a contact who never opted out, "Ja" or
+# "Start" is an answer like any other text. HELP is answered with the channel's help text.
+CONSENT: dict[str, Literal["opt_out", "opt_in", "help"]] = {
+    **dict.fromkeys(
+        ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "STOPP", "ABMELDEN"), "opt_out"
+    ),
+    **dict.fromkeys(("START", "YES", "UNSTOP", "ANMELDEN", "JA"), "opt_in"),
+    **dict.fromkeys(("HELP", "INFO", "HILFE"), "help"),
+}
+
+
+def consent_keyword(text: str | None) -> Literal["opt_out", "opt_in", "help"] | None:
+    """What a whole message means as a consent keyword ("Stop!", " ja. "), or None."""
+    return CONSENT.get((text or "").strip().strip(".!").upper())
+
 
 # The largest id a row can have: sa.Integer is 32 bits on PostgreSQL (64 on SQLite). A larger
 # id from a URL or a button names no row, and the database would refuse it as a parameter.
@@ -126,6 +148,7 @@ class Inbound:
     question_id: str | None = None
     survey_token: str | None = None
     survey_id: int | None = None  # a button names its survey; it must belong to this contact
+    keywords: bool = False  # consent keywords (CONSENT) apply: SMS and WhatsApp
 
 
 @dataclass(frozen=True)
@@ -174,6 +197,8 @@ def _handle(conn: Connection, db: Database, flows: Mapping[str, Flow], inbound: 
         event = Event(inbound.provider or inbound.channel, inbound.event_id, inbound.received_at)
         if not first_seen(conn, db.dialect, event):
             return _repeat(conn, flows, inbound)
+    if inbound.keywords and (consent := _consent(conn, db.dialect, inbound)) is not None:
+        return consent
     row = _open_survey(conn, inbound)
     if row is None:
         return _late_reply(conn, flows, inbound)
@@ -236,6 +261,24 @@ def _open_survey(conn: Connection, inbound: Inbound) -> sa.Row[tuple[object, ...
     if inbound.survey_id is not None:
         return conn.execute(_SURVEY_BY_ID, {"survey_id": inbound.survey_id, **contact}).one_or_none()
     return conn.execute(_ACTIVE_SURVEY, contact).one_or_none()
+
+
+def _consent(conn: Connection, dialect: str, inbound: Inbound) -> Handled | None:
+    """A consent keyword applied in the message's transaction; None when the text is no keyword."""
+    kind = consent_keyword(inbound.text)
+    channel, address = inbound.channel, inbound.address
+    if kind == "opt_out":
+        ended = opted_out(conn, dialect, channel, address, inbound.received_at)
+        log.info("%s opted out of %s surveys (%d open ended)", mask(address), channel, ended)
+        return Handled("opted_out")
+    if kind == "opt_in":
+        if not has_opted_out(conn, channel, address):
+            return None  # an answer ("Ja"), not a keyword: there is nothing to undo
+        opted_in(conn, channel, address)
+        return Handled("opted_in")
+    if kind == "help":
+        return Handled("help", language=contact_language(conn, channel, address))
+    return None
 
 
 def _repeat(conn: Connection, flows: Mapping[str, Flow], inbound: Inbound) -> Handled:

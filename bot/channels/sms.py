@@ -22,8 +22,8 @@ from twilio.twiml.messaging_response import MessagingResponse
 from bot import contacts
 from bot.channels.base import Channel
 from bot.channels.twilio import OPTED_OUT, PROVIDER, TwilioAccount, delivery_failed, form_text, signed_form
-from bot.errors import ContactOptedOut, InvalidPhone, clean_text
-from bot.inbound import MAX_ID, Event, Inbound, handle
+from bot.errors import ContactOptedOut, InvalidPhone
+from bot.inbound import MAX_ID, Inbound, handle
 from bot.lifecycle import SurveyStatus
 from bot.phones import mask, normalize
 from bot.service import Service
@@ -32,9 +32,6 @@ from flows.engine import Prompt
 
 log = logging.getLogger(__name__)
 
-OPT_OUT = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "STOPP", "ABMELDEN"})
-OPT_IN = frozenset({"START", "YES", "UNSTOP"})
-HELP = frozenset({"HELP", "INFO"})
 FAILED = frozenset({"failed", "undelivered"})
 # Twilio's delivery errors in a status callback that may pass if tried later (see on_status).
 RETRY_LATER = frozenset({"30003"})
@@ -152,30 +149,15 @@ router = APIRouter(tags=["twilio"], include_in_schema=False)
 
 @router.post("/twilio/sms")
 async def on_message(request: Request, form: FormData = Depends(signed_form)) -> Response:  # noqa: B008
-    """An SMS or WhatsApp reply: opt-out keywords first, then the one inbound path; TwiML back."""
+    """An SMS or WhatsApp reply, consent keywords included, through the one inbound path; TwiML back."""
     service: Service = request.app.state.service
     try:
         channel, address = address_of(form_text(form, "From"), service.settings.phone_region)
     except InvalidPhone:
         return _twiml()  # a short code or an unreadable sender: nothing to survey
-    body = clean_text(form_text(form, "Body"))  # a NUL must not hide a STOP
-    keyword = body.strip().strip(".!").upper()
     sid = form_text(form, "MessageSid")
-    # Consent keywords are de-duplicated like answers: a replayed START after a STOP changes nothing.
-    event = Event(PROVIDER, sid, service.clock()) if sid else None
-    if keyword in OPT_OUT:
-        ended = await contacts.opt_out(service.db, channel, address, now=service.clock(), event=event)
-        if ended is not None:
-            log.info("%s opted out of %s surveys (%d open ended)", mask(address), channel, ended)
-        return _twiml()
-    if keyword in OPT_IN:
-        await contacts.opt_in(service.db, channel, address, event=event)
-        return _twiml()
-    if keyword in HELP:
-        language = await contacts.contact_language(service.db, channel, address) or "de"
-        reply = MessagingResponse()
-        reply.message(TEXTS.get(language, TEXTS["en"])["help"])
-        return _twiml(reply)
+    # Consent keywords (STOP, START, HELP and their German forms) are decided by handle(), in the
+    # transaction that records the MessageSid: a replayed START after a STOP changes nothing.
     handled = await handle(
         service.db,
         service.flows,
@@ -183,11 +165,18 @@ async def on_message(request: Request, form: FormData = Depends(signed_form)) ->
             channel=channel,
             address=address,
             received_at=service.clock(),
-            text=body,
+            text=form_text(form, "Body"),
             provider=PROVIDER,
             event_id=sid or None,
+            keywords=True,
         ),
     )
+    if handled.outcome == "help":
+        reply = MessagingResponse()
+        reply.message(TEXTS.get(handled.language or "de", TEXTS["en"])["help"])
+        return _twiml(reply)
+    if handled.outcome in ("opted_out", "opted_in"):
+        return _twiml()
     reply = MessagingResponse()
     # A repeated MessageSid ("duplicate": Twilio retried because our reply was lost) gets
     # what the survey asks now, so the customer is not left without the next question.

@@ -235,6 +235,34 @@ async def test_start_after_stop_allows_surveys_again(tw: Harness) -> None:
     assert 4 == len(tw.fake.messages())
 
 
+@pytest.mark.parametrize("word", ["START", "Anmelden", "ja!"])
+async def test_german_and_english_opt_in_words_after_stop(tw: Harness, word: str) -> None:
+    """Every opt-in word undoes an opt-out: the next survey is sent."""
+    await tw.start("sms")
+    await tw.sms("Stopp")
+    await tw.sms(word)
+    await tw.start("sms", ticket="T-2")
+    assert 4 == len(tw.fake.messages())
+
+
+@pytest.mark.parametrize("word", ["Ja", "Yes"])
+async def test_yes_from_a_contact_who_never_opted_out_is_an_answer(tw: Harness, word: str) -> None:
+    """An opt-in word from a contact who never opted out, to the comment question, is the comment."""
+    await tw.start("sms")
+    for text in ("2", "1", "2"):
+        await tw.sms(text)
+    [thanks] = await tw.sms(word)
+    assert (word, "sms") == (await stored(tw.service))[-1][2:]
+    assert thanks.startswith("Vielen Dank")
+
+
+async def test_hilfe_gets_the_help_text_in_german(tw: Harness) -> None:
+    """HILFE is HELP in German."""
+    await tw.start("sms", language="de")
+    [reply] = await tw.sms("Hilfe")
+    assert reply.startswith("Kurze Umfrage nach Ihrem Kontakt")
+
+
 async def test_help_gets_a_short_help_text(tw: Harness) -> None:
     """HELP is answered with what the messages are and how to stop them, in the contact's language."""
     await tw.start("sms")
