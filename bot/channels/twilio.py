@@ -26,6 +26,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from bot.errors import ConfigError, DeliveryFailed, unfit_text
+from bot.phones import mask_text
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,9 @@ def delivery_failed(channel: str, exc: TwilioRestException) -> DeliveryFailed:
     retried with the scheduler's back-off.
     """
     transient = exc.status == RATE_LIMITED or exc.status >= 500
-    return DeliveryFailed(channel, exc.code, str(exc.msg), permanent=not transient)
+    # Twilio's text names the number ("The 'To' number +49… is not valid"); it becomes the
+    # survey's closed_reason, shown by the API, and a log line: masked like every number we show.
+    return DeliveryFailed(channel, exc.code, mask_text(str(exc.msg)), permanent=not transient)
 
 
 def form_text(form: FormData, key: str) -> str:
