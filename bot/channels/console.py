@@ -9,6 +9,7 @@ from typing import ClassVar, TextIO
 
 import sqlalchemy as sa
 
+from bot import texts
 from bot.channels.base import Channel
 from bot.errors import InputError
 from bot.inbound import Inbound, handle
@@ -19,15 +20,12 @@ from bot.tables import contacts, surveys
 from flows import engine
 from flows.engine import Prompt
 
-_SKIP_HINT = {"de": "optional – Enter zum Überspringen", "en": "optional – press Enter to skip"}
-_PAUSED = {
-    "de": "Umfrage pausiert. `afterword chat` setzt sie fort.",
-    "en": "Survey paused. Run `afterword chat` again to continue.",
-}
 
+def render(prompt: Prompt, language: str, *, fallback: str = "en") -> str:
+    """A prompt as terminal text: the question, then its scale with labels.
 
-def render(prompt: Prompt, language: str) -> str:
-    """A prompt as terminal text: the question, then its scale with labels."""
+    ``fallback`` is the flow's default language, for the skip hint in a language without one.
+    """
     lines = [prompt.typed_text]
     if prompt.kind == "question" and prompt.scale is not None:
         points = range(prompt.scale.min, prompt.scale.max + 1)
@@ -40,7 +38,7 @@ def render(prompt: Prompt, language: str) -> str:
             )
             lines.append(f"  {ends}")
     if prompt.kind == "question" and prompt.optional:
-        lines.append(f"  ({_SKIP_HINT.get(language, _SKIP_HINT['en'])})")
+        lines.append(f"  ({texts.text('console.skip', language, fallback=fallback)})")
     return "\n".join(lines)
 
 
@@ -49,15 +47,16 @@ class ConsoleChannel(Channel):
 
     name: ClassVar[str] = "console"
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, *, fallback: str = "en") -> None:
         self.out = out
+        self.fallback = fallback  # the flow's default language, for UI strings (bot.texts)
 
     async def deliver(
         self, address: str, prompts: Sequence[Prompt], language: str, *, survey_id: int | None = None
     ) -> str | None:
         """Print each prompt, separated by blank lines; no provider, so no id."""
         for prompt in prompts:
-            self.out.write(render(prompt, language) + "\n\n")
+            self.out.write(render(prompt, language, fallback=self.fallback) + "\n\n")
         self.out.flush()
         return None
 
@@ -109,7 +108,6 @@ async def chat(
     an open survey that differs from what was asked: resuming it would quietly answer
     another survey than the one asked for.
     """
-    channel = ConsoleChannel(out)
     if request.flow_id is not None and request.flow_id not in service.flows:
         known = ", ".join(sorted(service.flows))
         raise InputError("--flow", f"unknown flow {request.flow_id!r}; flows: {known}")
@@ -117,6 +115,7 @@ async def chat(
     flow = service.flows.get(request.flow_id or (found.flow_id if found else DEFAULT_FLOW))
     if flow is None:
         raise InputError("--flow", f"no flow {DEFAULT_FLOW!r} is loaded; name one with --flow")
+    channel = ConsoleChannel(out, fallback=flow.default_language)
     if request.language is not None and (why := flow.missing_language(request.language)):
         raise InputError("--lang", why)
     if found is not None:
@@ -148,7 +147,7 @@ async def chat(
     while status == SurveyStatus.ACTIVE and prompts:
         line = await asyncio.to_thread(stdin.readline)
         if not line:
-            out.write(_PAUSED.get(language, _PAUSED["en"]) + "\n")
+            out.write(texts.text("console.paused", language, fallback=flow.default_language) + "\n")
             break
         text = line.rstrip("\r\n")
         if echo:

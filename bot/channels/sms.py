@@ -28,6 +28,7 @@ from bot.lifecycle import SurveyStatus
 from bot.phones import mask, normalize
 from bot.service import Service
 from bot.surveys import closing, undelivered
+from bot.texts import default_language, survey_fallback, text
 from flows.engine import Prompt
 
 log = logging.getLogger(__name__)
@@ -44,19 +45,6 @@ UNDELIVERED = {
     str(OPTED_OUT): "unsubscribed",
 }
 _DONE = {"again": "sent again in an hour", "ignored": "already handled", "failed": "survey failed"}
-
-TEXTS: dict[str, dict[str, str]] = {
-    "de": {
-        "help": "Kurze Umfrage nach Ihrem Kontakt mit unserem Support. Antworten Sie mit einer Zahl. "
-        "STOP: keine Umfragen mehr.",
-        "skip": "Optional: weiter = überspringen.",
-    },
-    "en": {
-        "help": "A short survey after your contact with our support team. Reply with a number. "
-        "STOP: no more surveys.",
-        "skip": "Optional: reply skip to skip.",
-    },
-}
 
 # GSM 03.38: the basic set costs one of 160 characters, the extension set two; any other
 # character turns the whole message into UCS-2 (70 characters).
@@ -76,15 +64,18 @@ def segments(text: str) -> tuple[int, str]:
     return (1 if units <= 70 else math.ceil(units / 67)), "UCS-2"
 
 
-def sms_text(prompt: Prompt, language: str) -> str:
-    """A prompt as one short message; a rating question ends in its scale: "1 = … ... 5 = …"."""
+def sms_text(prompt: Prompt, language: str, *, fallback: str = "en") -> str:
+    """A prompt as one short message; a rating question ends in its scale: "1 = … ... 5 = …".
+
+    ``fallback`` is the flow's default language, for the skip hint in a language without one.
+    """
     lines = [prompt.typed_text]
     if prompt.kind == "question" and prompt.scale is not None:
         low, high = prompt.scale.min, prompt.scale.max
         ends = [f"{v} = {prompt.labels[v]}" if v in prompt.labels else str(v) for v in (low, high)]
         lines.append(" ... ".join(ends))
     if prompt.kind == "question" and prompt.optional:
-        lines.append(TEXTS.get(language, TEXTS["en"])["skip"])
+        lines.append(text("sms.skip", language, fallback=fallback))
     return "\n".join(lines)
 
 
@@ -119,11 +110,15 @@ class SmsChannel(Channel):
         """Send each prompt as one message through the Messages API, with a status callback; their SIDs."""
         to = f"whatsapp:{address}" if self.whatsapp else address
         callback = self.account.url("/twilio/status", survey=survey_id)
+        fallback = await survey_fallback(self.service, survey_id, language)
         sids: list[str] = []
         for prompt in prompts:
             try:
                 message = await self.account.client.messages.create_async(
-                    to=to, body=sms_text(prompt, language), status_callback=callback, **self._sender()
+                    to=to,
+                    body=sms_text(prompt, language, fallback=fallback),
+                    status_callback=callback,
+                    **self._sender(),
                 )
             except TwilioRestException as exc:
                 if exc.code == OPTED_OUT:  # never reached the customer: skipped, not stopped
@@ -173,7 +168,9 @@ async def on_message(request: Request, form: FormData = Depends(signed_form)) ->
     )
     if handled.outcome == "help":
         reply = MessagingResponse()
-        reply.message(TEXTS.get(handled.language or "de", TEXTS["en"])["help"])
+        # HELP names no survey: the contact's last language, backed by the default flow's.
+        fallback = default_language(service)
+        reply.message(text("sms.help", handled.language or fallback, fallback=fallback))
         return _twiml(reply)
     if handled.outcome in ("opted_out", "opted_in"):
         return _twiml()
@@ -181,8 +178,10 @@ async def on_message(request: Request, form: FormData = Depends(signed_form)) ->
     # A repeated MessageSid ("duplicate": Twilio retried because our reply was lost) gets
     # what the survey asks now, so the customer is not left without the next question.
     if handled.outcome not in ("no_survey", "closed"):
+        language = handled.language or default_language(service)
+        fallback = await survey_fallback(service, handled.survey_id, language)
         for prompt in handled.prompts:
-            reply.message(sms_text(prompt, handled.language or "de"))
+            reply.message(sms_text(prompt, language, fallback=fallback))
     return _twiml(reply)
 
 

@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
 from aiolimiter import AsyncLimiter
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update, User
+from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update, User
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -35,6 +35,7 @@ from bot.errors import ConfigError, DeliveryFailed, SurveyError
 from bot.inbound import TOKEN, Event, Handled, Inbound, done_before, handle, record_done
 from bot.service import Service
 from bot.surveys import open_link, remember_ref
+from bot.texts import LANGUAGES, default_language, survey_fallback, text
 from flows.engine import Prompt
 
 log = logging.getLogger(__name__)
@@ -45,31 +46,6 @@ ONE_ROW_MAX = 7  # scales with more points (0-10) are split over two rows, to st
 MAX_RETRIES = 5  # a 429 is waited out (retry_after) and tried again this many times
 MESSAGES_PER_SECOND = 30  # Telegram's overall limit: https://core.telegram.org/bots/faq
 _NEW_MESSAGES = frozenset({"sendMessage", "sendPhoto"})
-
-TEXTS: dict[str, dict[str, str]] = {
-    "de": {
-        "already": "Schon beantwortet, danke!",
-        "closed": "Diese Umfrage ist bereits geschlossen.",
-        "used": "Dieser Umfrage-Link wurde schon in einem anderen Chat geöffnet.",
-        "unknown": "Diesen Umfrage-Link kennen wir leider nicht.",
-        "hello": (
-            "Hallo! Nach einem Kontakt mit unserem Support fragen wir hier kurz, wie es war. "
-            "Gerade ist keine Umfrage für Sie offen."
-        ),
-        "skip": "(/skip überspringt diese Frage)",
-    },
-    "en": {
-        "already": "Already answered, thank you!",
-        "closed": "This survey is already closed.",
-        "used": "This survey link was already opened in another chat.",
-        "unknown": "Sorry, we do not know this survey link.",
-        "hello": (
-            "Hello! After a contact with our support team we ask here how it went. "
-            "There is no survey open for you right now."
-        ),
-        "skip": "(/skip skips this question)",
-    },
-}
 
 
 def callback_data(survey_id: int, question_id: str, value: int) -> str:
@@ -144,9 +120,11 @@ def keyboard(prompt: Prompt, survey_id: int) -> InlineKeyboardMarkup | None:
     return InlineKeyboardMarkup([buttons[:half], buttons[half:]])
 
 
-def message_text(prompts: Sequence[Prompt], language: str) -> str:
-    """The prompts as one message: intro or reprompt, then the question with its labels."""
-    texts = TEXTS.get(language, TEXTS["en"])
+def message_text(prompts: Sequence[Prompt], language: str, *, fallback: str = "en") -> str:
+    """The prompts as one message: intro or reprompt, then the question with its labels.
+
+    ``fallback`` is the flow's default language, for the skip hint in a language without one.
+    """
     parts = []
     for prompt in prompts:
         lines = [prompt.typed_text]
@@ -154,7 +132,7 @@ def message_text(prompts: Sequence[Prompt], language: str) -> str:
             lines.append("")
             lines.extend(f"{value} = {label}" for value, label in sorted(prompt.labels.items()))
         if prompt.kind == "question" and prompt.optional:
-            lines.append(texts["skip"])
+            lines.append(text("telegram.skip", language, fallback=fallback))
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
@@ -272,9 +250,12 @@ class TelegramChannel(Channel):
         if not prompts:
             return None
         markup = keyboard(prompts[-1], survey_id) if survey_id is not None else None
+        fallback = await survey_fallback(self.service, survey_id, language)
         try:
             sent = await self.application.bot.send_message(
-                chat_id=int(address), text=message_text(prompts, language), reply_markup=markup
+                chat_id=int(address),
+                text=message_text(prompts, language, fallback=fallback),
+                reply_markup=markup,
             )
         except Forbidden as exc:  # the customer blocked the bot (or left the chat): never deliverable
             raise DeliveryFailed(self.name, 403, exc.message, permanent=True) from exc
@@ -294,15 +275,24 @@ def customer_language(service: Service, user: User | None, survey_language: str 
     if survey_language:
         return survey_language
     code = ((user.language_code if user else None) or "")[:2].lower()
-    if code in TEXTS:
+    if code in LANGUAGES:
         return code
-    flow = service.flows.get(service.settings.default_flow)
-    return flow.default_language if flow else "de"
+    return default_language(service)
 
 
 def update_event(service: Service, update: Update) -> Event:
     """The update as a provider event: Telegram sends an update it got no 2xx for again, same update_id."""
     return Event(PROVIDER, str(update.update_id), service.clock())
+
+
+async def _answer(query: CallbackQuery, update: Update, text: str | None = None) -> None:
+    """Answer a tap (it stops the client's spinner). Telegram refuses a query answered before or
+    too old ("query is too old ... or query ID is invalid"): that must not fail the update, whose
+    answer is stored and whose next question is still to be sent."""
+    try:
+        await query.answer(text)
+    except TelegramError as exc:
+        log.info("callback query of update %s not answered: %s", update.update_id, exc)
 
 
 class CustomerHandlers:
@@ -332,7 +322,9 @@ class CustomerHandlers:
         language = customer_language(self.service, user)
         token = context.args[0] if context.args else None
         if token is None or not TOKEN.fullmatch(token):  # not a token we make: unknown, without asking
-            await self._reply_once(message, event, TEXTS[language]["hello" if token is None else "unknown"])
+            await self._reply_once(
+                message, event, await self._text("hello" if token is None else "unknown", language)
+            )
             return
         try:
             opened = await open_link(
@@ -346,7 +338,7 @@ class CustomerHandlers:
                 event=event,
             )
         except SurveyError:  # an opted-out contact gets no survey (its transaction rolled back, event too)
-            await self._reply_once(message, event, TEXTS[language]["closed"])
+            await self._reply_once(message, event, await self._text("closed", language))
             return
         if opened.outcome == "duplicate":
             return
@@ -354,7 +346,12 @@ class CustomerHandlers:
         if opened.prompts:
             await self.channel.deliver(str(chat.id), opened.prompts, language, survey_id=opened.survey_id)
         else:
-            await message.reply_text(TEXTS[language][opened.outcome])
+            await message.reply_text(await self._text(opened.outcome, language, opened.survey_id))
+
+    async def _text(self, name: str, language: str, survey_id: int | None = None) -> str:
+        """The catalogue's ``telegram.<name>`` in ``language``, else the survey's flow's default language."""
+        fallback = await survey_fallback(self.service, survey_id, language)
+        return text(f"telegram.{name}", language, fallback=fallback)
 
     async def _reply_once(self, message: Message, event: Event, text: str) -> None:
         """A reply that changes nothing: given unless ``event`` was done, then recorded (``done_before``)."""
@@ -390,7 +387,8 @@ class CustomerHandlers:
         # A "duplicate" with prompts is Telegram sending an update again after our reply to it
         # failed (the webhook answered 5xx): the answer is stored, the next question is sent now.
         if handled.outcome in ("no_survey", "closed"):
-            await message.reply_text(TEXTS[language]["hello" if handled.outcome == "no_survey" else "closed"])
+            key = "hello" if handled.outcome == "no_survey" else "closed"
+            await message.reply_text(await self._text(key, language, handled.survey_id))
             return
         if handled.channel_ref:  # a new message follows; the old buttons would only confuse
             await self._drop_buttons(chat.id, int(handled.channel_ref))
@@ -404,7 +402,7 @@ class CustomerHandlers:
             return
         parsed = parse_callback(query.data)
         if parsed is None or chat is None:
-            await query.answer()
+            await _answer(query, update)
             return
         survey_id, question_id, value = parsed
         handled = await self._handle(
@@ -413,10 +411,7 @@ class CustomerHandlers:
         language = customer_language(self.service, update.effective_user, handled.language)
         message_id = query.message.message_id if query.message else None
         if handled.outcome == "duplicate":  # sent again by Telegram: the tap is stored already
-            try:
-                await query.answer()
-            except TelegramError as exc:  # answered on the first try, or too old: the next question matters
-                log.info("callback query of update %s not answered again: %s", update.update_id, exc)
+            await _answer(query, update)  # Telegram refuses it if the first try answered it
             if handled.prompts:  # our reply to it failed (the webhook answered 5xx): send it now
                 await self._drop_buttons(chat.id, message_id)
                 await self.channel.deliver(
@@ -424,12 +419,11 @@ class CustomerHandlers:
                 )
             return
         if handled.outcome in ("already_answered", "closed", "no_survey"):
-            await query.answer(
-                TEXTS[language]["already" if handled.outcome == "already_answered" else "closed"]
-            )
+            key = "already" if handled.outcome == "already_answered" else "closed"
+            await _answer(query, update, await self._text(key, language, handled.survey_id))
             await self._drop_buttons(chat.id, message_id)
             return
-        await query.answer()
+        await _answer(query, update)
         if handled.answers and isinstance(query.message, Message):
             await self._show_choice(query.message, value)
         else:

@@ -26,6 +26,7 @@ from bot.lifecycle import SurveyStatus
 from bot.phones import mask, normalize
 from bot.service import Service
 from bot.surveys import closing, current
+from bot.texts import default_language, survey_fallback, text
 from flows.engine import Prompt
 
 log = logging.getLogger(__name__)
@@ -44,39 +45,39 @@ CALL_ENDED: dict[str, SurveyStatus] = {
     "canceled": SurveyStatus.FAILED,
 }
 
-PHRASES: dict[str, dict[str, str]] = {
-    "de": {
-        "press": "Drücken Sie {value} für {label}.",
-        "keys": "Tippen Sie eine Zahl von {min} bis {max} und dann die Rautetaste.",
-        "say": "Oder sagen Sie die Zahl.",
-        "speak": "Bitte sprechen Sie nach dem Ton. Wenn Sie nichts sagen möchten, warten Sie einfach.",
-    },
-    "en": {
-        "press": "Press {value} for {label}.",
-        "keys": "Enter a number from {min} to {max}, then the hash key.",
-        "say": "Or say the number.",
-        "speak": "Please speak after the tone. If you would rather not, just wait.",
-    },
-}
 
+def spoken_question(prompt: Prompt, language: str, *, fallback: str = "en") -> str:
+    """What is said for a question: its text, then how to answer it by key or by voice.
 
-def spoken_question(prompt: Prompt, language: str) -> str:
-    """What is said for a question: its text, then how to answer it by key or by voice."""
-    phrases = PHRASES.get(language, PHRASES["en"])
+    ``fallback`` is the flow's default language, for the instructions in a language without them.
+    """
+
+    def phrase(name: str) -> str:
+        return text(f"voice.{name}", language, fallback=fallback)
+
     if prompt.scale is None:
-        return f"{prompt.text} {phrases['speak']}"
+        return f"{prompt.text} {phrase('speak')}"
     points = range(prompt.scale.min, prompt.scale.max + 1)
     if prompt.scale.max <= 9 and len(prompt.labels) == len(points):
-        keys = " ".join(phrases["press"].format(value=v, label=prompt.labels[v]) for v in points)
+        keys = " ".join(phrase("press").format(value=v, label=prompt.labels[v]) for v in points)
     else:
-        keys = phrases["keys"].format(min=prompt.scale.min, max=prompt.scale.max)
-    return f"{prompt.text} {keys} {phrases['say']}"
+        keys = phrase("keys").format(min=prompt.scale.min, max=prompt.scale.max)
+    return f"{prompt.text} {keys} {phrase('say')}"
 
 
 def twiml(
-    account: TwilioAccount, survey_id: int, prompts: Sequence[Prompt], language: str, attempt: int
+    account: TwilioAccount,
+    survey_id: int,
+    prompts: Sequence[Prompt],
+    language: str,
+    attempt: int,
+    *,
+    fallback: str = "en",
 ) -> str:
-    """The prompts as TwiML: statements said, a question gathered, the end said and hung up."""
+    """The prompts as TwiML: statements said, a question gathered, the end said and hung up.
+
+    ``fallback`` is the flow's default language (see spoken_question).
+    """
     voice, locale = VOICES.get(language, VOICES["en"])
     response = VoiceResponse()
     question = prompts[-1] if prompts and prompts[-1].kind == "question" else None
@@ -97,7 +98,7 @@ def twiml(
         action_on_empty_result=True,
         **({"num_digits": 1} if single_key else {"finish_on_key": "#"}),
     )
-    gather.say(spoken_question(question, language), voice=voice, language=locale)
+    gather.say(spoken_question(question, language, fallback=fallback), voice=voice, language=locale)
     response.append(gather)
     return str(response)
 
@@ -170,7 +171,8 @@ async def on_answered(request: Request, survey: SurveyId, form: FormData = Depen
     now = await current(service.db, service.flows, survey)
     if now is None or not now.prompts:
         return _hangup()
-    return _xml(twiml(request.app.state.twilio, survey, now.prompts, now.language, attempt=0))
+    fallback = await survey_fallback(service, survey, now.language)
+    return _xml(twiml(request.app.state.twilio, survey, now.prompts, now.language, 0, fallback=fallback))
 
 
 @router.post("/twilio/voice/answer")
@@ -209,11 +211,14 @@ async def on_answer(
         again = await current(service.db, service.flows, survey)  # a retried webhook: ask what is open
         if again is None or not again.prompts:
             return _hangup()
-        return _xml(twiml(account, survey, again.prompts, again.language, attempt=n + 1))
+        fallback = await survey_fallback(service, survey, again.language)
+        return _xml(twiml(account, survey, again.prompts, again.language, n + 1, fallback=fallback))
     if handled.outcome in ("no_survey", "closed"):
         return _hangup()
     attempt = n + 1 if handled.outcome == "reprompted" else 0
-    return _xml(twiml(account, survey, handled.prompts, handled.language or "de", attempt))
+    language = handled.language or default_language(service)
+    fallback = await survey_fallback(service, survey, language)
+    return _xml(twiml(account, survey, handled.prompts, language, attempt, fallback=fallback))
 
 
 @router.post("/twilio/voice/status")

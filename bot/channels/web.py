@@ -22,27 +22,9 @@ from bot.pages import page
 from bot.service import Service
 from bot.surveys import current, unservable
 from bot.tables import surveys
+from bot.texts import default_language, text
 from flows.engine import Prompt
 from flows.schema import Flow
-
-UI: dict[str, dict[str, str]] = {
-    "de": {
-        "title": "Kurze Umfrage",
-        "progress": "Frage {n} von {total}",
-        "send": "Absenden",
-        "skip": "Überspringen",
-        "closed": "Diese Umfrage ist bereits geschlossen. Vielen Dank!",
-        "missing": "Diese Seite gibt es nicht.",
-    },
-    "en": {
-        "title": "A short survey",
-        "progress": "Question {n} of {total}",
-        "send": "Send",
-        "skip": "Skip",
-        "closed": "This survey is already closed. Thank you!",
-        "missing": "This page does not exist.",
-    },
-}
 
 
 class WebChannel(Channel):
@@ -57,13 +39,26 @@ class WebChannel(Channel):
         return None
 
 
-def _ui(language: str) -> dict[str, str]:
-    return UI.get(language, UI["en"])
+# The page's own strings (bot.texts, web.*), given to survey.html as ``ui``.
+_PAGE = ("title", "progress", "send", "skip")
+
+
+def _ui(language: str, fallback: str) -> dict[str, str]:
+    """The survey page's strings in ``language``, else ``fallback`` (the flow's default language)."""
+    return {name: text(f"web.{name}", language, fallback=fallback) for name in _PAGE}
+
+
+def _closed(service: Service, row: Any, flow: Flow | None) -> str:
+    """ "Already closed", in the survey's language, else its flow's default language."""
+    known = flow or service.flows.get(row.flow_id)
+    fallback = known.default_language if known is not None else default_language(service)
+    return text("web.closed", row.language, fallback=fallback)
 
 
 def _not_found(request: Request) -> HTMLResponse:
     # The same page for every unknown token: it tells nothing about which surveys exist.
-    return page(request, "message.html", {"lang": "en", "title": "404", "message": UI["en"]["missing"]}, 404)
+    missing = text("web.missing", "en", fallback="en")
+    return page(request, "message.html", {"lang": "en", "title": "404", "message": missing}, 404)
 
 
 async def _survey(service: Service, token: str) -> Any:
@@ -93,9 +88,9 @@ async def _flow(service: Service, row: Any) -> Flow | None:
 
 
 def _render(
-    request: Request, token: str, flow: Any, language: str, prompts: tuple[Prompt, ...]
+    request: Request, token: str, flow: Flow, language: str, prompts: tuple[Prompt, ...]
 ) -> HTMLResponse:
-    ui = _ui(language)
+    ui = _ui(language, flow.default_language)
     question = prompts[-1] if prompts and prompts[-1].kind == "question" else None
     before = [p.text for p in prompts if p is not question]
     context: dict[str, Any] = {
@@ -106,7 +101,7 @@ def _render(
         "before": before,
     }
     if question is not None:
-        ids = [q.id for q in flow.questions]
+        ids: list[str | None] = [q.id for q in flow.questions]
         context["question"] = question
         context["progress"] = ui["progress"].format(n=ids.index(question.question_id) + 1, total=len(ids))
         if question.scale is not None:
@@ -135,7 +130,7 @@ async def show(request: Request, token: str) -> HTMLResponse:
     flow = await _flow(service, row)
     if flow is None:  # its version cannot be served: closed, never shown another version
         await service.db.run(unservable(row.id, row.flow_id, row.flow_version))
-        message = _ui(row.language)["closed"]
+        message = _closed(service, row, None)
         return page(request, "message.html", {"lang": row.language, "title": message, "message": message})
     texts = flow.texts[row.language]
     now = service.clock()
@@ -145,7 +140,7 @@ async def show(request: Request, token: str) -> HTMLResponse:
         )
     ended = {SurveyStatus.COMPLETED: texts.thanks, SurveyStatus.STOPPED: texts.stopped}
     if not is_open(row.status, row.expires_at, now):
-        message = ended.get(row.status, _ui(row.language)["closed"])
+        message = ended[row.status] if row.status in ended else _closed(service, row, flow)
         return page(request, "message.html", {"lang": row.language, "title": message, "message": message})
     shown = await current(service.db, service.flows, row.id)
     if shown is None or not shown.prompts:

@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from bot.apikeys import create_key
-from bot.channels.telegram import TEXTS
 from bot.service import Service
 from bot.tables import answers, contacts, inbound_events, surveys
+from bot.texts import CATALOGUE
 from bot.triggers import SurveyRequest, trigger
 from tests.bot.test_limits import Body
 from tests.bot.test_telegram import SECRET, telegram_settings
@@ -442,7 +442,7 @@ async def test_a_telegram_start_token_of_another_shape_is_unknown(
     """/start with a token we never make is answered "unknown" without a database error."""
     response = await post_update(tg[1], message_update(20, 5001, text.replace("%00", "\x00")))
     replies = [c.params["text"] for c in fake_telegram.sent("sendMessage")]
-    assert (200, [TEXTS["de"]["unknown"]]) == (response.status_code, replies)
+    assert (200, [CATALOGUE["telegram.unknown"]["de"]]) == (response.status_code, replies)
     assert [] == [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 

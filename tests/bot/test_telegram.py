@@ -378,8 +378,9 @@ async def test_new_messages_to_one_chat_keep_send_rate_telegram_chat(
     # The other chat's message is not behind this chat's pacing: it is among the first two.
     order = [c.params["chat_id"] for c in fake_telegram.sent()]
     assert CUSTOMER + 1 in order[:2]
-    # 10 % below 1/rate for the time between the limiter and the fake's clock.
-    assert all(gap >= 0.9 / per_chat for gap in gaps), gaps
+    # Up to a quarter below 1/rate for the time between the limiter and the fake's clock, which
+    # a loaded machine stretches for one request and not the next; without pacing a gap is ~0.
+    assert all(gap >= 0.75 / per_chat for gap in gaps), gaps
 
 
 async def test_concurrent_sends_never_exceed_30_messages_a_second(
