@@ -35,7 +35,7 @@ from bot.errors import ConfigError, DeliveryFailed, SurveyError
 from bot.inbound import TOKEN, Event, Handled, Inbound, done_before, handle, record_done
 from bot.service import Service
 from bot.surveys import open_link, remember_ref
-from bot.texts import LANGUAGES, default_language, survey_fallback, text
+from bot.texts import default_language, survey_fallback, text
 from flows.engine import Prompt
 
 log = logging.getLogger(__name__)
@@ -271,11 +271,16 @@ class TelegramChannel(Channel):
 
 
 def customer_language(service: Service, user: User | None, survey_language: str | None = None) -> str:
-    """The survey's language, else the user's Telegram language (de, en), else the default flow's."""
+    """The survey's language, else the user's Telegram language, else the default flow's.
+
+    The user's language is its two-letter code ("fr-CA" → "fr") whatever it is: a link that
+    names no language opens in it when the survey's flow has it (``Flow.language_for``, else
+    the flow's default), and UI strings fall back from it (``bot.texts``).
+    """
     if survey_language:
         return survey_language
     code = ((user.language_code if user else None) or "")[:2].lower()
-    if code in LANGUAGES:
+    if len(code) == 2 and code.isascii() and code.isalpha():
         return code
     return default_language(service)
 

@@ -271,6 +271,24 @@ async def test_french_flow_by_telegram_link(tg: telegram.Harness, case: Case, no
     ]
 
 
+@pytest.mark.parametrize(("code", "expected"), [("fr", "fr"), ("fr-CA", "fr"), ("de", "de"), ("it", "de")])
+async def test_telegram_link_without_a_language_opens_in_the_users_own_when_the_flow_has_it(
+    tg: telegram.Harness, code: str, expected: str
+) -> None:
+    """A [de, fr] link that names no language opens in the Telegram user's language if the flow has it,
+    else in the flow's default: French users were given German because only de and en were read."""
+    made = await trigger(
+        tg.service,
+        SurveyRequest(ticket_id="T-3", channel="telegram", flow="avis-de"),
+        channels={"telegram": None},
+        link_for=lambda _channel, token: token,
+    )
+    assert made.link is not None
+    assert 200 == (await tg.say(telegram.CUSTOMER, f"/start {made.link}", language_code=code)).status_code
+    opened, _ = tg.question(telegram.CUSTOMER)
+    assert opened.params["text"].startswith(FLOW_TEXTS[expected]["intro"])
+
+
 # --- SMS and voice ----------------------------------------------------------------------
 
 
