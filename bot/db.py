@@ -55,7 +55,13 @@ class Database:
         self.url = url
         self.shown_url = url.render_as_string(hide_password=True)
         self.dialect = url.get_backend_name()
-        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": self.dialect == "postgresql"}
+        # hide_parameters: a database error's message and traceback would otherwise carry the
+        # statement's values (survey tokens, phone numbers, comments) into the logs.
+        kwargs: dict[str, Any] = {
+            "echo": echo,
+            "pool_pre_ping": self.dialect == "postgresql",
+            "hide_parameters": True,
+        }
         if self.dialect == "sqlite":
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)

@@ -15,7 +15,7 @@ from bot.apikeys import create_key
 from bot.logs import install_logging, redact
 from bot.service import Service
 from bot.settings import Settings, load_settings
-from bot.tables import surveys
+from bot.tables import inbound_events, surveys
 from bot.web_auth import set_web_login
 from tests.bot.test_telegram import CUSTOMER as CHAT
 from tests.bot.test_telegram import LINK, Harness, survey_for
@@ -181,3 +181,14 @@ def test_database_password_is_redacted(log: io.StringIO) -> None:
         False,
         True,
     )
+
+
+async def test_a_database_error_carries_no_value_of_its_statement(service: Service, clock: Clock) -> None:
+    """A failed statement's error, which is logged with its traceback, names none of its values
+    (a survey token, a number, a comment): the engines hide parameters."""
+    secret = "token-never-in-an-error-4711"
+    event = sa.insert(inbound_events).values(provider="twilio", event_id=secret, received_at=clock())
+    await service.db.run(event)
+    with pytest.raises(sa.exc.IntegrityError) as refused:
+        await service.db.run(event)  # the same event again: the unique constraint refuses it
+    assert (secret in str(refused.value), "hidden" in str(refused.value)) == (False, True)
