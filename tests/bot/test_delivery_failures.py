@@ -22,10 +22,10 @@ from bot.channels.base import Channel
 from bot.jobs import MAX_ATTEMPTS
 from bot.scheduler import Scheduler
 from bot.service import Service
-from bot.tables import jobs, surveys
+from bot.tables import jobs
 from bot.triggers import SurveyRequest, trigger
 from tests.bot.test_telegram import telegram_settings
-from tests.bot.test_twilio import PUBLIC, twilio_settings
+from tests.bot.test_twilio import PUBLIC, survey_status, twilio_settings
 from tests.fakes.telegram import FakeBotApi
 from tests.fakes.twilio import FakeTwilioApi
 from tests.support import Clock, running_app
@@ -72,11 +72,7 @@ class Sends:
         return body
 
     async def status(self, survey_id: int) -> str:
-        async with self.service.db.read() as conn:
-            found: str = (
-                await conn.execute(sa.select(surveys.c.status).where(surveys.c.id == survey_id))
-            ).scalar_one()
-        return found
+        return await survey_status(self.service, survey_id)
 
     async def twilio_status(self, survey_id: int, sid: str, status: str, code: str) -> httpx.Response:
         """A signed delivery-status callback, as Twilio posts it for a message of the survey."""

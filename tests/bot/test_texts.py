@@ -25,7 +25,7 @@ import yaml
 from bot.channels.console import ChatRequest, chat
 from bot.service import Service
 from bot.surveys import NewSurvey, create_survey
-from bot.tables import answers, surveys
+from bot.tables import answers
 from bot.texts import CATALOGUE, LANGUAGES, text
 from bot.triggers import SurveyRequest, trigger
 from flows.loader import load_flows
@@ -182,14 +182,6 @@ async def stored(service: Service) -> list[tuple[object, ...]]:
         return [tuple(r) for r in rows]
 
 
-async def status_of(service: Service, survey_id: int) -> str:
-    async with service.db.read() as conn:
-        found: str = (
-            await conn.execute(sa.select(surveys.c.status).where(surveys.c.id == survey_id))
-        ).scalar_one()
-    return found
-
-
 # --- Telegram ---------------------------------------------------------------------------
 
 
@@ -308,7 +300,7 @@ async def test_french_flow_by_sms(tw: twilio.Harness, case: Case, no_errors: Non
     assert [f"{COMMENT['fr']}\n{case.ui_text('sms.skip')}"] == await tw.sms("2")
     assert [FLOW_TEXTS["fr"]["thanks"]] == await tw.sms("skip")
     assert [("note", 2, None)] == await stored(tw.service)
-    assert "completed" == await status_of(tw.service, survey_id)
+    assert "completed" == await twilio.survey_status(tw.service, survey_id)
     # HELP names no survey: the default flow's (support-csat) default language backs French up.
     assert [CATALOGUE["sms.help"]["de"]] == await tw.sms("HELP")
 
