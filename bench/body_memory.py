@@ -78,7 +78,7 @@ class Route:
 
 def post_routes() -> list[str]:
     """Every POST path of the app as FastAPI routes it (``/s/{token}``), the routers it includes too."""
-    from bot.app import create_app
+    from bot.web.app import create_app
 
     settings = load_settings(_env_file=None, database_url="sqlite+aiosqlite://")
     paths: set[str] = set()
@@ -286,7 +286,7 @@ def section(rows: list[str], megabytes: int) -> str:
             "",
             f"`afterword serve` (SQLite, one process) sent {megabytes} MB bodies without credentials at",
             "every POST route, streamed in 64 KiB chunks and with the length declared (bench/body_memory.py;",
-            f"the body cap is 1 MiB, bot/limits.py); measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on the",
+            f"the body cap is 1 MiB, bot/web/limits.py); measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on the",
             "machine above. Sent: what the client had written when the answer came, socket buffers",
             "included. Peak: VmHWM, reset before each route, or VmRSS sampled every 5 ms, if higher.",
             "",

@@ -38,8 +38,8 @@ from bot.channels.base import Channel
 from bot.scheduler import Scheduler
 from bot.service import Service
 from bot.settings import Settings, load_settings
+from bot.store.tables import answers, contacts, jobs, surveys
 from bot.surveys import NewSurvey, create_survey
-from bot.tables import answers, contacts, jobs, surveys
 from flows.engine import Prompt
 
 FLOW = "bench-three"

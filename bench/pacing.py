@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 
 from bot.service import Service
 from bot.settings import load_settings
-from bot.tables import contacts, jobs, surveys
+from bot.store.tables import contacts, jobs, surveys
 from bot.triggers import SurveyRequest, trigger
 from tests.fakes.telegram import FakeBotApi
 

@@ -14,13 +14,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from bot.apikeys import create_key
-from bot.app import create_app
-from bot.db import Database
 from bot.importer import import_csv
 from bot.reports import build_report, histogram_query, report_query
 from bot.service import Service
 from bot.settings import load_settings
-from bot.tables import answers
+from bot.store.db import Database
+from bot.store.tables import answers
+from bot.web.app import create_app
 from flows.loader import load_flows
 
 AGENTS = [f"agent-{i:02d}" for i in range(25)]

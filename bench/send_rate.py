@@ -38,10 +38,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench.throughput import _reset_postgres
-from bot.db import Database
 from bot.service import Service
 from bot.settings import load_settings
-from bot.tables import contacts, jobs, surveys
+from bot.store.db import Database
+from bot.store.tables import contacts, jobs, surveys
 from bot.triggers import SurveyRequest, trigger
 from tests.fakes.twilio import Call, FakeTwilioApi
 

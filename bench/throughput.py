@@ -29,8 +29,8 @@ from twilio.request_validator import RequestValidator
 
 from bot.service import Service
 from bot.settings import load_settings
+from bot.store.tables import answers
 from bot.surveys import NewSurvey, create_survey
-from bot.tables import answers
 
 HERE = Path(__file__).parent
 AFTERWORD = str(Path(sys.executable).parent / "afterword")
@@ -174,7 +174,7 @@ async def ours(database_url: str | None) -> tuple[Load, int]:
         settings = load_settings(_env_file=None, database_url=url, flows_dir=[HERE / "flows"])
         service = await Service.open(settings, create=True) if not database_url else None
         if service is None:
-            from bot.db import Database
+            from bot.store.db import Database
 
             await Database(settings.database).upgrade()
             service = await Service.open(settings)

@@ -34,10 +34,10 @@ from bench.throughput import (
     open_surveys,
     serve_env,
 )
-from bot.db import Database
 from bot.service import Service
 from bot.settings import load_settings
-from bot.tables import answers
+from bot.store.db import Database
+from bot.store.tables import answers
 
 PROCESSES = (1, 2, 4)
 CORES = os.cpu_count() or 1

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot import jobs
 from bot.lifecycle import JobKind, JobStatus
 from bot.service import Service
-from bot.tables import answers
-from bot.tables import jobs as jobs_table
+from bot.store.tables import answers
+from bot.store.tables import jobs as jobs_table
 from flows.engine import Answer
 from scoring.metrics import Scale, is_detractor
 

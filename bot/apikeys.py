@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from bot.db import Database
 from bot.errors import ApiKeyError
-from bot.tables import api_keys
+from bot.store.db import Database
+from bot.store.tables import api_keys
 
 PREFIX = "aw_"
 _TOUCH_EVERY = timedelta(minutes=1)  # last_used_at is a hint, not worth a write per request

@@ -14,10 +14,10 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from bot.db import Database, upsert_insert
 from bot.lifecycle import SurveyStatus
+from bot.store.db import Database, upsert_insert
+from bot.store.tables import contacts, surveys
 from bot.surveys import moved
-from bot.tables import contacts, surveys
 
 
 async def opt_out(db: Database, channel: str, address: str, *, now: datetime) -> int:

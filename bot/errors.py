@@ -12,7 +12,7 @@ class AfterwordError(Exception):
     """Base of every error the service raises on purpose."""
 
     exit_code = 1
-    # The HTTP status the web app answers when a route lets this error escape (bot.app):
+    # The HTTP status the web app answers when a route lets this error escape (bot.web.app):
     # 4xx names what the request got wrong; 5xx is ours, and a provider sends its request again.
     http_status = 500
 

@@ -25,8 +25,8 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.db import Database, upsert_insert
-from bot.tables import flow_versions
+from bot.store.db import Database, upsert_insert
+from bot.store.tables import flow_versions
 from flows.schema import Flow, problems
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from bot.db import Database, upsert_insert
 from bot.errors import ImportFailed, ImportFileUnreadable
-from bot.tables import READ_INDEXES, answers
+from bot.store.db import Database, upsert_insert
+from bot.store.tables import READ_INDEXES, answers
 
 REQUIRED = ("response_id", "submitted_at", "metric", "score")
 OPTIONAL = (

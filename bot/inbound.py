@@ -15,13 +15,13 @@ from sqlalchemy.engine import Connection
 
 from bot.alerts import queue_alerts
 from bot.contacts import contact_language, has_opted_out, opted_in, opted_out
-from bot.db import Database, upsert_insert
 from bot.errors import clean_text
 from bot.flow_versions import UNAVAILABLE, as_book, no_definition
 from bot.lifecycle import SurveyStatus, has_expired, is_open
 from bot.phones import mask
+from bot.store.db import Database, upsert_insert
+from bot.store.tables import answers, contacts, inbound_events, surveys
 from bot.surveys import unservable
-from bot.tables import answers, contacts, inbound_events, surveys
 from flows import engine
 from flows.schema import Flow
 

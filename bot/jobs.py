@@ -26,9 +26,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.db import Database
 from bot.lifecycle import JOB_TRANSITIONS, JobKind, JobStatus, job_sources
-from bot.tables import jobs
+from bot.store.db import Database
+from bot.store.tables import jobs
 
 LEASE = timedelta(minutes=2)  # longer than any single job may take
 MAX_ATTEMPTS = 8

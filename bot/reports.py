@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import sqlalchemy as sa
 
 from bot.errors import ReportError
-from bot.tables import answers, surveys
+from bot.store.tables import answers, surveys
 from scoring.metrics import DEFAULT_TARGETS, CsatRule, CsiAttribute, Histogram, Scale, csi, mean, sci
 from scoring.report import (
     Bucket,
@@ -40,7 +40,7 @@ from scoring.report import Sci as SciScore
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from bot.db import Database
+    from bot.store.db import Database
     from scoring.chart import TrendPoint
 
 GROUPS: dict[str, sa.ColumnElement[Any]] = {
@@ -386,7 +386,7 @@ def histogram_query(key: str | None, dialect: str) -> sa.Select[Any]:
     ]
     if key != "question":
         # One observation per respondent and metric: the flow's headline question. Written as
-        # the partial indexes' condition (bot.tables.HEADLINE_ONLY), literally, so both
+        # the partial indexes' condition (bot.store.tables.HEADLINE_ONLY), literally, so both
         # planners match them: "headline = 1" on SQLite, "headline" on PostgreSQL.
         conditions.append(sa.text("headline = 1") if dialect == "sqlite" else c["headline"])
     return (

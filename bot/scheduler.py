@@ -58,7 +58,6 @@ from sqlalchemy.engine import Connection
 
 from bot import jobs
 from bot.channels.base import Channel, never_sent
-from bot.db import Database, upsert_insert
 from bot.errors import ContactOptedOut, DeliveryFailed
 from bot.flow_versions import UNAVAILABLE, no_definition
 from bot.lifecycle import JobKind, JobStatus, SurveyStatus, is_open, survey_sources
@@ -66,8 +65,9 @@ from bot.phones import mask, time_zone
 from bot.quiet_hours import next_allowed, zone_or_default
 from bot.service import Service
 from bot.settings import Settings
+from bot.store.db import Database, upsert_insert
+from bot.store.tables import contacts, send_rates, surveys
 from bot.surveys import asking, closing, superseded
-from bot.tables import contacts, send_rates, surveys
 from flows import engine
 
 log = logging.getLogger(__name__)

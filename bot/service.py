@@ -6,10 +6,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from bot.db import Database
 from bot.errors import ConfigError
 from bot.flow_versions import FlowBook, as_book, record_flows
 from bot.settings import Settings
+from bot.store.db import Database
 from flows.loader import load_flows
 from flows.schema import Flow
 

@@ -228,7 +228,7 @@ class Settings(BaseSettings):
     @classmethod
     def _generic_map(cls, value: str | None) -> str | None:
         if value is not None:
-            from bot.hooks import parse_mapping
+            from bot.web.hooks import parse_mapping
 
             parse_mapping(value)
         return value

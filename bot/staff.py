@@ -9,9 +9,9 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from bot.db import Database, upsert_insert
 from bot.settings import Settings, StaffRole
-from bot.tables import staff
+from bot.store.db import Database, upsert_insert
+from bot.store.tables import staff
 
 
 @dataclass(frozen=True)

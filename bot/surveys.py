@@ -12,12 +12,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bot import jobs
-from bot.db import Database, upsert_insert
 from bot.errors import ContactOptedOut, OpenSurveysFull
 from bot.flow_versions import UNAVAILABLE, FlowBook, as_book, no_definition
 from bot.lifecycle import FINAL, OPEN, JobKind, SurveyStatus, has_expired, is_open, survey_sources
-from bot.tables import MAX_REASON, contacts, surveys
-from bot.tables import jobs as jobs_table
+from bot.store.db import Database, upsert_insert
+from bot.store.tables import MAX_REASON, contacts, surveys
+from bot.store.tables import jobs as jobs_table
 from flows import engine
 from flows.loader import get_flow
 from flows.schema import Flow

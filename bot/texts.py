@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from bot.tables import surveys
+from bot.store.tables import surveys
 
 if TYPE_CHECKING:
     from bot.service import Service

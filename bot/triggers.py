@@ -20,8 +20,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from bot.errors import ContactOptedOut, InvalidPhone, TriggerError
 from bot.phones import normalize
 from bot.service import Service
+from bot.store.tables import surveys
 from bot.surveys import NewSurvey, create_survey
-from bot.tables import surveys
 
 ChannelName = Literal["telegram", "sms", "whatsapp", "voice", "web"]
 CHANNELS: tuple[ChannelName, ...] = ("telegram", "sms", "whatsapp", "voice", "web")

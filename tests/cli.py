@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from bot.cli import app
-from bot.db import Database
+from bot.cli.main import app
+from bot.store.db import Database
 from tests.support import environment
 
 AFTERWORD = str(Path(sys.executable).parent / "afterword")

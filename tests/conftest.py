@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
-from bot.db import Database
 from bot.logs import DATABASE_LOGGERS
 from bot.service import Service
 from bot.settings import Settings, load_settings
+from bot.store.db import Database
 from flows.loader import load_flows
 from tests.databases import PostgresTemplate, SqliteTemplate
 from tests.fakes.telegram import FakeBotApi

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import asyncpg
 from sqlalchemy.engine import URL, make_url
 
-from bot.db import Database
+from bot.store.db import Database
 
 # The process id too: several pytest runs on one machine (an edit loop beside `make test`) must
 # not drop each other's databases.

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from bot.app import create_app
 from bot.service import Service
 from bot.settings import load_settings
+from bot.web.app import create_app
 
 PG_URL = os.environ.get("AFTERWORD_TEST_DATABASE_URL")
 BACKENDS = [

@@ -15,8 +15,8 @@ from bot.errors import InputError
 from bot.inbound import Inbound, handle
 from bot.lifecycle import SurveyStatus
 from bot.service import Service
+from bot.store.tables import contacts, surveys
 from bot.surveys import NewSurvey, create_survey
-from bot.tables import contacts, surveys
 from flows import engine
 from flows.engine import Prompt
 

@@ -10,8 +10,8 @@ from bot.service import Service
 from bot.settings import Settings
 
 if TYPE_CHECKING:
+    from bot.channels.telegram.bot import TelegramBot
     from bot.channels.twilio import TwilioAccount
-    from bot.telegram_bot import TelegramBot
 
 
 def configured(settings: Settings) -> set[str]:

@@ -18,11 +18,11 @@ from bot.channels.base import Channel
 from bot.errors import clean_text
 from bot.inbound import TOKEN, Inbound, handle
 from bot.lifecycle import SurveyStatus, has_expired, is_open
-from bot.pages import page
 from bot.service import Service
+from bot.store.tables import surveys
 from bot.surveys import current, unservable
-from bot.tables import surveys
 from bot.texts import default_language, text
+from bot.web.pages import page
 from flows.engine import Prompt
 from flows.schema import Flow
 

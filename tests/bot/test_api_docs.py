@@ -209,7 +209,7 @@ async def test_real_responses_fit_the_openapi_schemas(service: Service, clock: C
 
 async def test_openapi_names_the_report_and_survey_schemas(client: httpx.AsyncClient) -> None:
     """/openapi.json refers the three routes to named schemas that list every key of the models."""
-    from bot.resources import Survey, SurveyCreated
+    from bot.web.resources import Survey, SurveyCreated
     from scoring.report import Report
 
     spec = (await client.get("/openapi.json")).json()

@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from bot.cli import app
-from bot.tables import answers, surveys
+from bot.cli.main import app
+from bot.store.tables import answers, surveys
 from tests.cli import ROOT, invoke, no_database, query
 from tests.fakes.telegram import FakeBotApi
 from tests.support import environment
@@ -136,7 +136,7 @@ def test_unmigrated_postgres_is_refused(empty_db_url: str, taken_port: int) -> N
 
 def test_db_upgrade_makes_an_empty_database_current(empty_db_url: str) -> None:
     """`db status` refuses a missing SQLite file (exit 2) and shows an empty PostgreSQL one (exit 1); `db upgrade` makes either current."""
-    from bot.db import describe, head_revision
+    from bot.store.db import describe, head_revision
 
     env = environment(empty_db_url)
     url = make_url(empty_db_url)
@@ -164,9 +164,9 @@ def test_db_upgrade_makes_an_empty_database_current(empty_db_url: str) -> None:
 
 def test_sqlite_serve_makes_and_migrates_a_new_file(tmp_path: Path) -> None:
     """Opening the service with create=True, as `serve` does, makes a new SQLite file at the newest schema."""
-    from bot.db import head_revision
     from bot.service import Service
     from bot.settings import load_settings
+    from bot.store.db import head_revision
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
 

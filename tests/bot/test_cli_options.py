@@ -26,11 +26,11 @@ import sqlalchemy as sa
 import typer.main
 from sqlalchemy.engine import make_url
 
-from bot.app import VERSION
-from bot.cli import app
-from bot.db import describe, head_revision
-from bot.tables import answers, api_keys, contacts, staff, surveys
-from bot.web_auth import verify_password
+from bot.cli.main import app
+from bot.store.db import describe, head_revision
+from bot.store.tables import answers, api_keys, contacts, staff, surveys
+from bot.web.app import VERSION
+from bot.web.auth import verify_password
 from tests.cli import ROOT, Ran, invoke, query, run
 
 NOW = datetime.now(UTC)

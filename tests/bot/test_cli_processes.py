@@ -14,7 +14,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from bot.tables import answers, surveys
+from bot.store.tables import answers, surveys
 from flows.loader import load_flows
 from tests.bot.test_twilio import SENDER, twilio_process_env
 from tests.cli import AFTERWORD, free_port, invoke, no_database, query, run, serving
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 def test_script_prints_its_version(tmp_path: Path) -> None:
     """`afterword --version` prints the version and exits 0."""
-    from bot.app import VERSION
+    from bot.web.app import VERSION
 
     result = run(["--version"], no_database(tmp_path), tmp_path)
     assert (0, f"afterword {VERSION}\n", "") == (result.returncode, result.stdout, result.stderr)

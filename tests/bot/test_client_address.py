@@ -7,7 +7,7 @@ from ipaddress import ip_network
 import pytest
 from starlette.requests import Request
 
-from bot.limits import client_address
+from bot.web.limits import client_address
 
 PROXIES = (ip_network("127.0.0.1/32"), ip_network("10.0.0.0/8"))
 

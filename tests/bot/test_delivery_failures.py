@@ -22,7 +22,7 @@ from bot.channels.base import Channel
 from bot.jobs import MAX_ATTEMPTS
 from bot.scheduler import Scheduler
 from bot.service import Service
-from bot.tables import jobs
+from bot.store.tables import jobs
 from bot.triggers import SurveyRequest, trigger
 from tests.bot.test_telegram import telegram_settings
 from tests.bot.test_twilio import PUBLIC, survey_status, twilio_settings

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from bot.demo import AGENTS, build_demo, timeline_end
-from bot.tables import answers, jobs, staff, surveys
-from bot.web_auth import verify_password
+from bot.cli.demo import AGENTS, build_demo, timeline_end
+from bot.store.tables import answers, jobs, staff, surveys
+from bot.web.auth import verify_password
 from tests.cli import invoke, query
 from tests.support import environment
 

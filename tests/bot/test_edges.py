@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from bot.apikeys import create_key
 from bot.service import Service
-from bot.tables import answers, contacts, inbound_events, surveys
+from bot.store.tables import answers, contacts, inbound_events, surveys
 from bot.texts import CATALOGUE
 from bot.triggers import SurveyRequest, trigger
 from tests.bot.test_limits import Body

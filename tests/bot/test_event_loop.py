@@ -40,9 +40,9 @@ import pytest
 import sqlalchemy as sa
 
 from bot.service import Service
+from bot.store.tables import answers
 from bot.surveys import NewSurvey, create_survey
-from bot.tables import answers
-from bot.web_auth import set_web_login
+from bot.web.auth import set_web_login
 from scoring.chart import trend_chart
 from tests.bot.test_telegram import MANAGER, telegram_settings
 from tests.bot.test_telegram import Harness as TelegramHarness

@@ -25,8 +25,8 @@ from bot.flow_versions import UNAVAILABLE
 from bot.inbound import Inbound, handle
 from bot.service import Service
 from bot.settings import load_settings
+from bot.store.tables import answers, flow_versions, surveys
 from bot.surveys import Created, NewSurvey, create_survey
-from bot.tables import answers, flow_versions, surveys
 from bot.triggers import SurveyRequest, trigger
 from flows.loader import BUILTIN_DIR, load_flows
 from flows.schema import Flow, Question
@@ -367,7 +367,7 @@ def test_flows_check_warns_against_a_database(service: Service, clock: Clock, tm
 
 
 async def _record(base: Service, folder: Path) -> None:
-    from bot.db import Database
+    from bot.store.db import Database
 
     db = Database(base.settings.database)
     try:

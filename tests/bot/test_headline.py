@@ -14,10 +14,10 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, make_url
 
-from bot.db import Database
 from bot.importer import import_csv
 from bot.service import Service
-from bot.tables import answers
+from bot.store.db import Database
+from bot.store.tables import answers
 from tests.cli import invoke, query
 
 HEADLINES = sa.select(answers.c.question_id, answers.c.score, answers.c.headline).order_by(answers.c.id)

@@ -1,4 +1,4 @@
-"""Tests for bot.hooks: helpdesk webhook payloads read as tickets, and the paths named when they cannot be."""
+"""Tests for bot.web.hooks: helpdesk webhook payloads read as tickets, and the paths named when they cannot be."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.hooks import (
+from bot.web.hooks import (
     FRESHDESK_BODY,
     ZENDESK_BODY,
     HookError,

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from bot.errors import ImportFailed, ImportFileUnreadable
 from bot.importer import BATCH, check_file, encoding_name, import_csv
 from bot.service import Service
-from bot.tables import answers
+from bot.store.tables import answers
 
 HEADER = "response_id,submitted_at,metric,score,agent,comment,scale_min,scale_max,best\n"
 

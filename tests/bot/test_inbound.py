@@ -7,12 +7,12 @@ import asyncio
 import pytest
 import sqlalchemy as sa
 
-from bot.db import Database
 from bot.errors import ContactOptedOut
 from bot.inbound import Inbound, handle
 from bot.service import Service
+from bot.store.db import Database
+from bot.store.tables import answers, contacts, surveys
 from bot.surveys import NewSurvey, create_survey
-from bot.tables import answers, contacts, surveys
 from flows.loader import load_flows
 from tests.support import Clock
 

@@ -12,7 +12,6 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
 
 from bot import jobs as job_queries
-from bot.db import Database
 from bot.lifecycle import (
     FINAL,
     JOB_TRANSITIONS,
@@ -25,8 +24,9 @@ from bot.lifecycle import (
     has_expired,
     is_open,
 )
+from bot.store.db import Database
+from bot.store.tables import answers, jobs, surveys
 from bot.surveys import closing, moved
-from bot.tables import answers, jobs, surveys
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 SURVEY_PAIRS = [(old, new) for old, new in itertools.permutations(SurveyStatus, 2)]

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.apikeys import create_key
-from bot.limits import MAX_BODY_BYTES
 from bot.service import Service
+from bot.web.limits import MAX_BODY_BYTES
 from tests.bot.test_twilio import twilio_settings
 from tests.fakes.twilio import FakeTwilioApi
 from tests.support import Clock, running_app

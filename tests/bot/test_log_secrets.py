@@ -15,8 +15,8 @@ from bot.apikeys import create_key
 from bot.logs import install_logging, redact
 from bot.service import Service
 from bot.settings import Settings, load_settings
-from bot.tables import inbound_events, surveys
-from bot.web_auth import set_web_login
+from bot.store.tables import inbound_events, surveys
+from bot.web.auth import set_web_login
 from tests.bot.test_telegram import CUSTOMER as CHAT
 from tests.bot.test_telegram import LINK, Harness, survey_for
 from tests.bot.test_telegram import tg as tg  # the fixture, shared with test_telegram.py

@@ -21,7 +21,7 @@ from bot.errors import ConfigError
 from bot.scheduler import Scheduler
 from bot.service import Service
 from bot.settings import load_settings
-from bot.tables import surveys
+from bot.store.tables import surveys
 from tests.bot.test_twilio import twilio_process_env, twilio_settings
 from tests.cli import invoke, query
 from tests.fakes.twilio import FakeTwilioApi

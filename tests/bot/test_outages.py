@@ -24,8 +24,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from bot.apikeys import create_key
-from bot.app import RETRY_AFTER_SECONDS, install_error_handlers
-from bot.db import Database, sqlite_path
 from bot.errors import (
     AfterwordError,
     ApiKeyError,
@@ -47,8 +45,10 @@ from bot.errors import (
 )
 from bot.service import Service
 from bot.settings import load_settings
+from bot.store.db import Database, sqlite_path
+from bot.store.tables import answers, inbound_events, surveys
 from bot.surveys import NewSurvey, create_survey
-from bot.tables import answers, inbound_events, surveys
+from bot.web.app import RETRY_AFTER_SECONDS, install_error_handlers
 from flows.loader import load_flows
 from tests.bot.test_telegram import CUSTOMER as CHAT
 from tests.bot.test_telegram import MANAGER, SECRET, button, survey_for, telegram_settings

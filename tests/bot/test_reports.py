@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy.engine import Connection
 
 from bot.apikeys import create_key
-from bot.app import create_app
 from bot.errors import ReportError
 from bot.importer import import_csv
 from bot.inbound import Inbound, handle
@@ -30,6 +29,7 @@ from bot.reports import (
 )
 from bot.service import Service
 from bot.surveys import NewSurvey, closing, create_survey
+from bot.web.app import create_app
 from scoring.report import Report
 from tests.support import Clock
 
@@ -558,7 +558,7 @@ async def test_reports_render_exactly_as_before_the_typed_model(
     service: Service, clock: Clock, tmp_path: Path
 ) -> None:
     """JSON, table, CSV, Markdown and the Telegram message of nine reports equal the recorded ones."""
-    from bot.telegram_staff import report_message
+    from bot.channels.telegram.staff import report_message
 
     await load_golden(service, clock, tmp_path)
     found = {}

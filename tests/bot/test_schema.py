@@ -1,4 +1,4 @@
-"""The migrations and bot/tables.py describe the same schema."""
+"""The migrations and bot/store/tables.py describe the same schema."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from bot.service import Service
-from bot.tables import metadata
+from bot.store.tables import metadata
 
 
 async def test_migrated_schema_matches_tables(service: Service) -> None:

@@ -24,11 +24,11 @@ from sqlalchemy.engine import Connection, make_url
 
 from bot.apikeys import create_key
 from bot.channels.base import Channel
-from bot.db import Database
 from bot.phones import mask
 from bot.scheduler import BATCH, Scheduler, batch_size, reserve_slot
 from bot.service import Service, utc_now
-from bot.tables import jobs, surveys
+from bot.store.db import Database
+from bot.store.tables import jobs, surveys
 from bot.triggers import SurveyRequest, trigger
 from flows.engine import Prompt
 from tests.bot.test_twilio import twilio_process_env, twilio_settings

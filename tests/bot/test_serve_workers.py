@@ -20,9 +20,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from twilio.request_validator import RequestValidator
 
-from bot.db import Database
 from bot.service import Service, utc_now
-from bot.tables import answers, jobs, surveys
+from bot.store.db import Database
+from bot.store.tables import answers, jobs, surveys
 from bot.triggers import SurveyRequest, trigger
 from tests.bot.test_twilio import PUBLIC, SENDER, twilio_process_env
 from tests.cli import AFTERWORD, free_port, invoke

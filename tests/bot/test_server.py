@@ -112,7 +112,7 @@ def test_serve_workers_is_false_when_a_worker_cannot_start(tmp_path: Path) -> No
     script = textwrap.dedent(
         f"""
         import sys
-        from bot.server import serve_workers, server_config
+        from bot.web.server import serve_workers, server_config
         from bot.settings import load_settings
 
         config = server_config(

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from bot.db import HEAD_REVISION, Database, describe, head_revision
 from bot.errors import ConfigError
 from bot.settings import load_settings
+from bot.store.db import HEAD_REVISION, Database, describe, head_revision
 from tests.cli import invoke
 from tests.support import environment
 
@@ -24,7 +24,7 @@ PROBE = """
 import json, sys
 out, args = sys.argv[1], json.loads(sys.argv[2])
 sys.argv = ["afterword", *args]
-from bot.cli import main
+from bot.cli.main import main
 try:
     main()
     code = 0
@@ -68,14 +68,14 @@ def test_report_json_imports_no_chart_or_channel_library(db_url: str, tmp_path: 
     assert (0, []) == (ran["code"], _under(ran["modules"], CHANNELS_AND_CHART))
 
 
-# The API's report in a fresh interpreter: bot.api and bot.reports imported, a report with a
+# The API's report in a fresh interpreter: bot.web.api and bot.reports imported, a report with a
 # trend built and turned into JSON; the JSON's keys and the imported modules go to argv[1].
 API_PROBE = """
 import asyncio, json, sys
 from datetime import UTC, datetime
 from sqlalchemy.engine import make_url
-import bot.api, bot.reports
-from bot.db import Database
+import bot.web.api, bot.reports
+from bot.store.db import Database
 
 async def build():
     db = Database(make_url(sys.argv[2]))
@@ -93,7 +93,7 @@ with open(sys.argv[1], "w", encoding="utf-8") as handle:
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_api_report_json_imports_no_chart_code(db_url: str, tmp_path: Path) -> None:
-    """bot.api and a JSON report with a trend import neither matplotlib nor scoring.chart."""
+    """bot.web.api and a JSON report with a trend import neither matplotlib nor scoring.chart."""
     out = tmp_path / "modules.json"
     done = subprocess.run(
         [sys.executable, "-c", API_PROBE, str(out), db_url],

@@ -17,14 +17,14 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from bot.app import create_app
-from bot.channels.telegram import TelegramChannel, build_application
+from bot.channels.telegram.bot import TelegramBot
+from bot.channels.telegram.customers import TelegramChannel, build_application
 from bot.service import Service
 from bot.settings import load_settings
 from bot.staff import add_staff
+from bot.store.tables import answers, jobs, surveys
 from bot.surveys import NewSurvey, create_survey
-from bot.tables import answers, jobs, surveys
-from bot.telegram_bot import TelegramBot
+from bot.web.app import create_app
 from flows.engine import Prompt
 from tests.fakes.telegram import Call, FakeBotApi, callback_update, message_update
 from tests.support import Clock, running_app

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bot.channels.telegram import callback_data, keyboard, message_text, parse_callback
+from bot.channels.telegram.customers import callback_data, keyboard, message_text, parse_callback
+from bot.channels.telegram.staff import parse_report_args
 from bot.errors import ConfigError, ReportError
 from bot.settings import load_settings
-from bot.telegram_staff import parse_report_args
 from flows.engine import Prompt
 from flows.schema import Scale
 

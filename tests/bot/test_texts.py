@@ -24,8 +24,8 @@ import yaml
 
 from bot.channels.console import ChatRequest, chat
 from bot.service import Service
+from bot.store.tables import answers
 from bot.surveys import NewSurvey, create_survey
-from bot.tables import answers
 from bot.texts import CATALOGUE, LANGUAGES, text
 from bot.triggers import SurveyRequest, trigger
 from flows.loader import load_flows

@@ -20,7 +20,7 @@ from bot.channels.base import Channel
 from bot.contacts import opt_out
 from bot.scheduler import CONCURRENT_JOBS, Scheduler
 from bot.service import Service
-from bot.tables import jobs, surveys
+from bot.store.tables import jobs, surveys
 from flows.engine import Prompt
 from tests.bot.test_twilio import PUBLIC, SENDER, twilio_settings
 from tests.fakes.twilio import FakeTwilioApi

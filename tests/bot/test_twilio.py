@@ -20,8 +20,8 @@ from bot.channels.base import Channel
 from bot.errors import ContactOptedOut
 from bot.scheduler import Scheduler
 from bot.service import Service
+from bot.store.tables import answers, contacts, surveys
 from bot.surveys import NewSurvey, create_survey
-from bot.tables import answers, contacts, surveys
 from tests.fakes.twilio import FakeTwilioApi
 from tests.support import Clock, running_app
 

@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from bot.service import Service
-from bot.tables import answers, login_failures
+from bot.store.tables import answers, login_failures
 from bot.triggers import SurveyRequest, trigger
-from bot.web_auth import set_web_login
+from bot.web.auth import set_web_login
 from tests.support import Clock, running_app
 
 PASSWORD = "correct horse battery"

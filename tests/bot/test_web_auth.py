@@ -12,8 +12,8 @@ from argon2 import PasswordHasher
 
 from bot.errors import InputError
 from bot.service import Service
-from bot.tables import login_failures, staff, web_sessions
-from bot.web_auth import (
+from bot.store.tables import login_failures, staff, web_sessions
+from bot.web.auth import (
     LoginResult,
     WebUser,
     csrf_ok,

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from bot.service import Service
-from bot.tables import jobs
+from bot.store.tables import jobs
 from bot.triggers import SurveyRequest, trigger
 from tests.bot.test_twilio import twilio_process_env
 from tests.cli import workers

@@ -23,14 +23,14 @@ from pydantic import ValidationError
 from bot import jobs
 from bot.apikeys import check_key
 from bot.errors import OpenSurveysFull, ReportError, TriggerError, unfit_text
-from bot.hooks import HookError, HookTicket, from_freshdesk, from_generic, from_zendesk, parse_mapping
 from bot.inbound import MAX_ID
 from bot.lifecycle import JobKind, JobStatus
 from bot.reports import build_report, report_query
-from bot.resources import Survey, SurveyCreated
 from bot.service import Service
-from bot.tables import answers, surveys
+from bot.store.tables import answers, surveys
 from bot.triggers import SurveyRequest, Triggered, survey_links, trigger
+from bot.web.hooks import HookError, HookTicket, from_freshdesk, from_generic, from_zendesk, parse_mapping
+from bot.web.resources import Survey, SurveyCreated
 from scoring.report import Report
 
 # Where each helpdesk puts the customer's phone, to name it when it is missing.
@@ -190,7 +190,7 @@ _SURVEY_BODY = {
 
 
 # The routes write their JSON themselves (a JSONResponse is not validated again); response_model and
-# responses describe it in /openapi.json (bot.resources, scoring.report).
+# responses describe it in /openapi.json (bot.web.resources, scoring.report).
 @router.post(
     "/api/surveys",
     tags=["surveys"],

@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from bot.cli_support import err, errors, fail, load, open_service, run, say_database, with_service
+from bot.cli.support import err, errors, fail, load, open_service, run, say_database, with_service
 
 if TYPE_CHECKING:
     from bot.service import Service
 
 
 def _group(about: str) -> typer.Typer:
-    """A sub-command group; plain Click help, as the app's (see bot/cli.py)."""
+    """A sub-command group; plain Click help, as the app's (see bot/cli/main.py)."""
     return typer.Typer(help=about, no_args_is_help=True, rich_markup_mode=None)
 
 
@@ -35,7 +35,7 @@ def db_upgrade() -> None:
 
     Example: DATABASE_URL=postgresql+asyncpg://afterword@db/afterword afterword db upgrade
     """
-    from bot.db import Database, describe
+    from bot.store.db import Database, describe
 
     settings = load()
     say_database(settings)
@@ -60,7 +60,7 @@ def db_status() -> None:
 
     Example: afterword db status
     """
-    from bot.db import Database, describe, head_revision, require_sqlite_file
+    from bot.store.db import Database, describe, head_revision, require_sqlite_file
 
     settings = load()  # no --verbose line: the output names the database, and so does any error
     with errors():  # before connecting: connecting would make a missing SQLite file
@@ -131,10 +131,10 @@ def flows_check(
 
 async def _version_drift(flows: Any) -> list[str]:
     """The flows recorded in DATABASE_URL under their version with another definition; [] without one."""
-    from bot.db import Database
     from bot.errors import AfterwordError
     from bot.flow_versions import recorded_drift
     from bot.settings import load_settings
+    from bot.store.db import Database
 
     try:
         settings = load_settings()
@@ -178,7 +178,7 @@ def staff_add(
 
     from bot.settings import STAFF_ROLES
     from bot.staff import add_staff
-    from bot.web_auth import set_web_login
+    from bot.web.auth import set_web_login
 
     if role not in STAFF_ROLES:
         fail(f"--role: {role!r} is not one of {', '.join(STAFF_ROLES)}", 2)
@@ -267,7 +267,7 @@ def telegram_set_webhook() -> None:
         fail(str(ConfigError("TELEGRAM_BOT_TOKEN", "not set; the Telegram channel is off")), 2)
 
     async def _set() -> str:
-        from bot.telegram_bot import TelegramBot
+        from bot.channels.telegram.bot import TelegramBot
 
         service = await open_service(settings)
         try:

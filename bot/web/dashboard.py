@@ -1,7 +1,7 @@
 """The staff dashboard at `/dashboard`, its login, and the start page at `/`.
 
 Every form carries a CSRF token: before login a double-submit cookie, after login the
-session's own token. Sessions live in the database (bot.web_auth), so any worker can
+session's own token. Sessions live in the database (bot.web.auth), so any worker can
 serve any page and logging out ends the session everywhere.
 """
 
@@ -20,10 +20,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from bot import web_auth
 from bot.errors import InputError, ReportError
-from bot.limits import client_address
-from bot.pages import SECURITY_HEADERS, page
 from bot.report_format import (
     CSV_LINE_END,
     FOOTNOTE,
@@ -37,8 +34,11 @@ from bot.report_format import (
 )
 from bot.reports import build_report, report_query, trend_points
 from bot.service import Service
-from bot.tables import answers, surveys
+from bot.store.tables import answers, surveys
 from bot.triggers import SurveyRequest, trigger
+from bot.web import auth as web_auth
+from bot.web.limits import client_address
+from bot.web.pages import SECURITY_HEADERS, page
 from scoring.chart import trend_chart
 
 SESSION_COOKIE = "aw_session"

@@ -31,11 +31,11 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from bot import contacts
-from bot.db import Database
 from bot.inbound import Inbound, handle
 from bot.scheduler import BATCH, Scheduler
 from bot.service import Service
 from bot.settings import Settings, load_settings
+from bot.store.db import Database
 from bot.surveys import Created, NewSurvey, closing, create_survey
 from flows.loader import load_flows
 from flows.schema import Flow
@@ -461,7 +461,7 @@ async def build_demo(
 
     ``login`` (name, password) becomes a manager's dashboard login.
     """
-    from bot.web_auth import set_web_login
+    from bot.web.auth import set_web_login
 
     settings = demo_settings(path)
     flows = load_flows([])
@@ -483,7 +483,7 @@ async def build_demo(
 async def _summary(db: Database) -> DemoResult:
     import sqlalchemy as sa
 
-    from bot.tables import answers, surveys
+    from bot.store.tables import answers, surveys
 
     async with db.read() as conn:
         statuses = (

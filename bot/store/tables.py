@@ -239,7 +239,7 @@ staff = sa.Table(
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("telegram_id", sa.BigInteger, unique=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
-    # Dashboard sign-in (bot.web_auth): a login name and an argon2id hash, never the password.
+    # Dashboard sign-in (bot.web.auth): a login name and an argon2id hash, never the password.
     sa.Column("web_login", sa.String(64)),
     sa.Column("password_hash", sa.String(255)),
     sa.UniqueConstraint("web_login"),

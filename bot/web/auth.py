@@ -42,10 +42,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 from sqlalchemy.engine import Connection
 
-from bot.db import Database, upsert_insert
 from bot.errors import InputError
 from bot.settings import STAFF_ROLES
-from bot.tables import login_failures, staff, web_sessions
+from bot.store.db import Database, upsert_insert
+from bot.store.tables import login_failures, staff, web_sessions
 
 SESSION_TTL = timedelta(hours=12)
 MAX_FAILURES = 5  # per login and address, within FAILURE_WINDOW

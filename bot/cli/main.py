@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from bot.cli_admin import apikey_app, db_app, flows_app, staff_app, telegram_app
-from bot.cli_support import err, errors, fail, load, open_database, open_service, options, run
+from bot.cli.admin import apikey_app, db_app, flows_app, staff_app, telegram_app
+from bot.cli.support import err, errors, fail, load, open_database, open_service, options, run
 
 if TYPE_CHECKING:
+    from bot.channels.telegram.bot import TelegramBot
     from bot.reports import CsiSpec
     from bot.settings import Settings
-    from bot.telegram_bot import TelegramBot
     from scoring.report import Report
 
 T = TypeVar("T")
@@ -43,7 +43,7 @@ app.add_typer(apikey_app, name="apikey")
 
 def _version(value: bool) -> None:
     if value:
-        from bot.app import VERSION
+        from bot.web.app import VERSION
 
         typer.echo(f"afterword {VERSION}")
         raise typer.Exit()
@@ -101,10 +101,10 @@ def serve(
     """
     import uvicorn
 
-    from bot.app import create_app
     from bot.errors import ConfigError
     from bot.logs import install_logging
-    from bot.server import allow_open_files, serve_workers, server_config
+    from bot.web.app import create_app
+    from bot.web.server import allow_open_files, serve_workers, server_config
 
     if port is not None and not 1 <= port <= 65535:
         fail(f"--port: {port} is not a port; use 1 to 65535", 2)
@@ -128,7 +128,7 @@ def serve(
         telegram = None
         try:
             if settings.telegram_enabled:
-                from bot.telegram_bot import TelegramBot
+                from bot.channels.telegram.bot import TelegramBot
 
                 telegram = TelegramBot(service, polling=telegram_polling)
                 if workers == 1:
@@ -159,7 +159,7 @@ def serve(
     if workers > 1:
         # Each worker builds its app with create_app_from_env, which redacts secrets in its logs.
         config = server_config(
-            "bot.app:create_app_from_env", settings, host=host, port=port, factory=True, workers=workers
+            "bot.web.app:create_app_from_env", settings, host=host, port=port, factory=True, workers=workers
         )
         if not serve_workers(config):
             fail("a worker could not start (its error is above); all workers were stopped", 1)
@@ -171,7 +171,7 @@ def _print_channels(settings: Settings, telegram: TelegramBot | None, polling: b
 
     each = f" in each of {workers} workers" if workers > 1 else ""
     if telegram is not None:
-        from bot.telegram_bot import WEBHOOK_PATH
+        from bot.channels.telegram.bot import WEBHOOK_PATH
 
         mode = "long polling" if polling else f"webhook at {WEBHOOK_PATH}{each}"
         alerts = settings.telegram_alert_chat_id
@@ -481,7 +481,7 @@ def trigger(
 
 
 async def _telegram_username(service: Any) -> str:
-    from bot.telegram_bot import TelegramBot
+    from bot.channels.telegram.bot import TelegramBot
 
     bot = TelegramBot(service, receive=False)
     await bot.check()
@@ -516,7 +516,7 @@ def worker() -> None:
         telegram = twilio = None
         try:
             if settings.telegram_enabled:
-                from bot.telegram_bot import TelegramBot
+                from bot.channels.telegram.bot import TelegramBot
 
                 telegram = TelegramBot(service, receive=False)
                 await telegram.start()
@@ -583,9 +583,9 @@ def demo(
 
     from rich.progress import Progress
 
-    from bot.db import sqlite_path
-    from bot.demo import build_demo
-    from bot.web_auth import MIN_PASSWORD_LENGTH
+    from bot.cli.demo import build_demo
+    from bot.store.db import sqlite_path
+    from bot.web.auth import MIN_PASSWORD_LENGTH
 
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", str(database)):  # Path has made :// into :/
         fail(

@@ -16,7 +16,7 @@ from telegram import LinkPreviewOptions, Update
 from telegram.constants import ParseMode
 from telegram.ext import Application, CommandHandler, ContextTypes
 
-from bot.channels.telegram import update_event
+from bot.channels.telegram.customers import update_event
 from bot.errors import ContactOptedOut, ReportError
 from bot.inbound import done_before, record_done
 from bot.report_format import (

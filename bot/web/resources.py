@@ -1,6 +1,6 @@
 """The JSON API's survey resources as pydantic models, so that `/openapi.json` describes them.
 
-`bot.api` declares them as the routes' response models and still writes the JSON itself (the
+`bot.web.api` declares them as the routes' response models and still writes the JSON itself (the
 routes return a `JSONResponse`, which FastAPI does not validate again); tests/bot/test_api_docs.py
 checks real responses against the schemas in `/openapi.json`, so neither can drift from the other.
 """

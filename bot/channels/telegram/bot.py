@@ -19,10 +19,15 @@ from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import ContextTypes
 
 from bot.alerts import Alerter
-from bot.channels.telegram import ALLOWED_UPDATES, CustomerHandlers, TelegramChannel, build_application
+from bot.channels.telegram.customers import (
+    ALLOWED_UPDATES,
+    CustomerHandlers,
+    TelegramChannel,
+    build_application,
+)
+from bot.channels.telegram.staff import StaffHandlers
 from bot.errors import AfterwordError, ChannelUnavailable, ConfigError, InboundFailed
 from bot.service import Service
-from bot.telegram_staff import StaffHandlers
 from bot.triggers import survey_links
 
 log = logging.getLogger(__name__)

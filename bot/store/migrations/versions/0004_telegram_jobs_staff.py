@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from bot.tables import UTCDateTime
+from bot.store.tables import UTCDateTime
 
 revision = "0004"
 down_revision = "0003"

@@ -7,11 +7,11 @@ made `afterword serve` unreachable (1,024 open files) and wrote 102 MB of error 
 * ``GuardedHttp`` gives every request ``CLIENT_TIMEOUT_SECONDS`` from its first byte (or from
   the connection, for one that sends nothing) to arrive whole, headers and body; a client
   slower than that gets 408 and the connection is closed. Every body Afterword takes is at
-  most 1 MiB (bot.limits), which a real client sends well within the default 10 s.
+  most 1 MiB (bot.web.limits), which a real client sends well within the default 10 s.
 * ``MAX_CONNECTIONS`` is uvicorn's ``limit_concurrency``: requests over it get 503 at once,
   and the process may hold that many open files (its soft limit is raised towards the hard one).
 * X-Forwarded-For is not uvicorn's business (``proxy_headers`` off: its default believed it
-  from 127.0.0.1); the app reads it behind ``TRUSTED_PROXIES`` only (bot.limits.client_address).
+  from 127.0.0.1); the app reads it behind ``TRUSTED_PROXIES`` only (bot.web.limits.client_address).
 * ``serve_workers`` runs uvicorn's supervisor with a start-up allowance of ``STARTUP_SECONDS``
   (uvicorn's 5 s killed workers still importing on a loaded machine) and says whether a worker
   failed to start, so `serve --workers N` can exit non-zero instead of 0.

@@ -17,9 +17,9 @@ from bot.errors import AfterwordError
 from flows.errors import FlowError, FlowInvalid
 
 if TYPE_CHECKING:
-    from bot.db import Database
     from bot.service import Service
     from bot.settings import Settings
+    from bot.store.db import Database
 
 T = TypeVar("T")
 
@@ -76,7 +76,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 def say_database(settings: Settings) -> None:
     """With --verbose, name the database on stderr before it is opened (password masked)."""
     if options.verbose:
-        from bot.db import describe
+        from bot.store.db import describe
 
         err.print(f"database: {describe(settings.database)}", markup=False)
 
@@ -91,7 +91,7 @@ async def open_service(settings: Settings, *, create: bool = False) -> Service:
 
 async def open_database(settings: Settings) -> Database:
     """The database alone (no flow files), saying which with --verbose; never a new SQLite file."""
-    from bot.db import Database
+    from bot.store.db import Database
 
     say_database(settings)
     return await Database.open(settings.database)

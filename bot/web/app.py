@@ -21,7 +21,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from bot import api, dashboard
 from bot.channels import sms, voice, web
 from bot.channels.registry import open_channels
 from bot.errors import (
@@ -36,15 +35,16 @@ from bot.errors import (
     SchemaOutdated,
     SurveyError,
 )
-from bot.limits import BodyLimit
 from bot.logs import install_logging
-from bot.pages import SECURITY_HEADERS, STATIC_DIR
 from bot.scheduler import Scheduler
 from bot.service import Service
 from bot.settings import Settings, load_settings
+from bot.web import api, dashboard
+from bot.web.limits import BodyLimit
+from bot.web.pages import SECURITY_HEADERS, STATIC_DIR
 
 if TYPE_CHECKING:  # python-telegram-bot is imported only when the channel is on
-    from bot.telegram_bot import TelegramBot
+    from bot.channels.telegram.bot import TelegramBot
 
 VERSION = version("afterword")
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def create_app(
         own_bot = telegram is None and settings.telegram_enabled
         try:
             if own_bot:
-                from bot.telegram_bot import TelegramBot
+                from bot.channels.telegram.bot import TelegramBot
 
                 app.state.telegram = TelegramBot(app.state.service, polling=telegram_polling)
                 await app.state.telegram.start()
@@ -166,7 +166,7 @@ def create_app(
             data = None
         if not isinstance(data, dict) or "update_id" not in data:
             return _not_an_update("body", "the body must be a Telegram update (JSON with update_id)")
-        from bot.channels.telegram import misshapen  # imported already: the channel is on
+        from bot.channels.telegram.customers import misshapen  # imported already: the channel is on
 
         if (field := misshapen(data)) is not None:
             return _not_an_update(field, "not as Telegram sends it: another type, or an id over 64 bits")

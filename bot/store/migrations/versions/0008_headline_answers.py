@@ -49,7 +49,7 @@ def upgrade() -> None:
         ).bindparams(yes=True)
     )
     # The covering indexes hold the headline answers only: CSAT, NPS and CES read only those.
-    # (Partial, not led by headline: see HEADLINE_ONLY in bot/tables.py.)
+    # (Partial, not led by headline: see HEADLINE_ONLY in bot/store/tables.py.)
     for name, lead in REPORT_INDEXES.items():
         op.create_index(
             name,

@@ -1,0 +1,1 @@
+"""Telegram: customer handlers, staff commands, the bot's lifecycle and webhook."""

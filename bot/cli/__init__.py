@@ -1,0 +1,1 @@
+"""The `afterword` command line."""

@@ -1,0 +1,1 @@
+"""The web app: API, helpdesk hooks, dashboard, logins, pages, the HTTP server."""
