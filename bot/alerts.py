@@ -4,6 +4,9 @@ An answer that is a detractor (``scoring.metrics.is_detractor``) queues an ``ale
 the same transaction that stores it; a comment that arrives later in that survey queues an
 ``alert_comment``, sent as a reply to the alert. A sender (the Telegram alert chat) takes
 them from the jobs table, so an alert survives a restart and is sent once by one worker.
+
+The alert chat is one chat that the whole team reads, with no one person's language, so its
+texts are in STAFF_LANGUAGE (bot.texts, ``staff.alert.*``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from bot.lifecycle import JobKind, JobStatus
 from bot.service import Service
 from bot.store.tables import answers
 from bot.store.tables import jobs as jobs_table
+from bot.texts import LAST_RESORT, staff_text
 from flows.engine import Answer
 from scoring.metrics import Scale, is_detractor
 
@@ -75,8 +79,8 @@ def _was_alerted(conn: Connection, survey_id: int) -> bool:
     return found.first() is not None
 
 
-async def alert_text(conn: AsyncConnection, job: jobs.Job) -> str | None:
-    """The message for one alert job; None when its answer is gone."""
+async def alert_text(conn: AsyncConnection, job: jobs.Job, language: str = LAST_RESORT) -> str | None:
+    """The message for one alert job in ``language`` (de or en); None when its answer is gone."""
     a = answers.c
     row = (
         await conn.execute(
@@ -87,17 +91,27 @@ async def alert_text(conn: AsyncConnection, job: jobs.Job) -> str | None:
     ).one_or_none()
     if row is None:
         return None
-    ticket = row.ticket or "(no ticket)"
+    ticket = row.ticket or staff_text("staff.alert.no_ticket", language)
     if job.kind == ALERT_COMMENT:
-        return f"💬 Comment on ticket {ticket} ({row.agent or 'no agent'}): “{row.text}”"
+        agent = row.agent or staff_text("staff.alert.no_agent", language)
+        return staff_text("staff.alert.follow_up", language, ticket=ticket, agent=agent, text=row.text)
     lines = [
-        f"⚠️ Detractor: {str(row.metric).upper()} {row.score} on {row.scale_min}–{row.scale_max}",
-        f"Ticket: {ticket}",
-        f"Agent: {row.agent or '-'}" + (f" (team {row.team})" if row.team else ""),
-        f"Channel: {row.channel}",
+        staff_text(
+            "staff.alert.detractor",
+            language,
+            metric=str(row.metric).upper(),
+            score=row.score,
+            min=row.scale_min,
+            max=row.scale_max,
+        ),
+        staff_text("staff.alert.ticket", language, ticket=ticket),
+        staff_text("staff.alert.agent_team", language, agent=row.agent or "-", team=row.team)
+        if row.team
+        else staff_text("staff.alert.agent", language, agent=row.agent or "-"),
+        staff_text("staff.alert.channel", language, channel=row.channel),
     ]
     if row.text:
-        lines.append(f"Comment: “{row.text}”")
+        lines.append(staff_text("staff.alert.comment", language, text=row.text))
     return "\n".join(lines)
 
 
@@ -119,7 +133,7 @@ class Alerter:
                 )
                 continue
             async with self.service.db.read() as conn:
-                text = await alert_text(conn, job)
+                text = await alert_text(conn, job, self.service.settings.staff_language)
                 reply_to = None
                 if job.kind == ALERT_COMMENT and job.survey_id is not None:
                     earlier = await jobs.ended(conn, job.survey_id, ALERT)

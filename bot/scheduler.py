@@ -22,11 +22,12 @@ after its lease ran out, without sending: counted as sent but unconfirmed (resul
 WARNING naming the job, survey, channel and masked address.
 
 Pace: each send first takes its provider's next slot from the ``send_rates`` table
-(`reserve_slot`, one atomic upsert shared by every process; SMS and WhatsApp share the one
-Twilio sender's SEND_RATE_SMS) and sleeps until it, before the rules' transaction, so the
-wait never eats into the ``sending`` lease. A send of several messages (SMS and WhatsApp:
-one per prompt) takes a slot as long as all of them, so SEND_RATE_* counts messages, as
-Twilio does. The per-process aiolimiter this replaces let N workers send at N ×
+(`reserve_slot`, one atomic upsert shared by every process; a channel names its provider and
+rate (`Channel.provider`, `send_rate`): SMS and WhatsApp share the one Twilio sender's
+SEND_RATE_SMS) and sleeps until it, before the rules' transaction, so the wait never eats into
+the ``sending`` lease. A send takes a slot as long as the messages it makes
+(`Channel.messages`: an SMS's segments, a WhatsApp message each), so SEND_RATE_* counts
+what the provider counts. The per-process aiolimiter this replaces let N workers send at N ×
 SEND_RATE_* (two workers sent SMS at twice the rate, issue 16); the shared slots pace this
 process's own sends as well, so no limiter is kept beside them.
 
@@ -57,7 +58,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bot import jobs
-from bot.channels.base import Channel, never_sent
+from bot.channels.base import Channel, Delivered, Outgoing, never_sent
+from bot.contacts import opted_out
 from bot.errors import ContactOptedOut, DeliveryFailed
 from bot.flow_versions import UNAVAILABLE, no_definition
 from bot.lifecycle import JobKind, JobStatus, SurveyStatus, is_open, survey_sources
@@ -67,7 +69,7 @@ from bot.service import Service
 from bot.settings import Settings
 from bot.store.db import Database, upsert_insert
 from bot.store.tables import contacts, send_rates, surveys
-from bot.surveys import asking, closing, superseded
+from bot.surveys import asking, closing, kept_ref, superseded
 from flows import engine
 
 log = logging.getLogger(__name__)
@@ -79,15 +81,7 @@ BATCH = 50  # the most jobs a pass claims; fewer when a configured send rate is 
 # so the rates, not this number, set the pace; more would only queue more writers behind
 # SQLite's one and hold more pooled connections on PostgreSQL.
 CONCURRENT_JOBS = 8
-PHONE_CHANNELS = frozenset({"sms", "whatsapp", "voice"})
-# Whose rate a channel's sends count against: SMS and WhatsApp go out from one Twilio sender.
-PROVIDERS = {
-    "sms": "twilio-messages",
-    "whatsapp": "twilio-messages",
-    "voice": "twilio-calls",
-    "telegram": "telegram",
-}
-SEND_MESSAGES = 2  # messages in a survey's first send by SMS or WhatsApp: the intro and the question
+SEND_MESSAGES = 2  # messages a send is counted as when sizing a batch: SMS segments of intro and question
 STOPPED = "worker stopped during the send"
 # A pending survey is activated; an active one not sent yet (its send was retried) stays so.
 _MAY_ACTIVATE = sorted(survey_sources(SurveyStatus.ACTIVE) | {SurveyStatus.ACTIVE})
@@ -132,15 +126,6 @@ _RECIPIENT = (
 def worker_name() -> str:
     """This process, as it signs the jobs it does: host:pid."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def send_rate(settings: Settings, provider: str) -> float:
-    """A provider's sends per second (SEND_RATE_*), for all worker processes together."""
-    return {
-        "twilio-messages": settings.send_rate_sms,
-        "twilio-calls": settings.send_rate_voice,
-        "telegram": settings.send_rate_telegram,
-    }[provider]
 
 
 def batch_size(slowest: float | None) -> int:
@@ -198,6 +183,7 @@ class _Ready:
     row: Any
     prompts: tuple[engine.Prompt, ...]
     language: str
+    fallback: str  # the flow's default language, for UI strings (bot.texts)
 
 
 class Scheduler:
@@ -209,7 +195,7 @@ class Scheduler:
         self.service = service
         self.channels = channels
         self.worker = worker or worker_name()
-        rates = [send_rate(service.settings, PROVIDERS[name]) for name in channels if name in PROVIDERS]
+        rates = [rate for channel in channels.values() if (rate := _rate(channel, service.settings))]
         self.batch = batch_size(min(rates, default=None))
 
     async def run_once(self) -> int:
@@ -275,8 +261,10 @@ class Scheduler:
         return list(queues.values())
 
     def _messages(self, row: Any) -> int:
-        """How many messages a send of this survey makes: an SMS or WhatsApp message per prompt, else one."""
-        if PROVIDERS.get(row.channel) != "twilio-messages":
+        """How many provider messages a send of this survey makes, as its channel counts them
+        (`Channel.messages`: SMS segments, else one); a usual send's count when it cannot be told."""
+        channel = self.channels.get(row.channel)
+        if channel is None or channel.provider is None:
             return 1
         flow = self.service.flow_for(row.flow_id, row.flow_version)  # in memory only: a count
         if flow is None:  # not read yet, or not servable: _check reads it; count a usual send
@@ -286,7 +274,8 @@ class Scheduler:
         except (KeyError, TypeError, ValueError):  # _check will meet it too; count a usual send
             return SEND_MESSAGES
         # As it will be sent: active (a send activates it; a reminder is only for an active one).
-        return max(1, len(asking(flow, state, language=row.language, status=SurveyStatus.ACTIVE)))
+        prompts = asking(flow, state, language=row.language, status=SurveyStatus.ACTIVE)
+        return channel.messages(Outgoing(row.address or "", prompts, row.language, flow.default_language))
 
     async def _do_in_turn(self, queue: Sequence[_Queued], room: asyncio.Semaphore) -> None:
         for queued in queue:
@@ -307,14 +296,16 @@ class Scheduler:
         elif job.kind == JobKind.EXPIRE:
             await self.service.db.transact(self._expire, job)
         else:
-            if queued.channel in self.channels and queued.channel in PROVIDERS:
-                await self._wait_for_slot(queued.channel, queued.messages)
+            channel = self.channels.get(queued.channel) if queued.channel else None
+            if channel is not None and channel.provider is not None:
+                await self._wait_for_slot(channel, queued.messages)
             await self._send(job, reminder=job.kind == JobKind.REMINDER)
 
-    async def _wait_for_slot(self, channel: str, messages: int) -> None:
-        provider = PROVIDERS[channel]
-        rate = send_rate(self.service.settings, provider)
-        slot = await reserve_slot(self.service.db, provider, rate, messages=messages)
+    async def _wait_for_slot(self, channel: Channel, messages: int) -> None:
+        rate = _rate(channel, self.service.settings)
+        if channel.provider is None or rate is None:
+            return
+        slot = await reserve_slot(self.service.db, channel.provider, rate, messages=messages)
         await asyncio.sleep(max(0.0, slot - time.time()))
 
     async def _send(self, job: jobs.Job, *, reminder: bool) -> None:
@@ -325,18 +316,11 @@ class Scheduler:
             return
         job, row = ready.job, ready.row  # from here on the job is `sending`: never sent again
         try:
-            provider_id = await self.channels[row.channel].deliver(
-                row.address, ready.prompts, ready.language, survey_id=row.id
+            delivered = await self.channels[row.channel].deliver(
+                Outgoing(row.address, ready.prompts, ready.language, ready.fallback, row.id)
             )
-        except ContactOptedOut:
-            await db.transact(
-                self._settle,
-                job,
-                JobStatus.DONE,
-                None,
-                outcome="skipped: opted out",
-                close=SurveyStatus.SKIPPED,
-            )
+        except ContactOptedOut:  # the provider says the contact unsubscribed: record it, send nothing
+            await db.transact(self._opted_out, job, row, now)
             return
         except DeliveryFailed as exc:  # classified by the channel; nothing of it was delivered
             if exc.permanent:  # blocked, an invalid number: it will never work, so no retry
@@ -361,7 +345,7 @@ class Scheduler:
             await self._note(job, f"{type(exc).__name__}: {_reason(exc)}")
             return
         try:
-            await db.transact(self._sent, job, now, provider_id, reminder=reminder)
+            await db.transact(self._sent, job, now, delivered, reminder=reminder)
         except Exception as exc:
             log.exception(
                 "job %s: survey %s was sent by %s to %s but not recorded; it stays `sending` "
@@ -372,7 +356,7 @@ class Scheduler:
                 mask(row.address),
             )
             await self._note(
-                job, f"delivered ({provider_id or 'no provider id'}), not recorded: {_reason(exc)}"
+                job, f"delivered ({delivered.provider_id or 'no provider id'}), not recorded: {_reason(exc)}"
             )
             return
         log.info(
@@ -435,7 +419,7 @@ class Scheduler:
         if not prompts:
             self._settle(conn, job, JobStatus.SKIPPED, None, outcome="nothing to ask")
             return None
-        return _Ready(job, row, prompts, row.language)
+        return _Ready(job, row, prompts, row.language, flow.default_language)
 
     def _throttled(self, conn: Connection, row: Any, now: datetime) -> bool:
         """Whether this address (on any channel) was sent a survey within THROTTLE_DAYS."""
@@ -448,7 +432,9 @@ class Scheduler:
 
     def _zone(self, row: Any) -> str:
         default = self.service.settings.default_time_zone
-        guessed = row.time_zone or (time_zone(row.address) if row.channel in PHONE_CHANNELS else None)
+        channel = self.channels.get(row.channel)
+        phone = channel is not None and channel.phone_numbers
+        guessed = row.time_zone or (time_zone(row.address) if phone else None)
         return zone_or_default(guessed, default)
 
     def _activate(self, conn: Connection, row: Any, now: datetime) -> bool:
@@ -466,13 +452,24 @@ class Scheduler:
         )
         return bool(conn.execute(activating).rowcount == 1)
 
+    def _opted_out(self, conn: Connection, job: jobs.Job, row: Any, now: datetime) -> None:
+        """The provider refused the send because the contact unsubscribed (Twilio 21610): the
+        opt-out is recorded (their open surveys stop) and this survey is skipped, not stopped."""
+        if self._settle(
+            conn, job, JobStatus.DONE, None, outcome="skipped: opted out", close=SurveyStatus.SKIPPED
+        ):
+            opted_out(conn, conn.dialect.name, row.channel, row.address, now)
+
     def _sent(
-        self, conn: Connection, job: jobs.Job, now: datetime, provider_id: str | None, *, reminder: bool
+        self, conn: Connection, job: jobs.Job, now: datetime, delivered: Delivered, *, reminder: bool
     ) -> None:
-        """Record a send and finish the job if still `sending`; a first send queues expiry and reminder."""
+        """Record a send and finish the job if still `sending`; a first send queues expiry and reminder.
+
+        What the channel asked to keep (`Delivered.ref`) becomes the survey's ``channel_ref``.
+        """
         result = {"worker": self.worker, "outcome": "sent"}
-        if provider_id:
-            result["provider_id"] = provider_id
+        if delivered.provider_id:
+            result["provider_id"] = delivered.provider_id
         finishing = jobs.finished(
             job, now=self.service.clock(), status=JobStatus.DONE, result=result, held=True
         )
@@ -481,6 +478,8 @@ class Scheduler:
                 "job %s was settled by another worker while it was being sent (its lease ran out)", job.id
             )
             return
+        if delivered.keeps_ref and job.survey_id is not None:
+            conn.execute(kept_ref(job.survey_id, delivered.ref))
         if not reminder and job.survey_id is not None:
             self._record_send(conn, job.survey_id, now)
 
@@ -591,6 +590,11 @@ class Scheduler:
             await self.service.db.run(jobs.noted(job, error=error))
         except Exception:  # the database may be what failed; the reconciler still settles the job
             log.exception("job %s: could not note the error", job.id)
+
+
+def _rate(channel: Channel, settings: Settings) -> float | None:
+    """A paced channel's sends per second (SEND_RATE_*, for all processes together), else None."""
+    return channel.send_rate(settings) if channel.provider is not None else None
 
 
 def _reason(exc: BaseException) -> str:

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     target_nps: float = Field(default=50.0, ge=-100, le=100, allow_inf_nan=False)
     target_ces: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
     default_flow: str = "support-csat"
+    # The staff texts' language where nobody's own is known: the alert chat, and the fallback after
+    # a staff member's own (`staff add --lang`), Telegram's language_code, Accept-Language or LANG.
+    staff_language: Literal["de", "en"] = "en"
     public_base_url: str | None = None
     telegram_bot_token: SecretStr | None = None
     telegram_webhook_secret: SecretStr | None = None
@@ -118,6 +121,11 @@ class Settings(BaseSettings):
     @classmethod
     def _known_database(cls, value: str) -> str:
         return database_url(value).render_as_string(hide_password=False)
+
+    @field_validator("staff_language", mode="before")
+    @classmethod
+    def _language_code(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("flows_dir", mode="before")
     @classmethod

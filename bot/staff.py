@@ -1,4 +1,8 @@
-"""Staff: who may use the staff commands, from TELEGRAM_STAFF and from `afterword staff add`."""
+"""Staff: who may use the staff commands, from TELEGRAM_STAFF and from `afterword staff add`.
+
+A member added with `staff add --lang de|en` reads the staff texts in that language; without
+one (and for TELEGRAM_STAFF) their client's language decides (bot.staff_language).
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ class StaffMember:
     name: str | None
     source: Literal["settings", "database"]
     web_login: str | None = None
+    language: str | None = None  # de or en, chosen with `staff add --lang`; None: not chosen
 
 
 async def find_staff(db: Database, settings: Settings, telegram_id: int) -> StaffMember | None:
@@ -30,28 +35,45 @@ async def find_staff(db: Database, settings: Settings, telegram_id: int) -> Staf
     async with db.read() as conn:
         row = (
             await conn.execute(
-                sa.select(staff.c.role, staff.c.name).where(staff.c.telegram_id == telegram_id)
+                sa.select(staff.c.role, staff.c.name, staff.c.language).where(
+                    staff.c.telegram_id == telegram_id
+                )
             )
         ).one_or_none()
     if row is not None:
-        return StaffMember(telegram_id, row.role, row.name, "database")
+        return StaffMember(telegram_id, row.role, row.name, "database", language=row.language)
     role = settings.telegram_staff.get(telegram_id)
     return StaffMember(telegram_id, role, None, "settings") if role else None
 
 
 async def add_staff(
-    db: Database, *, telegram_id: int, role: StaffRole, name: str | None, now: datetime
+    db: Database,
+    *,
+    telegram_id: int,
+    role: StaffRole,
+    name: str | None,
+    now: datetime,
+    language: str | None = None,
 ) -> bool:
-    """Add a staff member, or change the role and name of an existing one; True when new."""
-    return await db.transact(_add_staff, db.dialect, telegram_id, role, name, now)
+    """Add a staff member, or change the role, name and language of an existing one; True when new.
+
+    A name or language that is None leaves an existing member's as it is.
+    """
+    return await db.transact(_add_staff, db.dialect, telegram_id, role, name, now, language)
 
 
 def _add_staff(
-    conn: Connection, dialect: str, telegram_id: int, role: StaffRole, name: str | None, now: datetime
+    conn: Connection,
+    dialect: str,
+    telegram_id: int,
+    role: StaffRole,
+    name: str | None,
+    now: datetime,
+    language: str | None,
 ) -> bool:
     inserted = conn.execute(
         upsert_insert(dialect, staff)
-        .values(telegram_id=telegram_id, role=role, name=name, created_at=now)
+        .values(telegram_id=telegram_id, role=role, name=name, language=language, created_at=now)
         .on_conflict_do_nothing()
         .returning(staff.c.id)
     ).scalar_one_or_none()
@@ -59,8 +81,24 @@ def _add_staff(
         changes: dict[str, object] = {"role": role}
         if name is not None:
             changes["name"] = name
+        if language is not None:
+            changes["language"] = language
         conn.execute(sa.update(staff).where(staff.c.telegram_id == telegram_id).values(**changes))
     return inserted is not None
+
+
+async def set_web_login_language(db: Database, web_login: str, language: str) -> bool:
+    """Set the staff language of a dashboard login; True when the login exists."""
+    return bool(
+        await db.run(sa.update(staff).where(staff.c.web_login == web_login).values(language=language))
+    )
+
+
+async def language_of(db: Database, staff_id: int) -> str | None:
+    """The language a staff member chose (`staff add --lang`), None when they chose none."""
+    async with db.read() as conn:
+        found = await conn.execute(sa.select(staff.c.language).where(staff.c.id == staff_id))
+        return found.scalar_one_or_none()
 
 
 async def remove_staff(db: Database, telegram_id: int) -> bool:
@@ -73,12 +111,15 @@ async def list_staff(db: Database, settings: Settings) -> list[StaffMember]:
     async with db.read() as conn:
         rows = (
             await conn.execute(
-                sa.select(staff.c.telegram_id, staff.c.web_login, staff.c.role, staff.c.name).order_by(
-                    staff.c.id
-                )
+                sa.select(
+                    staff.c.telegram_id, staff.c.web_login, staff.c.role, staff.c.name, staff.c.language
+                ).order_by(staff.c.id)
             )
         ).all()
-    found = [StaffMember(row.telegram_id, row.role, row.name, "database", row.web_login) for row in rows]
+    found = [
+        StaffMember(row.telegram_id, row.role, row.name, "database", row.web_login, row.language)
+        for row in rows
+    ]
     known = {member.telegram_id for member in found}
     found.extend(
         StaffMember(user, role, None, "settings")

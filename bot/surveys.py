@@ -267,7 +267,12 @@ def _open_link(
 
 async def remember_ref(db: Database, survey_id: int, ref: str | None) -> None:
     """Store the channel's handle of the question just shown (a Telegram message id)."""
-    await db.run(sa.update(surveys).where(surveys.c.id == survey_id).values(channel_ref=ref))
+    await db.run(kept_ref(survey_id, ref))
+
+
+def kept_ref(survey_id: int, ref: str | None) -> sa.Update:
+    """The UPDATE that keeps a channel's handle of the question just shown (`Delivered.ref`)."""
+    return sa.update(surveys).where(surveys.c.id == survey_id).values(channel_ref=ref)
 
 
 def closing(survey_id: int | None, status: SurveyStatus | str, *, reason: str | None = None) -> sa.Update:

@@ -12,20 +12,18 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from bot.errors import ContactOptedOut, InvalidPhone, TriggerError
-from bot.phones import normalize
+from bot.channels import registry
+from bot.channels.base import AddressRefused
+from bot.errors import ContactOptedOut, TriggerError
 from bot.service import Service
 from bot.store.tables import surveys
 from bot.surveys import NewSurvey, create_survey
 
-ChannelName = Literal["telegram", "sms", "whatsapp", "voice", "web"]
-CHANNELS: tuple[ChannelName, ...] = ("telegram", "sms", "whatsapp", "voice", "web")
-PHONE_CHANNELS = ("sms", "whatsapp", "voice")
 _DELAY = re.compile(r"^(\d{1,5})([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 MAX_DELAY = timedelta(days=30)
@@ -37,9 +35,15 @@ class SurveyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ticket_id: str = Field(min_length=1, max_length=128, examples=["T-1042"])
-    channel: ChannelName
+    channel: str = Field(
+        max_length=32,
+        description="a registered channel: sms, whatsapp, voice, telegram, web",
+        examples=["sms"],
+    )
     to: str | None = Field(
-        default=None, description="E.164 phone for sms, whatsapp and voice; a Telegram chat id; none for web"
+        default=None,
+        max_length=64,
+        description="E.164 phone for sms, whatsapp and voice; a Telegram chat id; none for web",
     )
     agent: str | None = Field(default=None, max_length=128)
     team: str | None = Field(default=None, max_length=128)
@@ -114,6 +118,9 @@ async def trigger(
     if request.language is not None and (why := flow.missing_language(request.language)):
         raise TriggerError("language", why)
     address = _address(service, request, channels)
+    refused = registry.kind(request.channel).refuses_language(request.language or flow.default_language)
+    if refused is not None:
+        raise TriggerError("language", refused)
     send_at = _send_at(request, now)
     delivers = address is not None  # a link survey has nobody to send to: it is open at once
     if not delivers:
@@ -173,33 +180,20 @@ async def _stored_metadata(service: Service, survey_id: int) -> dict[str, Any] |
 
 
 def _address(service: Service, request: SurveyRequest, channels: Mapping[str, object]) -> str | None:
-    """The recipient's address as stored: E.164 for phone channels, a chat id for Telegram."""
-    if request.channel in PHONE_CHANNELS:
-        if request.channel not in channels:
-            raise TriggerError(
-                "channel", f"{request.channel} is off: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and a sender"
-            )
-        if not request.to:
-            raise TriggerError(
-                "to", f"the {request.channel} channel needs a phone number in E.164 form (+49…)"
-            )
-        try:
-            return normalize(request.to, service.settings.phone_region)
-        except InvalidPhone as exc:
-            raise TriggerError("to", str(exc)) from exc
-    if request.channel == "telegram":
-        if "telegram" not in channels:
-            raise TriggerError("channel", "telegram is off: set TELEGRAM_BOT_TOKEN")
-        if request.to is None:
-            return None
-        if not re.fullmatch(r"-?\d{1,20}", request.to.strip()):
-            raise TriggerError(
-                "to", f"{request.to!r} is not a Telegram chat id (a number); leave it out for a link"
-            )
-        return request.to.strip()
-    if request.to is not None:
-        raise TriggerError("to", "the web channel sends nothing: leave out `to` and share the link")
-    return None
+    """The recipient's address as stored, as the channel reads ``to`` (`Channel.address`):
+    E.164 for phone channels, a chat id for Telegram, None for a link."""
+    try:
+        kind = registry.kind(request.channel)
+    except registry.UnknownChannel as exc:
+        raise TriggerError("channel", str(exc)) from exc
+    if request.channel not in channels and (request.to is not None or kind.provider is not None):
+        if not kind.configured(service.settings):
+            raise TriggerError("channel", f"{request.channel} is off: {kind.needs}")
+        raise TriggerError("channel", f"{request.channel} cannot send from this process")
+    try:
+        return kind.address(request.to, service.settings)
+    except AddressRefused as exc:
+        raise TriggerError("to", str(exc)) from exc
 
 
 def _send_at(request: SurveyRequest, now: datetime) -> datetime:

@@ -226,7 +226,7 @@ def _read(question: Question, reply: Reply, language: str, now: datetime) -> Ans
             return None
         return Answer(question.id, question.metric, reply.choice, None, now, scale)
     labels = question.labels.get(language, {})
-    parsed = parse_score(reply.text or "", scale.min, scale.max, labels, scale.best)
+    parsed = parse_score(reply.text or "", scale.min, scale.max, labels, scale.best, language=language)
     if parsed.score is None:
         return None
     comment = parsed.comment[:MAX_TEXT] if parsed.comment else None

@@ -13,16 +13,26 @@ Rules, in order:
   praise ("👍", "😀", "super", "top") are no number on any scale: the customer is asked again
   rather than given a score whose direction we guessed.
 * A number at the start may be digits ("04", "４", "-1"), a keycap ("4️⃣", "🔟") or a
-  German/English number word ("Fünf.", "ten"). A fraction ("8/10", "8 von 10",
-  "8 out of 10") is its numerator. Words after the leading number are the comment, with
-  separators such as "-", ":", "," dropped and the customer's own spelling kept.
-* "ein", "eine" and "one" are numbers only at the start and not when a word or a digit
-  follows them ("Eine 4" is 4, "One of the best" is no number, "Eine." is 1).
+  number word from zero to ten ("Fünf.", "ten", "quatre"). A fraction ("8/10", "8 von 10",
+  "8 out of 10", "8 sur 10") is its numerator. Words after the leading number are the
+  comment, with separators such as "-", ":", "," dropped and the customer's own spelling kept.
+* Number words: German, English and French are always read, as no French number word is
+  another word in German or English ("six" is 6 in both). German and English words are
+  matched as written ("fünf", "fuenf", "funf"), French ignores accents ("zéro", "zero").
+  Spanish, Italian, Dutch, Portuguese and Polish are read only when ``language`` names
+  them, because their words are everyday words elsewhere ("due" and "um" in English, "sei"
+  in German, "très" in French would be "tres", 3 in Spanish); they ignore accents too
+  ("três", "tres", "pięć").
+* "ein", "eine", "one", "un" and "une" (and, for their language, "uno", "una", "um", "uma",
+  "een", "jeden" ...) are numbers only at the start and not when a word or a digit follows
+  them ("Eine 4" is 4, "One of the best" is no number, "Eine." is 1).
 * Ambiguity: a second number competes with the leading one when only separators and
   connectors stand between them (whitespace, "-", "–", "/", ",", ".", ";", "&", "+", "~",
-  oder/or, bis/to, und/and, articles), so "4 oder 5", "4-5", "4,5", "4 5" and "zwei oder
-  drei" are ambiguous while "4 - schnell, 2 Tage gewartet" is 4 with a comment. The
-  fraction forms above are read first and never compete.
+  oder/or/ou, bis/to/à, und/and/et, articles, and the connectors of ``language``), so
+  "4 oder 5", "4-5", "4,5", "4 5", "4 ou 5" and "zwei oder drei" are ambiguous while
+  "4 - schnell, 2 Tage gewartet" is 4 with a comment. The fraction forms above are read
+  first and never compete (a word that is a connector in ``language``, Dutch "of" = or,
+  is no fraction there).
 * Without a leading number, exactly one digit number anywhere is the score and the
   whole answer is the comment ("Ich gebe eine 4"); two or more are ambiguous. Number
   words in the middle of a sentence are not read ("Ich habe zwei Tage gewartet").
@@ -50,6 +60,67 @@ _NUMBER_WORDS: dict[str, int] = {
 # Also indefinite articles, so they only count at the very start of an answer.
 _ARTICLES = frozenset({"ein", "eine", "one"})
 _CONNECTORS = frozenset({"oder", "or", "bis", "to", "und", "and", "ein", "eine", "a", "an"})
+_FRACTIONS = frozenset({"/", "von", "of"})  # and "out of"
+
+
+@dataclass(frozen=True)
+class _Words:
+    """One more language's words: numbers 0-10, the articles among them, "or"/"to"/"and", "of"."""
+
+    numbers: Mapping[str, int]
+    articles: frozenset[str] = frozenset()
+    connectors: frozenset[str] = frozenset()
+    fractions: frozenset[str] = frozenset()
+
+
+# Number words as people write them and as Twilio's speech recognition spells them; read
+# with accents ignored (see _plain), so each is written here once, with its accents.
+_FRENCH = _Words(
+    {"zéro": 0, "un": 1, "une": 1, "deux": 2, "trois": 3, "quatre": 4, "cinq": 5, "six": 6,
+     "sept": 7, "huit": 8, "neuf": 9, "dix": 10},
+    articles=frozenset({"un", "une"}),
+    connectors=frozenset({"ou", "à", "et", "un", "une"}),
+    fractions=frozenset({"sur"}),
+)  # fmt: skip
+# Read only for a survey in that language (see the module docstring).
+_ASKED: dict[str, _Words] = {
+    "es": _Words(
+        {"cero": 0, "uno": 1, "una": 1, "un": 1, "dos": 2, "tres": 3, "cuatro": 4, "cinco": 5,
+         "seis": 6, "siete": 7, "ocho": 8, "nueve": 9, "diez": 10},
+        articles=frozenset({"un", "una", "uno"}),
+        connectors=frozenset({"o", "u", "y", "e", "hasta", "un", "una"}),
+        fractions=frozenset({"de", "sobre"}),
+    ),
+    "it": _Words(
+        {"zero": 0, "uno": 1, "una": 1, "un": 1, "due": 2, "tre": 3, "quattro": 4, "cinque": 5,
+         "sei": 6, "sette": 7, "otto": 8, "nove": 9, "dieci": 10},
+        articles=frozenset({"un", "una", "uno"}),
+        connectors=frozenset({"o", "oppure", "e", "ed", "un", "una", "uno"}),
+        fractions=frozenset({"su"}),
+    ),
+    "nl": _Words(
+        {"nul": 0, "één": 1, "twee": 2, "drie": 3, "vier": 4, "vijf": 5, "zes": 6, "zeven": 7,
+         "acht": 8, "negen": 9, "tien": 10},
+        articles=frozenset({"een"}),
+        connectors=frozenset({"of", "tot", "en", "een"}),
+        fractions=frozenset({"van", "uit", "op"}),
+    ),
+    "pt": _Words(
+        {"zero": 0, "um": 1, "uma": 1, "dois": 2, "duas": 2, "três": 3, "quatro": 4, "cinco": 5,
+         "seis": 6, "sete": 7, "oito": 8, "nove": 9, "dez": 10},
+        articles=frozenset({"um", "uma"}),
+        connectors=frozenset({"ou", "até", "e", "um", "uma"}),
+        fractions=frozenset({"de", "em"}),
+    ),
+    "pl": _Words(
+        {"zero": 0, "jeden": 1, "jedna": 1, "jedno": 1, "dwa": 2, "dwie": 2, "trzy": 3,
+         "cztery": 4, "pięć": 5, "sześć": 6, "siedem": 7, "osiem": 8, "dziewięć": 9,
+         "dziesięć": 10},
+        articles=frozenset({"jeden", "jedna", "jedno"}),
+        connectors=frozenset({"lub", "albo", "czy", "do", "i"}),
+        fractions=frozenset({"na", "z"}),
+    ),
+}  # fmt: skip
 _JOINERS = frozenset("-–—−‐/,.;&+~|")
 _MINUS = frozenset("-−")
 _APOSTROPHES = frozenset("'’")
@@ -76,6 +147,40 @@ _SKIP = frozenset(
         "nichts",
     }
 )
+
+
+def _plain(word: str) -> str:
+    """``word`` without its accents: "zéro" is "zero", "pięć" is "piec"."""
+    return "".join(c for c in unicodedata.normalize("NFD", word) if not unicodedata.combining(c))
+
+
+class _Vocabulary(NamedTuple):
+    """The words one parse reads: German and English as written, the others without accents."""
+
+    numbers: Mapping[str, int]  # keys without accents
+    articles: frozenset[str]
+    connectors: frozenset[str]
+    fractions: frozenset[str]
+
+
+def _vocabulary(*extra: _Words) -> _Vocabulary:
+    numbers = {_plain(word): value for words in extra for word, value in words.numbers.items()}
+    own_connectors = frozenset().union(*(_plain_all(w.connectors) for w in extra))
+    return _Vocabulary(
+        numbers,
+        _ARTICLES.union(*(_plain_all(w.articles) for w in extra)),
+        _CONNECTORS | own_connectors,
+        # Dutch "of" is "or": there "4 of 5" is two numbers, not a fraction.
+        _FRACTIONS.union(*(_plain_all(w.fractions) for w in extra)) - own_connectors,
+    )
+
+
+def _plain_all(words: frozenset[str]) -> frozenset[str]:
+    return frozenset(_plain(w) for w in words)
+
+
+_ALWAYS = _vocabulary(_FRENCH)
+_BY_LANGUAGE = {language: _vocabulary(_FRENCH, words) for language, words in _ASKED.items()}
 
 
 @dataclass(frozen=True)
@@ -105,11 +210,14 @@ def parse_score(
     high: int,
     labels: Mapping[int, str] | None = None,
     best: Literal["high", "low"] = "high",
+    language: str | None = None,
 ) -> ParsedAnswer:
     """Read a score between low and high (inclusive) from a customer's answer.
 
     `best` says which end of the scale is the good one; only star ratings need it.
+    `language` (the survey's) adds its number words to German, English and French ones.
     """
+    words = _BY_LANGUAGE.get(language or "", _ALWAYS)
     body = text.strip()
     head = body[:_HEAD]
     toks = _tokens(head)
@@ -128,12 +236,12 @@ def parse_score(
             return _stars(stars, low, high, best)
 
     first = next((i for i, t in enumerate(toks) if not (t.kind == "sep" and _is_punct(t.text))), len(toks))
-    lead = _number_at(toks, first, leading=True)
+    lead = _number_at(toks, first, words, leading=True)
     if lead is not None:
         value, after = lead
-        rival_at = _skip_joiners(toks, after)
-        rival = rival_at < len(toks) and _number_at(toks, rival_at, leading=False) is not None
-        is_number = toks[first].text not in _ARTICLES or (
+        rival_at = _skip_joiners(toks, after, words)
+        rival = rival_at < len(toks) and _number_at(toks, rival_at, words, leading=False) is not None
+        is_number = not _is_article(toks[first], words) or (
             after == len(toks)
             or after > first + 1  # a fraction: "eine von zehn"
             or toks[after].kind == "sep"
@@ -148,7 +256,7 @@ def parse_score(
     values: list[int] = []
     i = 0
     while i < len(toks):
-        found_num = _number_at(toks, i, leading=False) if toks[i].kind == "num" else None
+        found_num = _number_at(toks, i, words, leading=False) if toks[i].kind == "num" else None
         if found_num is None:
             i += 1
             continue
@@ -235,38 +343,48 @@ def _tokens(head: str) -> list[_Tok]:
     return toks
 
 
-def _number_at(toks: list[_Tok], i: int, *, leading: bool) -> tuple[int, int] | None:
+def _number_at(toks: list[_Tok], i: int, words: _Vocabulary, *, leading: bool) -> tuple[int, int] | None:
     """The number starting at token i and the index after it (past a fraction's denominator)."""
-    value = _single_number(toks, i, leading=leading)
+    value = _single_number(toks, i, words, leading=leading)
     if value is None:
         return None
     j = i + 1
-    if j < len(toks) and toks[j].text in {"/", "von", "of"}:
+    if j < len(toks) and _word_key(toks[j]) in words.fractions:
         k = j + 1
     elif j + 1 < len(toks) and toks[j].text == "out" and toks[j + 1].text == "of":
         k = j + 2
     else:
         return value, j
-    if _single_number(toks, k, leading=True) is None:
+    if _single_number(toks, k, words, leading=True) is None:
         return value, j
     return value, k + 1
 
 
-def _single_number(toks: list[_Tok], i: int, *, leading: bool) -> int | None:
+def _single_number(toks: list[_Tok], i: int, words: _Vocabulary, *, leading: bool) -> int | None:
     if i >= len(toks):
         return None
     tok = toks[i]
     if tok.kind == "num":
         return tok.value
-    if tok.kind == "word" and (leading or tok.text not in _ARTICLES):
-        return _NUMBER_WORDS.get(tok.text)
+    if tok.kind == "word" and (leading or not _is_article(tok, words)):
+        found = _NUMBER_WORDS.get(tok.text)
+        return found if found is not None else words.numbers.get(_plain(tok.text))
     return None
 
 
-def _skip_joiners(toks: list[_Tok], i: int) -> int:
+def _word_key(tok: _Tok) -> str:
+    """A word as the word lists hold it (without accents); a separator as it is."""
+    return _plain(tok.text) if tok.kind == "word" else tok.text
+
+
+def _is_article(tok: _Tok, words: _Vocabulary) -> bool:
+    return tok.kind == "word" and _plain(tok.text) in words.articles
+
+
+def _skip_joiners(toks: list[_Tok], i: int, words: _Vocabulary) -> int:
     while i < len(toks) and (
         (toks[i].kind == "sep" and toks[i].text in _JOINERS)
-        or (toks[i].kind == "word" and toks[i].text in _CONNECTORS)
+        or (toks[i].kind == "word" and _plain(toks[i].text) in words.connectors)
     ):
         i += 1
     return i

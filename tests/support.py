@@ -48,9 +48,15 @@ class Clock:
 
 
 def environment(url: str) -> dict[str, str]:
-    """This process's environment with DATABASE_URL set to ``url`` and no FLOWS_DIR of the caller's."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "FLOWS_DIR"))}
+    """This process's environment with DATABASE_URL set to ``url``, no FLOWS_DIR of the caller's, and a
+    neutral locale (the CLI's report follows LC_ALL/LC_MESSAGES/LANG; tests assert its English text)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "FLOWS_DIR", "LC_ALL", "LC_MESSAGES", "STAFF_LANGUAGE"))
+    }
     env["DATABASE_URL"] = url
+    env["LANG"] = "C.UTF-8"
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -10,7 +10,7 @@ from typing import ClassVar, TextIO
 import sqlalchemy as sa
 
 from bot import texts
-from bot.channels.base import Channel
+from bot.channels.base import Channel, Delivered, Outgoing
 from bot.errors import InputError
 from bot.inbound import Inbound, handle
 from bot.lifecycle import SurveyStatus
@@ -51,14 +51,16 @@ class ConsoleChannel(Channel):
         self.out = out
         self.fallback = fallback  # the flow's default language, for UI strings (bot.texts)
 
-    async def deliver(
-        self, address: str, prompts: Sequence[Prompt], language: str, *, survey_id: int | None = None
-    ) -> str | None:
+    async def deliver(self, outgoing: Outgoing) -> Delivered:
         """Print each prompt, separated by blank lines; no provider, so no id."""
-        for prompt in prompts:
-            self.out.write(render(prompt, language, fallback=self.fallback) + "\n\n")
+        for prompt in outgoing.prompts:
+            self.out.write(render(prompt, outgoing.language, fallback=outgoing.fallback) + "\n\n")
         self.out.flush()
-        return None
+        return Delivered()
+
+    async def show(self, address: str, prompts: Sequence[Prompt], language: str) -> None:
+        """Print prompts to ``address``'s terminal, UI strings falling back to the flow's default language."""
+        await self.deliver(Outgoing(address, tuple(prompts), language, self.fallback))
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ async def chat(
                 f"({created.status}); a ticket is surveyed once per flow, so use another --ticket",
             )
         survey_id, language, prompts = created.survey_id, created.language, created.prompts
-    await channel.deliver(request.contact, prompts, language)
+    await channel.show(request.contact, prompts, language)
     status: str = SurveyStatus.ACTIVE
     while status == SurveyStatus.ACTIVE and prompts:
         line = await asyncio.to_thread(stdin.readline)
@@ -165,7 +167,7 @@ async def chat(
             ),
         )
         prompts = handled.prompts
-        await channel.deliver(request.contact, prompts, handled.language or language)
+        await channel.show(request.contact, prompts, handled.language or language)
         status = handled.status or "closed"
     return ChatResult(survey_id, await _status(service, survey_id), resumed=found is not None)
 

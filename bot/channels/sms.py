@@ -20,14 +20,22 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.twiml.messaging_response import MessagingResponse
 
 from bot import contacts
-from bot.channels.base import Channel
-from bot.channels.twilio import OPTED_OUT, PROVIDER, TwilioAccount, delivery_failed, form_text, signed_form
+from bot.channels.base import Channel, Delivered, Outgoing, Resources
+from bot.channels.twilio import (
+    OPTED_OUT,
+    PROVIDER,
+    TwilioAccount,
+    delivery_failed,
+    form_text,
+    phone_address,
+    signed_form,
+)
 from bot.errors import ContactOptedOut, InvalidPhone
 from bot.inbound import MAX_ID, Inbound, handle
-from bot.lifecycle import SurveyStatus
 from bot.phones import mask, normalize
 from bot.service import Service
-from bot.surveys import closing, undelivered
+from bot.settings import Settings
+from bot.surveys import undelivered
 from bot.texts import default_language, survey_fallback, text
 from flows.engine import Prompt
 
@@ -79,6 +87,27 @@ def sms_text(prompt: Prompt, language: str, *, fallback: str = "en") -> str:
     return "\n".join(lines)
 
 
+# The longest body the Messages API takes (characters); Twilio splits it into segments that
+# the handset joins again, so the customer sees one message.
+MAX_BODY = 1600
+
+
+def sms_bodies(prompts: Sequence[Prompt], language: str, *, fallback: str = "en") -> list[str]:
+    """The prompts as few messages as fit: joined by a blank line while within MAX_BODY.
+
+    The intro and the first question go as one message, a few segments rather than two
+    messages each starting a segment of its own, and a send is one request: all or nothing.
+    """
+    bodies: list[str] = []
+    for prompt in prompts:
+        part = sms_text(prompt, language, fallback=fallback)
+        if bodies and len(bodies[-1]) + 2 + len(part) <= MAX_BODY:
+            bodies[-1] = f"{bodies[-1]}\n\n{part}"
+        else:
+            bodies.append(part)
+    return bodies
+
+
 def address_of(raw: str, region: str) -> tuple[str, str]:
     """(channel, E.164 address) of a Twilio ``From``: ``whatsapp:+49…`` is WhatsApp."""
     channel = "whatsapp" if raw.startswith("whatsapp:") else "sms"
@@ -86,15 +115,39 @@ def address_of(raw: str, region: str) -> tuple[str, str]:
 
 
 class SmsChannel(Channel):
-    """Sends prompts as SMS, or as WhatsApp messages when made with ``whatsapp=True``."""
+    """Sends prompts as SMS through Twilio's Messages API (WhatsAppChannel: as WhatsApp messages)."""
 
     name: ClassVar[str] = "sms"
+    provider: ClassVar[str | None] = "twilio-messages"  # SMS and WhatsApp go out from one sender
+    needs: ClassVar[str] = "set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and a sender"
+    phone_numbers: ClassVar[bool] = True
+    whatsapp: ClassVar[bool] = False
 
-    def __init__(self, service: Service, account: TwilioAccount, *, whatsapp: bool = False) -> None:
+    def __init__(self, service: Service, account: TwilioAccount) -> None:
         self.service = service
         self.account = account
-        self.whatsapp = whatsapp
-        self.channel = "whatsapp" if whatsapp else "sms"
+
+    @classmethod
+    def configured(cls, settings: Settings) -> bool:
+        return settings.twilio_enabled and bool(
+            settings.twilio_from_number or settings.twilio_messaging_service_sid
+        )
+
+    @classmethod
+    def router(cls) -> APIRouter:
+        return router
+
+    @classmethod
+    def send_rate(cls, settings: Settings) -> float:
+        return settings.send_rate_sms
+
+    @classmethod
+    def address(cls, to: str | None, settings: Settings) -> str:
+        return phone_address(cls.name, to, settings)
+
+    @classmethod
+    def open(cls, service: Service, resources: Resources) -> SmsChannel | None:
+        return None if resources.twilio is None else cls(service, resources.twilio)
 
     def _sender(self) -> dict[str, str]:
         settings = self.service.settings
@@ -104,35 +157,51 @@ class SmsChannel(Channel):
             return {"messaging_service_sid": settings.twilio_messaging_service_sid}
         return {"from_": str(settings.twilio_from_number)}
 
-    async def deliver(
-        self, address: str, prompts: Sequence[Prompt], language: str, *, survey_id: int | None = None
-    ) -> str | None:
-        """Send each prompt as one message through the Messages API, with a status callback; their SIDs."""
-        to = f"whatsapp:{address}" if self.whatsapp else address
-        callback = self.account.url("/twilio/status", survey=survey_id)
-        fallback = await survey_fallback(self.service, survey_id, language)
+    def messages(self, outgoing: Outgoing) -> int:
+        """SMS segments (Twilio's pace counts segments); a WhatsApp message counts one."""
+        bodies = sms_bodies(outgoing.prompts, outgoing.language, fallback=outgoing.fallback)
+        if self.whatsapp:
+            return max(1, len(bodies))
+        return max(1, sum(segments(body)[0] for body in bodies))
+
+    async def deliver(self, outgoing: Outgoing) -> Delivered:
+        """Send the prompts as one message where they fit (`sms_bodies`), with a status callback; the SIDs.
+
+        One message is all or nothing: a refused send delivered nothing, so it may be retried.
+        Prompts too long for one message go as several; should a later one be refused after an
+        earlier one went out, the refusal is permanent, so a retry never repeats what was delivered.
+        """
+        to = f"whatsapp:{outgoing.address}" if self.whatsapp else outgoing.address
+        callback = self.account.url("/twilio/status", survey=outgoing.survey_id)
+        bodies = sms_bodies(outgoing.prompts, outgoing.language, fallback=outgoing.fallback)
         sids: list[str] = []
-        for prompt in prompts:
+        for body in bodies:
             try:
                 message = await self.account.client.messages.create_async(
-                    to=to,
-                    body=sms_text(prompt, language, fallback=fallback),
-                    status_callback=callback,
-                    **self._sender(),
+                    to=to, body=body, status_callback=callback, **self._sender()
                 )
             except TwilioRestException as exc:
                 if exc.code == OPTED_OUT:  # never reached the customer: skipped, not stopped
-                    if survey_id is not None:
-                        await self.service.db.run(closing(survey_id, SurveyStatus.SKIPPED))
-                    await contacts.opt_out(self.service.db, self.channel, address, now=self.service.clock())
-                    raise ContactOptedOut(self.channel, mask(address)) from exc
-                failed = delivery_failed(self.channel, exc)
+                    raise ContactOptedOut(self.name, mask(outgoing.address)) from exc
+                failed = delivery_failed(self.name, exc)
                 if sids:  # part went out: a retry would send that again (sends are at most once)
                     failed.permanent = True
                 raise failed from exc
             sids.append(str(message.sid))
-        log.info("sent %d %s message(s) to %s", len(prompts), self.channel, mask(address))
-        return ",".join(sids) or None
+        log.info("sent %d %s message(s) to %s", len(bodies), self.name, mask(outgoing.address))
+        return Delivered(",".join(sids) or None)
+
+
+class WhatsAppChannel(SmsChannel):
+    """The same Messages API and webhook, to ``whatsapp:`` addresses from TWILIO_WHATSAPP_FROM."""
+
+    name: ClassVar[str] = "whatsapp"
+    needs: ClassVar[str] = "set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_WHATSAPP_FROM"
+    whatsapp: ClassVar[bool] = True
+
+    @classmethod
+    def configured(cls, settings: Settings) -> bool:
+        return settings.twilio_enabled and bool(settings.twilio_whatsapp_from)
 
 
 def _twiml(response: MessagingResponse | None = None) -> Response:
@@ -180,8 +249,8 @@ async def on_message(request: Request, form: FormData = Depends(signed_form)) ->
     if handled.outcome not in ("no_survey", "closed"):
         language = handled.language or default_language(service)
         fallback = await survey_fallback(service, handled.survey_id, language)
-        for prompt in handled.prompts:
-            reply.message(sms_text(prompt, language, fallback=fallback))
+        for body in sms_bodies(handled.prompts, language, fallback=fallback):
+            reply.message(body)
     return _twiml(reply)
 
 

@@ -25,8 +25,9 @@ from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from bot.errors import ConfigError, DeliveryFailed, unfit_text
-from bot.phones import mask_text
+from bot.channels.base import AddressRefused
+from bot.errors import ConfigError, DeliveryFailed, InvalidPhone, unfit_text
+from bot.phones import mask_text, normalize
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -189,3 +190,13 @@ def form_text(form: FormData, key: str) -> str:
     """One form field as text ('' when missing)."""
     value: Any = form.get(key)
     return value if isinstance(value, str) else ""
+
+
+def phone_address(channel: str, to: str | None, settings: Settings) -> str:
+    """``to`` in E.164 for a phone channel; AddressRefused saying what is allowed."""
+    if not to:
+        raise AddressRefused(f"the {channel} channel needs a phone number in E.164 form (+49…)")
+    try:
+        return normalize(to, settings.phone_region)
+    except InvalidPhone as exc:
+        raise AddressRefused(str(exc)) from exc

@@ -4,6 +4,8 @@ The call is placed with answering-machine detection; a machine gets no survey. E
 question is a ``<Gather>`` in the survey's language, read by a voice of that language; its
 action URL names the survey, the question and the attempt, so a retried webhook or a late
 key press answers nothing twice. The engine decides reprompts and when to move on.
+``VOICES`` lists the languages a call can be in; a survey in any other is never read by
+another language's voice (``cannot_speak`` says why, for a trigger to refuse it).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from starlette.datastructures import FormData
 from twilio.base.exceptions import TwilioRestException
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
-from bot.channels.base import Channel
-from bot.channels.twilio import TwilioAccount, delivery_failed, form_text, signed_form
-from bot.errors import InvalidPhone
+from bot.channels.base import Channel, Delivered, Outgoing, Resources
+from bot.channels.twilio import TwilioAccount, delivery_failed, form_text, phone_address, signed_form
+from bot.errors import DeliveryFailed, InvalidPhone
 from bot.inbound import MAX_ID, Inbound, handle
 from bot.lifecycle import SurveyStatus
 from bot.phones import mask, normalize
 from bot.service import Service
+from bot.settings import Settings
 from bot.surveys import closing, current
 from bot.texts import default_language, survey_fallback, text
 from flows.engine import Prompt
@@ -33,8 +36,24 @@ log = logging.getLogger(__name__)
 
 PROVIDER = "twilio-voice"
 GATHER_SECONDS = 6  # silence after which a question counts as unanswered
-# Amazon Polly voices Twilio offers for each survey language.
-VOICES: dict[str, tuple[str, str]] = {"de": ("Polly.Vicki", "de-DE"), "en": ("Polly.Joanna", "en-US")}
+# The survey languages a call can be in: an Amazon Polly voice for <Say> and the locale that
+# is both that voice's `language` and the <Gather language> its speech is recognised in.
+# Voices: Twilio's table of Polly voices, https://www.twilio.com/docs/voice/twiml/say/text-speech
+# (Amazon's list: https://docs.aws.amazon.com/polly/latest/dg/standard-voices.html; Twilio takes
+# "Polly.Celine" and "Polly.Ines" for Céline and Inês). Locales for speech: the supported
+# `language` values of https://www.twilio.com/docs/voice/twiml/gather, which hold all eight.
+# Portuguese is pt-PT (Inês), like the other European voices here, not pt-BR (Camila).
+# A language without a line is refused for voice (see `cannot_speak`), never read by another voice.
+VOICES: dict[str, tuple[str, str]] = {
+    "de": ("Polly.Vicki", "de-DE"),
+    "en": ("Polly.Joanna", "en-US"),
+    "es": ("Polly.Lucia", "es-ES"),
+    "fr": ("Polly.Celine", "fr-FR"),
+    "it": ("Polly.Carla", "it-IT"),
+    "nl": ("Polly.Lotte", "nl-NL"),
+    "pl": ("Polly.Ewa", "pl-PL"),
+    "pt": ("Polly.Ines", "pt-PT"),
+}
 MACHINES = frozenset({"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"})
 # How a call that ended on its own leaves a survey still open.
 CALL_ENDED: dict[str, SurveyStatus] = {
@@ -44,6 +63,21 @@ CALL_ENDED: dict[str, SurveyStatus] = {
     "failed": SurveyStatus.FAILED,
     "canceled": SurveyStatus.FAILED,
 }
+
+
+def speakable(language: str | None) -> bool:
+    """Whether a call can be in ``language``: Twilio has a voice for it and recognises its speech."""
+    return language in VOICES
+
+
+def cannot_speak(language: str | None) -> str | None:
+    """Why a voice survey cannot be in ``language`` (which languages can), or None when it can."""
+    if speakable(language):
+        return None
+    return (
+        f"the voice channel has no voice for language {language!r}; "
+        f"it speaks {', '.join(sorted(VOICES))}: choose one of these or another channel"
+    )
 
 
 def spoken_question(prompt: Prompt, language: str, *, fallback: str = "en") -> str:
@@ -76,9 +110,14 @@ def twiml(
 ) -> str:
     """The prompts as TwiML: statements said, a question gathered, the end said and hung up.
 
-    ``fallback`` is the flow's default language (see spoken_question).
+    Every <Say> and the <Gather> are in ``language``'s voice and locale, the instructions
+    too (in ``fallback``, the flow's default language, where the catalogue lacks
+    ``language``; see spoken_question). A language with no voice is a ValueError: the
+    routes hang up on such a survey rather than have another language's voice read it.
     """
-    voice, locale = VOICES.get(language, VOICES["en"])
+    if (why := cannot_speak(language)) is not None:
+        raise ValueError(why)
+    voice, locale = VOICES[language]
     response = VoiceResponse()
     question = prompts[-1] if prompts and prompts[-1].kind == "question" else None
     for prompt in prompts:
@@ -118,15 +157,43 @@ class VoiceChannel(Channel):
     """Places the call; the survey is spoken when the call is answered."""
 
     name: ClassVar[str] = "voice"
+    provider: ClassVar[str | None] = "twilio-calls"
+    needs: ClassVar[str] = "set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM_NUMBER"
+    phone_numbers: ClassVar[bool] = True
 
     def __init__(self, service: Service, account: TwilioAccount) -> None:
         self.service = service
         self.account = account
 
-    async def deliver(
-        self, address: str, prompts: Sequence[Prompt], language: str, *, survey_id: int | None = None
-    ) -> str | None:
-        """Call ``address``; Twilio asks `/twilio/voice` what to say once someone answers. The call's SID."""
+    @classmethod
+    def configured(cls, settings: Settings) -> bool:
+        return settings.twilio_enabled and settings.twilio_from_number is not None
+
+    @classmethod
+    def router(cls) -> APIRouter:
+        return router
+
+    @classmethod
+    def send_rate(cls, settings: Settings) -> float:
+        return settings.send_rate_voice
+
+    @classmethod
+    def address(cls, to: str | None, settings: Settings) -> str:
+        return phone_address(cls.name, to, settings)
+
+    @classmethod
+    def refuses_language(cls, language: str) -> str | None:
+        return cannot_speak(language)
+
+    @classmethod
+    def open(cls, service: Service, resources: Resources) -> VoiceChannel | None:
+        return None if resources.twilio is None else cls(service, resources.twilio)
+
+    async def deliver(self, outgoing: Outgoing) -> Delivered:
+        """Call the customer; Twilio asks `/twilio/voice` what to say once someone answers. The call's SID."""
+        address, survey_id = outgoing.address, outgoing.survey_id
+        if (why := cannot_speak(outgoing.language)) is not None:  # e.g. a contact's stored language
+            raise DeliveryFailed(self.name, None, why, permanent=True)
         try:
             call = await self.account.client.calls.create_async(
                 to=address,
@@ -139,7 +206,7 @@ class VoiceChannel(Channel):
         except TwilioRestException as exc:
             raise delivery_failed(self.name, exc) from exc
         log.info("calling %s for survey %s", mask(address), survey_id)
-        return str(call.sid)
+        return Delivered(str(call.sid))
 
 
 def _xml(body: str) -> Response:
@@ -150,6 +217,28 @@ def _hangup() -> Response:
     response = VoiceResponse()
     response.hangup()
     return _xml(str(response))
+
+
+async def _spoken(
+    service: Service,
+    account: TwilioAccount,
+    survey: int,
+    prompts: Sequence[Prompt],
+    language: str,
+    attempt: int,
+) -> Response:
+    """The prompts as TwiML in the survey's language; in a language no voice speaks, a hang-up.
+
+    Triggers refuse a voice survey in such a language (`cannot_speak`); one that still gets
+    here (its language came from the contact, or it was made before) fails with that reason
+    rather than being read by another language's voice.
+    """
+    if (why := cannot_speak(language)) is not None:
+        log.warning("survey %s: %s; the call is ended and the survey failed", survey, why)
+        await service.db.run(closing(survey, SurveyStatus.FAILED, reason=why))
+        return _hangup()
+    fallback = await survey_fallback(service, survey, language)
+    return _xml(twiml(account, survey, prompts, language, attempt, fallback=fallback))
 
 
 router = APIRouter(tags=["twilio"], include_in_schema=False)
@@ -171,8 +260,7 @@ async def on_answered(request: Request, survey: SurveyId, form: FormData = Depen
     now = await current(service.db, service.flows, survey)
     if now is None or not now.prompts:
         return _hangup()
-    fallback = await survey_fallback(service, survey, now.language)
-    return _xml(twiml(request.app.state.twilio, survey, now.prompts, now.language, 0, fallback=fallback))
+    return await _spoken(service, request.app.state.twilio, survey, now.prompts, now.language, 0)
 
 
 @router.post("/twilio/voice/answer")
@@ -211,14 +299,12 @@ async def on_answer(
         again = await current(service.db, service.flows, survey)  # a retried webhook: ask what is open
         if again is None or not again.prompts:
             return _hangup()
-        fallback = await survey_fallback(service, survey, again.language)
-        return _xml(twiml(account, survey, again.prompts, again.language, n + 1, fallback=fallback))
+        return await _spoken(service, account, survey, again.prompts, again.language, n + 1)
     if handled.outcome in ("no_survey", "closed"):
         return _hangup()
     attempt = n + 1 if handled.outcome == "reprompted" else 0
     language = handled.language or default_language(service)
-    fallback = await survey_fallback(service, survey, language)
-    return _xml(twiml(account, survey, handled.prompts, language, attempt, fallback=fallback))
+    return await _spoken(service, account, survey, handled.prompts, language, attempt)
 
 
 @router.post("/twilio/voice/status")

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from bot.channels.base import Channel
+from bot.channels.base import Channel, Delivered, Outgoing, Resources
 from bot.errors import clean_text
 from bot.inbound import TOKEN, Inbound, handle
 from bot.lifecycle import SurveyStatus, has_expired, is_open
@@ -32,11 +32,17 @@ class WebChannel(Channel):
 
     name: ClassVar[str] = "web"
 
-    async def deliver(
-        self, address: str, prompts: Any, language: str, *, survey_id: int | None = None
-    ) -> str | None:
+    @classmethod
+    def router(cls) -> APIRouter:
+        return router
+
+    @classmethod
+    def open(cls, service: Service, resources: Resources) -> WebChannel:
+        return cls()
+
+    async def deliver(self, outgoing: Outgoing) -> Delivered:
         """Web surveys are answered at their link; there is nobody to send to."""
-        return None
+        return Delivered()
 
 
 # The page's own strings (bot.texts, web.*), given to survey.html as ``ui``.

@@ -165,23 +165,35 @@ def staff_add(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the dashboard password from standard input.")
     ] = False,
+    lang: Annotated[
+        str | None,
+        typer.Option(
+            "--lang",
+            help="Language of their /report and dashboard: de or en "
+            "(default: their Telegram app's or browser's, else STAFF_LANGUAGE).",
+        ),
+    ] = None,
 ) -> None:
     """Give a Telegram user a staff role, or create a dashboard login (or change either).
 
     Telegram user ids are numbers; a user sees theirs by sending /start to @userinfobot.
     A dashboard password has at least 10 characters and is stored as an argon2 hash.
+    Without --lang an existing member keeps the language they had.
 
-    Example: afterword staff add --telegram 123456789 --role manager --name Anna
+    Example: afterword staff add --telegram 123456789 --role manager --name Anna --lang de
     Example: afterword staff add --web-login anna --role manager
     """
     import sys
 
     from bot.settings import STAFF_ROLES
-    from bot.staff import add_staff
+    from bot.staff import add_staff, set_web_login_language
+    from bot.staff_language import STAFF_LANGUAGES
     from bot.web.auth import set_web_login
 
     if role not in STAFF_ROLES:
         fail(f"--role: {role!r} is not one of {', '.join(STAFF_ROLES)}", 2)
+    if lang is not None and lang not in STAFF_LANGUAGES:
+        fail(f"--lang: {lang!r} is not one of {', '.join(STAFF_LANGUAGES)}", 2)
     if (telegram is None) == (web_login is None):
         fail("give --telegram ID or --web-login NAME (one of them)", 2)
     if password_stdin and web_login is None:
@@ -194,17 +206,23 @@ def staff_add(
             password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     settings = load()
 
-    def _add(service: Service) -> Awaitable[Any]:
+    async def _add(service: Service) -> bool:
         if web_login is not None:
-            return set_web_login(
+            created = await set_web_login(
                 service.db, login=web_login, password=password, role=role, name=name, now=service.clock()
             )
+            if lang is not None:
+                await set_web_login_language(service.db, web_login, lang)
+            return created
         assert telegram is not None  # noqa: S101 - checked above
-        return add_staff(service.db, telegram_id=telegram, role=role, name=name, now=service.clock())
+        return await add_staff(
+            service.db, telegram_id=telegram, role=role, name=name, now=service.clock(), language=lang
+        )
 
     created = with_service(settings, _add)
     who = f"dashboard login {web_login}" if web_login is not None else f"Telegram user {telegram}"
-    typer.echo(f"{'added' if created else 'updated'}: {who} is {role}")
+    speaks = f", language {lang}" if lang is not None else ""
+    typer.echo(f"{'added' if created else 'updated'}: {who} is {role}{speaks}")
 
 
 @staff_app.command("remove")
@@ -245,10 +263,17 @@ def staff_list() -> None:
         return list_staff(service.db, settings)
 
     members = with_service(settings, _list)
-    table = Table("telegram user", "web login", "role", "name", "from")
+    table = Table("telegram user", "web login", "role", "name", "language", "from")
     for member in members:
         telegram = str(member.telegram_id) if member.telegram_id is not None else ""
-        table.add_row(telegram, member.web_login or "", member.role, member.name or "", member.source)
+        table.add_row(
+            telegram,
+            member.web_login or "",
+            member.role,
+            member.name or "",
+            member.language or "",
+            member.source,
+        )
     Console(highlight=False).print(table)
 
 

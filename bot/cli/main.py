@@ -266,18 +266,30 @@ def report(
     csi_file: Annotated[
         Path | None, typer.Option("--csi", help="YAML with CSI attributes: question, weight, expected.")
     ] = None,
+    lang: Annotated[
+        str | None,
+        typer.Option(
+            "--lang",
+            help="Language of the table and Markdown: de or en (default: LC_ALL, LC_MESSAGES or LANG, "
+            "else STAFF_LANGUAGE). JSON and CSV do not change.",
+        ),
+    ] = None,
 ) -> None:
     """Show CSAT, NPS and CES with 95 % intervals, targets and change against the previous period.
 
     Example: afterword report --since 90d --by agent --trend week --format json
     """
+    import os
     from datetime import UTC, datetime
 
     from bot.report_format import FORMATS, render
     from bot.reports import build_report, report_query
+    from bot.staff_language import STAFF_LANGUAGES, from_locale, staff_language
 
     if fmt not in FORMATS:
         fail(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}", 2)
+    if lang is not None and lang not in STAFF_LANGUAGES:
+        fail(f"--lang: {lang!r} is not one of {', '.join(STAFF_LANGUAGES)}", 2)
     csi = _csi_specs(csi_file) if csi_file is not None else ()
     with errors():  # every option is checked before the database is opened
         query = report_query(
@@ -294,7 +306,9 @@ def report(
             await db.dispose()
 
     data = run(_report())
-    typer.echo(render(data, fmt, width=_terminal_width() if fmt == "table" else 120).rstrip("\n"))
+    language = staff_language(lang, from_locale(os.environ), default=settings.staff_language)
+    width = _terminal_width() if fmt == "table" else 120
+    typer.echo(render(data, fmt, width=width, language=language).rstrip("\n"))
 
 
 def _csi_specs(path: Path) -> tuple[CsiSpec, ...]:

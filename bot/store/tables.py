@@ -242,6 +242,8 @@ staff = sa.Table(
     # Dashboard sign-in (bot.web.auth): a login name and an argon2id hash, never the password.
     sa.Column("web_login", sa.String(64)),
     sa.Column("password_hash", sa.String(255)),
+    # The language of their staff texts (de or en); NULL: Telegram's or the browser's, then STAFF_LANGUAGE.
+    sa.Column("language", sa.String(8)),
     sa.UniqueConstraint("web_login"),
 )
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -17,12 +16,11 @@ import fastapi_offline
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from bot.channels import sms, voice, web
-from bot.channels.registry import open_channels
+from bot.channels.registry import open_channels, routers
 from bot.errors import (
     AfterwordError,
     ChannelUnavailable,
@@ -127,10 +125,9 @@ def create_app(
     app.mount(SWAGGER_UI_URL, StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # Routes are matched in order: the provider webhooks, called once per answer, go first.
-    app.include_router(sms.router)
-    app.include_router(voice.router)
+    for router in routers():  # every registered channel's webhooks (bot.channels.registry)
+        app.include_router(router)
     app.include_router(api.router)
-    app.include_router(web.router)
     app.include_router(dashboard.router)
 
     @app.exception_handler(HTTPException)
@@ -149,36 +146,6 @@ def create_app(
         return JSONResponse({"error": problems[0], "errors": problems}, status_code=422)
 
     install_error_handlers(app)
-
-    @app.post("/telegram/webhook", include_in_schema=False)
-    async def telegram_webhook(request: Request) -> Response:
-        """Updates from Telegram; only with the secret token set by `afterword telegram set-webhook`."""
-        bot = request.app.state.telegram
-        secret = settings.telegram_webhook_secret
-        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
-        if bot is None:
-            return JSONResponse({"error": "the Telegram channel is off"}, status_code=404)
-        if secret is None or not hmac.compare_digest(given.encode(), secret.get_secret_value().encode()):
-            return JSONResponse({"error": "forbidden"}, status_code=403)
-        try:
-            data = await request.json()
-        except (ValueError, RecursionError):  # not JSON, or nested past the parser's reach
-            data = None
-        if not isinstance(data, dict) or "update_id" not in data:
-            return _not_an_update("body", "the body must be a Telegram update (JSON with update_id)")
-        from bot.channels.telegram.customers import misshapen  # imported already: the channel is on
-
-        if (field := misshapen(data)) is not None:
-            return _not_an_update(field, "not as Telegram sends it: another type, or an id over 64 bits")
-        try:
-            update = bot.read_update(data)
-        except (AttributeError, LookupError, TypeError, ValueError, ArithmeticError) as exc:
-            # Raised while reading the update (Update.de_json), before any handler ran.
-            return _not_an_update("body", f"not a Telegram update: {type(exc).__name__}")
-        # A handler that failed raises here (TelegramBot.process): DatabaseUnavailable (503) or
-        # InboundFailed (500), answered by the handlers below, so Telegram sends the update again.
-        await bot.process(update)
-        return Response(status_code=200)
 
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> HTMLResponse:
@@ -284,10 +251,6 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _error(500, None, "the request failed on our side; try again later")
-
-
-def _not_an_update(field: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"field": field, "message": message}}, status_code=400)
 
 
 def _with_nonce(html: bytes) -> HTMLResponse:

@@ -3,17 +3,22 @@
 Every form carries a CSRF token: before login a double-submit cookie, after login the
 session's own token. Sessions live in the database (bot.web.auth), so any worker can
 serve any page and logging out ends the session everywhere.
+
+Pages are in German or English: the signed-in staff member's language (`staff add --lang`),
+else the browser's (Accept-Language), else STAFF_LANGUAGE. The CSV export is an interface
+and stays as it is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import html
 import io
 import ipaddress
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -23,10 +28,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from bot.errors import InputError, ReportError
 from bot.report_format import (
     CSV_LINE_END,
-    FOOTNOTE,
     METRICS,
     change_cell,
+    footnote,
     group_key,
+    key_name,
     metric_cell,
     period_label,
     spreadsheet_safe,
@@ -34,7 +40,10 @@ from bot.report_format import (
 )
 from bot.reports import build_report, report_query, trend_points
 from bot.service import Service
+from bot.staff import language_of
+from bot.staff_language import StaffLanguage, accepted, staff_language
 from bot.store.tables import answers, surveys
+from bot.texts import day, decimal, staff_text
 from bot.triggers import SurveyRequest, trigger
 from bot.web import auth as web_auth
 from bot.web.limits import client_address
@@ -104,6 +113,49 @@ def _to_login() -> RedirectResponse:
     return RedirectResponse("/dashboard/login", status_code=303)
 
 
+# --- language -----------------------------------------------------------------------------
+
+
+async def _language(request: Request, user: web_auth.WebUser | None = None) -> StaffLanguage:
+    """The staff member's own language, else the browser's first of de and en, else STAFF_LANGUAGE."""
+    service: Service = request.app.state.service
+    own = await language_of(service.db, user.staff_id) if user is not None else None
+    return staff_language(
+        own, accepted(request.headers.get("accept-language")), default=service.settings.staff_language
+    )
+
+
+def _texts(language: str) -> Callable[..., str]:
+    """``t(key, **fields)`` for the templates: a staff text in ``language`` (escaped by Jinja)."""
+
+    def t(key: str, /, **fields: object) -> str:
+        return staff_text(key, language, **fields)
+
+    return t
+
+
+def _sentence(key: str, language: str, **elements: tuple[str, str]) -> str:
+    """A staff text as HTML with each {name} an element: ``name=('a href="/docs"', text)``.
+
+    The catalogue's text and each element's text are escaped here; the tags are this module's.
+    """
+    parts = {
+        name: f"<{tag}>{html.escape(inner)}</{tag.split(maxsplit=1)[0]}>"
+        for name, (tag, inner) in elements.items()
+    }
+    return html.escape(staff_text(key, language)).format(**parts)
+
+
+def _page(
+    request: Request, name: str, context: dict[str, Any], language: str, status: int = 200
+) -> HTMLResponse:
+    """A page in ``language``: its lang attribute, the templates' ``t`` and a Vary for Accept-Language."""
+    response = page(request, name, {**context, "lang": language, "t": _texts(language)}, status)
+    response.headers["Content-Language"] = language
+    response.headers["Vary"] = "Accept-Language, Cookie"
+    return response
+
+
 # --- start page ---------------------------------------------------------------------------
 
 
@@ -112,9 +164,17 @@ async def start(request: Request) -> Response:
     """What runs here and how to try it: a survey for yourself, then the dashboard."""
     service: Service = request.app.state.service
     channels = sorted(set(request.app.state.channels) - {"web"})
+    language = await _language(request)
+    command = ("code", "afterword staff add --web-login NAME")
     context: dict[str, Any] = {
-        "lang": "en",
         "title": "Afterword",
+        "create_hint": _sentence("staff.dashboard.create_hint", language, command=command),
+        "then_text": _sentence(
+            "staff.dashboard.then_text",
+            language,
+            dashboard=('a href="/dashboard"', staff_text("staff.dashboard.open_dashboard", language)),
+            docs=('a href="/docs"', staff_text("staff.dashboard.api_docs", language)),
+        ),
         "channels": channels,
         "can_try": not channels,
         "needs_login": not await web_auth.has_web_logins(service.db),
@@ -123,7 +183,7 @@ async def start(request: Request) -> Response:
         "default_flow": service.settings.default_flow,
     }
     token = _form_token(request, context)
-    return _with_csrf_cookie(request, page(request, "start.html", context), token)
+    return _with_csrf_cookie(request, _page(request, "start.html", context, language), token)
 
 
 @router.post("/try")
@@ -135,9 +195,9 @@ async def try_survey(
 ) -> Response:
     """Create a web survey for whoever asks, on a setup without providers, and open it."""
     if not _form_ok(request, csrf):
-        return _forbidden(request)
+        return await _forbidden(request)
     if set(request.app.state.channels) - {"web"}:
-        return _forbidden(request)  # a real deployment takes surveys from triggers only
+        return await _forbidden(request)  # a real deployment takes surveys from triggers only
     service: Service = request.app.state.service
     body = SurveyRequest(
         ticket_id=f"try-{secrets.token_hex(4)}", channel="web", flow=flow, language=language, agent="you"
@@ -156,19 +216,25 @@ async def setup(
     """The first manager login, from this machine only, while there is none."""
     service: Service = request.app.state.service
     if not _form_ok(request, csrf) or not _is_local(request) or await web_auth.has_web_logins(service.db):
-        return _forbidden(request)
+        return await _forbidden(request)
     try:
         await web_auth.set_web_login(
             service.db, login=login, password=password, role="manager", name=login, now=service.clock()
         )
     except InputError as exc:
-        return page(request, "message.html", {"lang": "en", "title": "Setup", "message": str(exc)}, 422)
+        language = await _language(request)
+        context = {"title": staff_text("staff.dashboard.setup_title", language), "message": str(exc)}
+        return _page(request, "message.html", context, language, 422)
     return await _log_in(request, login, password)
 
 
-def _forbidden(request: Request) -> HTMLResponse:
-    message = "This form has expired or is not allowed here. Reload the page and try again."
-    return page(request, "message.html", {"lang": "en", "title": "Forbidden", "message": message}, 403)
+async def _forbidden(request: Request) -> HTMLResponse:
+    language = await _language(request)
+    context = {
+        "title": staff_text("staff.dashboard.forbidden_title", language),
+        "message": staff_text("staff.dashboard.forbidden", language),
+    }
+    return _page(request, "message.html", context, language, 403)
 
 
 # --- login --------------------------------------------------------------------------------
@@ -177,9 +243,20 @@ def _forbidden(request: Request) -> HTMLResponse:
 @router.get("/dashboard/login", response_class=HTMLResponse)
 async def login_form(request: Request, error: str | None = None) -> Response:
     """The login form."""
-    context: dict[str, Any] = {"lang": "en", "title": "Log in – Afterword", "error": error}
+    language = await _language(request)
+    context = _login_context(language, error)
     token = _form_token(request, context)
-    return _with_csrf_cookie(request, page(request, "login.html", context), token)
+    return _with_csrf_cookie(request, _page(request, "login.html", context, language), token)
+
+
+def _login_context(language: str, error: str | None) -> dict[str, Any]:
+    return {
+        "title": staff_text("staff.dashboard.login_title", language),
+        "error": error,
+        "no_login": _sentence(
+            "staff.dashboard.no_login", language, command=("code", "afterword staff add --web-login NAME")
+        ),
+    }
 
 
 @router.post("/dashboard/login")
@@ -191,7 +268,7 @@ async def login(
 ) -> Response:
     """Check the password; failed attempts are limited per login and per address."""
     if not _form_ok(request, csrf):
-        return _forbidden(request)
+        return await _forbidden(request)
     return await _log_in(request, login, password)
 
 
@@ -200,20 +277,18 @@ async def _log_in(request: Request, login: str, password: str) -> Response:
     ip = _client(request)
     result = await web_auth.log_in(service.db, login=login, password=password, ip=ip, now=service.clock())
     if result.throttled:
+        language = await _language(request)
         minutes = max(1, round((result.retry_after or 60) / 60))
-        context = {
-            "lang": "en",
-            "title": "Log in – Afterword",
-            "error": f"Too many failed logins. Try again in {minutes} min.",
-        }
+        context = _login_context(language, staff_text("staff.dashboard.throttled", language, minutes=minutes))
         context["csrf"] = request.cookies.get(CSRF_COOKIE, "")
-        refused = page(request, "login.html", context, 429)
+        refused = _page(request, "login.html", context, language, 429)
         refused.headers["Retry-After"] = str(result.retry_after or 60)
         return refused
     if not result.ok or result.cookie is None:
-        context = {"lang": "en", "title": "Log in – Afterword", "error": "Login or password is wrong."}
+        language = await _language(request)
+        context = _login_context(language, staff_text("staff.dashboard.wrong_password", language))
         context["csrf"] = request.cookies.get(CSRF_COOKIE, "")
-        return page(request, "login.html", context, 401)
+        return _page(request, "login.html", context, language, 401)
     response = RedirectResponse("/dashboard", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -234,7 +309,7 @@ async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Respons
     if user is None:
         return _to_login()
     if not web_auth.csrf_ok(user.csrf_token, csrf):
-        return _forbidden(request)
+        return await _forbidden(request)
     await web_auth.log_out(request.app.state.service.db, request.cookies.get(SESSION_COOKIE))
     response = _to_login()
     response.delete_cookie(SESSION_COOKIE, path="/")
@@ -244,11 +319,12 @@ async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Respons
 # --- the dashboard ------------------------------------------------------------------------
 
 
-def _filters(since: str, by: str) -> tuple[str, str]:
-    if since not in PERIODS:
-        raise ReportError("since", f"{since!r} is not one of {', '.join(PERIODS)}")
-    if by not in SEGMENTS:
-        raise ReportError("by", f"{by!r} is not one of {', '.join(SEGMENTS)}")
+def _filters(since: str, by: str, language: str) -> tuple[str, str]:
+    for field, value, allowed in (("since", since, PERIODS), ("by", by, SEGMENTS)):
+        if value not in allowed:
+            choices = ", ".join(allowed)
+            message = staff_text("staff.dashboard.bad_choice", language, value=repr(value), choices=choices)
+            raise ReportError(field, message)
     return since, by
 
 
@@ -259,52 +335,79 @@ async def dashboard(request: Request, since: str = "30d", by: str = "agent") -> 
     if user is None:
         return _to_login()
     service: Service = request.app.state.service
+    language = await _language(request, user)
     try:
-        since, by = _filters(since, by)
+        since, by = _filters(since, by, language)
     except ReportError as exc:
-        return page(request, "message.html", {"lang": "en", "title": "Dashboard", "message": str(exc)}, 400)
+        shown = {"title": staff_text("staff.dashboard.title", language), "message": str(exc)}
+        return _page(request, "message.html", shown, language, 400)
     query = report_query(now=service.clock(), since=since, by=by)
     report = await build_report(service.db, query, service.settings.targets)
     cards = [
         {
             "name": name.upper(),
-            "value": metric_cell(name, item),
-            "target": target_cell(item),
+            "value": metric_cell(name, item, language),
+            "target": target_cell(item, language),
             "met": None if item.target is None else item.target.met,
-            "change": change_cell(item),
+            "change": change_cell(item, language),
         }
         for name, item in zip(METRICS, report.metrics(), strict=True)
     ]
     groups = [
         {
-            "key": group_key(g.key),
-            **{m: metric_cell(m, item) for m, item in zip(METRICS, g.metrics(), strict=True)},
+            "key": group_key(g.key, language),
+            **{m: metric_cell(m, item, language) for m, item in zip(METRICS, g.metrics(), strict=True)},
         }
         for g in report.groups
     ]
     questions = [
-        {"question": q.question, "metric": q.metric.upper(), "value": metric_cell(q.metric, q.score)}
+        {
+            "question": q.question,
+            "metric": q.metric.upper(),
+            "value": metric_cell(q.metric, q.score, language),
+        }
         for q in report.questions
     ]
-    context = {
-        "lang": "en",
-        "title": "Afterword dashboard",
+    rate = report.response_rate
+    context: dict[str, Any] = {
+        "title": staff_text("staff.dashboard.title", language),
         "user": user,
         "since": since,
         "by": by,
+        "by_name": key_name(by, language),
         "periods": PERIODS,
-        "segments": SEGMENTS,
+        "segments": [(segment, key_name(segment, language)) for segment in SEGMENTS],
         "cards": cards,
         "groups": groups,
         "questions": questions,
-        "rate": report.response_rate,
-        "comments": report.comments,
-        "period_label": period_label(report),
-        "footnote": FOOTNOTE,
+        "rate": rate,
+        "rate_line": staff_text(
+            "staff.dashboard.rate",
+            language,
+            answer_rate=_percent(rate.answer_rate, language),
+            completion_rate=_percent(rate.completion_rate, language),
+            answered=rate.answered,
+            completed=rate.completed,
+            delivered=rate.delivered,
+            not_delivered=rate.not_delivered,
+        ),
+        "comments": [{"day": day(c.answered_at, language), "comment": c} for c in report.comments],
+        "period_label": period_label(report, language),
+        "footnote": footnote(language),
+        "try_hint": _sentence(
+            "staff.dashboard.try_hint",
+            language,
+            link=('a href="/#try"', staff_text("staff.dashboard.try_link", language)),
+        ),
         # The start page's own survey is the first-hour path; it exists only without providers.
         "can_try": not set(request.app.state.channels) - {"web"},
     }
-    return page(request, "dashboard.html", context)
+    return _page(request, "dashboard.html", context, language)
+
+
+def _percent(value: float | None, language: str) -> str:
+    """A rate as the report has it (66.7, 100.0), with a decimal comma in German."""
+    return "-" if value is None else decimal(value, "", language)
 
 
 @router.get("/dashboard/chart.png")
@@ -317,13 +420,18 @@ async def chart(request: Request, since: str = "30d") -> Response:
     if since not in PERIODS:
         since = "30d"
     days = int(since[:-1])
+    language = await _language(request, user)
     query = report_query(now=service.clock(), since=since, trend="day" if days <= 31 else "week")
     report = await build_report(service.db, query, service.settings.targets)
     targets = {k: v for k, v in service.settings.targets.items() if k in ("csat", "nps")}
     # Drawing takes up to a second of CPU: in a thread, so that every other request, webhooks
     # included, is served meanwhile (the chart is drawn on a Figure, never with pyplot).
     png = await asyncio.to_thread(
-        trend_chart, trend_points(report), targets=targets, title=f"CSAT and NPS, last {days} days"
+        trend_chart,
+        trend_points(report),
+        targets=targets,
+        title=staff_text("staff.report.chart_title", language, days=days),
+        language=language,
     )
     return Response(png, media_type="image/png", headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
 

@@ -89,7 +89,9 @@ async def test_answer_in_the_browser_then_see_it_on_the_dashboard(
     link = made.stdout.splitlines()[1]
     SHOTS.mkdir(parents=True, exist_ok=True)
 
-    phone = await browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+    phone = await browser.new_context(
+        viewport={"width": 390, "height": 844}, device_scale_factor=2, locale="en-US"
+    )
     page = await phone.new_page()
     await page.goto(link)
     await page.get_by_role("button", name="2 – Zufrieden").wait_for()
@@ -106,7 +108,9 @@ async def test_answer_in_the_browser_then_see_it_on_the_dashboard(
     await page.get_by_text("Vielen Dank für Ihre Antworten!").wait_for()
     await phone.close()
 
-    desk = await browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    desk = await browser.new_context(
+        viewport={"width": 1280, "height": 900}, accept_downloads=True, locale="en-US"
+    )
     page = await desk.new_page()
     await page.goto(f"{base}/dashboard")
     await page.get_by_label("Login").fill("anna")
@@ -153,7 +157,7 @@ async def test_api_docs_work_without_internet(server: tuple[str, dict[str, str]]
             outside.append(route.request.url)
             await route.abort()
 
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    context = await browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
     await context.route("**/*", local_only)
     page = await context.new_page()
     page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)

@@ -575,7 +575,7 @@ def test_trigger_cli_queues_a_survey_and_prints_a_web_link(cli_env: dict[str, st
         ),
         (
             ["--channel", "pigeon"],
-            "Error: --channel: Input should be 'telegram', 'sms', 'whatsapp', 'voice' or 'web'",
+            "Error: channel: unknown channel 'pigeon'; channels: sms, whatsapp, voice, telegram, web",
         ),
         (
             ["--channel", "web", "--delay", "soon"],

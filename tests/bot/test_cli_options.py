@@ -423,6 +423,19 @@ CASES: list[Case] = [
         [True],
         code=2,
     ),
+    # --lang: the table and Markdown in German (LANG is the caller's otherwise); JSON and CSV never change.
+    Case(
+        ("report", "--lang", "de"),
+        lambda o: o.ran.stdout.split()[0],
+        "Zeitraum",
+        before=IMPORTED,
+    ),
+    Case(
+        ("report", "--lang", "xx"),
+        lambda o: o.errors,
+        ["Error: --lang: 'xx' is not one of de, en"],
+        code=2,
+    ),
     # -- chart: trend.png is exactly the chart of the buckets `report` shows for the same options --
     Case(
         ("chart", "--out", "trend.png"),
@@ -593,8 +606,19 @@ CASES: list[Case] = [
     Case(
         ("staff", "list"),
         lambda o: o.cells(),
-        [["123", "", "agent", "Anna", "database"]],
+        [["123", "", "agent", "Anna", "", "database"]],
         before=(("staff", "add", "--telegram", "123", "--role", "agent", "--name", "Anna"),),
+    ),
+    Case(
+        ("staff", "add", "--telegram", "123", "--lang", "de"),
+        lambda o: (o.ran.stdout, o.rows(staff.c.telegram_id, staff.c.language)),
+        ("added: Telegram user 123 is manager, language de\n", [(123, "de")]),
+    ),
+    Case(
+        ("staff", "add", "--telegram", "123", "--lang", "xx"),
+        lambda o: (o.errors, o.rows(staff.c.id)),
+        (["Error: --lang: 'xx' is not one of de, en"], []),
+        code=2,
     ),
     # -- telegram ---------------------------------------------------------------------------------
     Case(

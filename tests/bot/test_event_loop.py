@@ -39,6 +39,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from bot.channels.base import Outgoing
 from bot.service import Service
 from bot.store.tables import answers
 from bot.surveys import NewSurvey, create_survey
@@ -131,7 +132,7 @@ class App:
             ttl=self.sms.service.survey_ttl,
         )
         await self.sms.channels["sms"].deliver(
-            phone, created.prompts, created.language, survey_id=created.survey_id
+            Outgoing(phone, created.prompts, created.language, survey_id=created.survey_id)
         )
         return created.survey_id
 

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
 from bot.apikeys import create_key
+from bot.channels.base import Outgoing
 from bot.service import Service
 from bot.surveys import NewSurvey, create_survey
 from bot.triggers import SurveyRequest, trigger
@@ -196,7 +197,9 @@ async def fuzz(
             now=clock(),
             ttl=svc.survey_ttl,
         )
-        await app.state.channels["sms"].deliver(CUSTOMER, sms.prompts, sms.language, survey_id=sms.survey_id)
+        await app.state.channels["sms"].deliver(
+            Outgoing(CUSTOMER, sms.prompts, sms.language, survey_id=sms.survey_id)
+        )
         chat = await create_survey(
             svc.db,
             svc.flows,
@@ -204,9 +207,7 @@ async def fuzz(
             now=clock(),
             ttl=svc.survey_ttl,
         )
-        await app.state.telegram.channel.deliver(
-            str(CHAT), chat.prompts, chat.language, survey_id=chat.survey_id
-        )
+        await app.state.telegram.customers.show(CHAT, chat.prompts, chat.language, chat.survey_id)
         yield Fuzz(app, client, svc, key, made.link, sms.survey_id, RequestValidator(fake_twilio.auth_token))
 
 

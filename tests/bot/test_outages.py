@@ -290,11 +290,11 @@ async def test_report_is_given_once_after_an_outage_and_after_a_failed_reply(
 ) -> None:
     """/report only reads, so its update is recorded after the reply went out: an outage (503) or a
     Bot API that failed the reply (500) leaves no record, and Telegram's next try gets the report, once."""
-    outage = message_update(tg.update_id(), MANAGER, "/report 7d", user_id=MANAGER)
+    outage = message_update(tg.update_id(), MANAGER, "/report 7d", user_id=MANAGER, language_code="en")
     async with database_down(tg.service.db):
         assert_try_later(await tg.post(outage))
     tg.fake.fail_next("sendMessage", error_code=500)
-    reply_failed = message_update(tg.update_id(), MANAGER, "/report 30d", user_id=MANAGER)
+    reply_failed = message_update(tg.update_id(), MANAGER, "/report 30d", user_id=MANAGER, language_code="en")
     assert 500 == (await tg.post(reply_failed)).status_code
     assert ([], []) == (tg.to_chat(MANAGER), await events(tg.service))
 

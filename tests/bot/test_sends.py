@@ -11,7 +11,7 @@ import logging
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -23,14 +23,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, make_url
 
 from bot.apikeys import create_key
-from bot.channels.base import Channel
+from bot.channels.base import Channel, Delivered, Outgoing
+from bot.channels.sms import segments
 from bot.phones import mask
 from bot.scheduler import BATCH, Scheduler, batch_size, reserve_slot
 from bot.service import Service, utc_now
 from bot.store.db import Database
 from bot.store.tables import jobs, surveys
 from bot.triggers import SurveyRequest, trigger
-from flows.engine import Prompt
 from tests.bot.test_twilio import twilio_process_env, twilio_settings
 from tests.cli import workers
 from tests.fakes.twilio import FakeTwilioApi
@@ -101,13 +101,11 @@ class StopsAfterSending(Channel):
         self.real = real
         self.sent = asyncio.Event()
 
-    async def deliver(
-        self, address: str, prompts: Sequence[Prompt], language: str, *, survey_id: int | None = None
-    ) -> str | None:
-        await self.real.deliver(address, prompts, language, survey_id=survey_id)
+    async def deliver(self, outgoing: Outgoing) -> Delivered:
+        await self.real.deliver(outgoing)
         self.sent.set()
         await asyncio.Event().wait()  # until the test cancels the pass
-        return None
+        return Delivered()
 
 
 async def test_send_left_mid_way_is_settled_as_unconfirmed_and_not_sent_again(
@@ -124,7 +122,7 @@ async def test_send_left_mid_way_is_settled_as_unconfirmed_and_not_sent_again(
         await dying
     delivered = [m.sid for m in sends.fake.messages()]
     await sends.tick(minutes=1)  # the lease (2 min) still runs: nobody touches the job
-    assert ("sending", 2) == ((await sends.job()).status, len(delivered))
+    assert ("sending", 1) == ((await sends.job()).status, len(delivered))
 
     caplog.set_level(logging.WARNING, logger="bot.scheduler")
     await sends.tick(minutes=2)
@@ -181,7 +179,7 @@ async def test_error_after_delivery_never_sends_again(sends: Sends) -> None:
     await sends.tick(seconds=30)
     await sends.tick(seconds=30)
     job = await sends.job()
-    assert ("sending", 2, delivered) == (job.status, len(delivered), [m.sid for m in sends.fake.messages()])
+    assert ("sending", 1, delivered) == (job.status, len(delivered), [m.sid for m in sends.fake.messages()])
     assert job.last_error.startswith(f"delivered ({','.join(delivered)}), not recorded: ")
 
     await _execute(db, ALLOW_SENT_AT[db.dialect])
@@ -201,7 +199,7 @@ async def test_recorded_send_keeps_the_provider_ids(sends: Sends) -> None:
     await sends.tick()
     job = await sends.job()
     sids = [m.sid for m in sends.fake.messages()]
-    assert ("done", "sent", ",".join(sids), 2) == (
+    assert ("done", "sent", ",".join(sids), 1) == (
         job.status,
         job.result["outcome"],
         job.result["provider_id"],
@@ -230,7 +228,7 @@ async def test_two_schedulers_racing_for_one_job_send_it_once(sends: Sends) -> N
     await first
     job = await sends.job()
     sids = sorted(m.sid for m in sends.fake.messages())
-    assert ("done", "second", 2, sids) == (
+    assert ("done", "second", 1, sids) == (
         job.status,
         job.result["worker"],
         len(sids),
@@ -272,8 +270,9 @@ async def test_slots_are_spaced_by_the_rate_across_connections(db_url: str) -> N
     assert ([2.0] * 5, True, True) == (gaps, slots[0] >= before, other < slots[1])
 
 
-async def test_a_send_of_two_messages_takes_two_slots(sends: Sends) -> None:
-    """SEND_RATE_SMS counts messages: after a survey's two SMS the next slot is two intervals after the send's."""
+async def test_a_send_takes_a_slot_per_sms_segment(sends: Sends) -> None:
+    """SEND_RATE_SMS counts segments, as Twilio's pace does: the intro and question go as one message of
+    two segments here, so the next slot is two intervals after the send's."""
     await sends.survey()
     one_per_second = replace(
         sends.service, settings=sends.service.settings.model_copy(update={"send_rate_sms": 1})
@@ -282,7 +281,9 @@ async def test_a_send_of_two_messages_takes_two_slots(sends: Sends) -> None:
     await Scheduler(one_per_second, sends.channels, worker="test").run_once()  # the first slot: no wait
     after = time.time()
     following = await reserve_slot(sends.service.db, "twilio-messages", 1)
-    assert (2, True) == (len(sends.fake.messages()), before + 2 <= following <= after + 2)
+    [message] = sends.fake.messages()
+    parts, _ = segments(message.params["Body"])
+    assert (2, True) == (parts, before + parts <= following <= after + parts)
 
 
 @pytest.mark.parametrize(
@@ -319,7 +320,7 @@ async def test_a_worker_killed_mid_run_sends_nothing_twice(
     )
     async with workers(2, env, tmp_path) as (started, logs):
         deadline = time.monotonic() + 60
-        while len(fake_twilio.messages()) < SURVEYS // 2:  # about a quarter of the surveys
+        while len(fake_twilio.messages()) < SURVEYS // 4:  # about a quarter of the surveys (one message each)
             assert time.monotonic() < deadline, [log.read_text() for log in logs]
             assert all(w.returncode is None for w in started), [log.read_text() for log in logs]
             await asyncio.sleep(0.05)
@@ -348,14 +349,14 @@ async def test_a_worker_killed_mid_run_sends_nothing_twice(
     assert (SURVEYS, {"done"}, True) == (
         len(rows),
         {row.status for row in rows},
-        max(per_number.values()) <= 2,
+        max(per_number.values()) <= 1,
     )
     assert set(outcomes) <= {"sent", "sent, unconfirmed"}, outcomes
     assert all(row.sent_at is not None for row in rows)
-    for row in rows:  # a confirmed send is the only two messages that number got
+    for row in rows:  # a confirmed send is the only message that number got
         if row.result["outcome"] == "sent":
             numbers_sent = {sids[sid] for sid in row.result["provider_id"].split(",")}
-            assert (1, 2) == (len(numbers_sent), per_number[numbers_sent.pop()]), row
+            assert (1, 1) == (len(numbers_sent), per_number[numbers_sent.pop()]), row
 
 
 async def _unsettled(service: Service) -> int:

@@ -45,12 +45,17 @@ async def tg(service: Service, fake_telegram: FakeBotApi, clock: Clock) -> Async
 @pytest.mark.parametrize("channel", ["sms", "whatsapp"])
 @pytest.mark.parametrize("language", ["de", "en"])
 async def test_first_sms_carries_the_stop_hint(tw: twilio.Harness, channel: str, language: str) -> None:
-    """A triggered survey's first message, sent by the scheduler, is the intro with its stop hint, in one GSM-7 SMS."""
+    """A triggered survey's one message, sent by the scheduler, starts with the intro and its stop hint, then
+    the first question; GSM-7 in at most two segments (the intro alone fits one, as before)."""
     request = SurveyRequest(ticket_id="T-1", channel=channel, to=twilio.CUSTOMER, language=language)
     await trigger(tw.service, request, channels=tw.channels, link_for=lambda _c, t: t)
     await Scheduler(tw.service, tw.channels, worker="test").run_once()
-    first = tw.fake.messages()[0].params["Body"]
-    assert (_typed_intro(tw.service, language), (1, "GSM-7")) == (first, segments(first))
+    [message] = tw.fake.messages()
+    first = message.params["Body"]
+    intro, question = first.split("\n\n", 1)
+    parts, encoding = segments(first)
+    assert (_typed_intro(tw.service, language), (1, "GSM-7")) == (intro, segments(intro))
+    assert ("GSM-7", True, True) == (encoding, parts <= 2, question.count("\n") == 1)
 
 
 @pytest.mark.parametrize("language", ["de", "en"])

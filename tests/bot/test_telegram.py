@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
+from bot.channels.base import Outgoing
 from bot.channels.telegram.bot import TelegramBot
 from bot.channels.telegram.customers import TelegramChannel, build_application
 from bot.service import Service
@@ -139,7 +140,7 @@ async def survey_for(h: Harness, chat: int = CUSTOMER, language: str = "de", tic
         now=h.service.clock(),
         ttl=h.service.survey_ttl,
     )
-    await h.bot.channel.deliver(str(chat), created.prompts, created.language, survey_id=created.survey_id)
+    await h.bot.customers.show(chat, created.prompts, created.language, created.survey_id)
     return created.survey_id
 
 
@@ -249,8 +250,8 @@ async def test_missing_or_forged_secret_is_refused(tg: Harness, secret: str | No
 
 async def test_non_staff_get_a_polite_refusal(tg: Harness) -> None:
     """/report and /survey from someone who is not staff are refused alike, with nothing revealed."""
-    await tg.say(STRANGER, "/report 30d")
-    await tg.say(STRANGER, "/survey T-1")
+    await tg.say(STRANGER, "/report 30d", language_code="en")
+    await tg.say(STRANGER, "/survey T-1", language_code="en")
     refusal = "Sorry, this command is only for the support team."
     assert [refusal, refusal] == [c.params["text"] for c in tg.to_chat(STRANGER)]
     assert [] == tg.fake.sent("sendPhoto")
@@ -260,7 +261,7 @@ async def test_non_staff_get_a_polite_refusal(tg: Harness) -> None:
 
 async def test_agent_may_not_see_the_report(tg: Harness) -> None:
     """/report is for managers: an agent gets the same refusal as anyone else."""
-    await tg.say(AGENT, "/report", user_id=AGENT)
+    await tg.say(AGENT, "/report", user_id=AGENT, language_code="en")
     assert ["Sorry, this command is only for the support team."] == [
         c.params["text"] for c in tg.to_chat(AGENT)
     ]
@@ -272,7 +273,7 @@ async def test_manager_report_has_text_and_chart(tg: Harness, clock: Clock) -> N
         await survey_for(tg, chat=chat, ticket=ticket)
         await tg.tap(chat, 2)
     clock.advance(hours=1)
-    await tg.say(MANAGER, "/report 30d by agent", user_id=MANAGER)
+    await tg.say(MANAGER, "/report 30d by agent", user_id=MANAGER, language_code="en")
 
     text_call = tg.to_chat(MANAGER)[-1]
     text = text_call.params["text"]
@@ -286,7 +287,7 @@ async def test_manager_report_has_text_and_chart(tg: Harness, clock: Clock) -> N
 
 async def test_report_with_a_bad_argument_explains_usage(tg: Harness) -> None:
     """/report with an unknown word names it and shows the usage, and sends no chart."""
-    await tg.say(MANAGER, "/report lastweek", user_id=MANAGER)
+    await tg.say(MANAGER, "/report lastweek", user_id=MANAGER, language_code="en")
     reply = tg.to_chat(MANAGER)[-1].params["text"]
     assert reply.startswith("period: 'lastweek' is not a period such as 7d, 30d or 90d")
     assert "Usage: /report" in reply
@@ -296,7 +297,7 @@ async def test_report_with_a_bad_argument_explains_usage(tg: Harness) -> None:
 async def test_staff_added_in_the_database_may_report(tg: Harness) -> None:
     """A manager added with `staff add` (the database) is recognised without TELEGRAM_STAFF."""
     await add_staff(tg.service.db, telegram_id=444, role="manager", name="Maria", now=tg.service.clock())
-    await tg.say(444, "/report 7d", user_id=444)
+    await tg.say(444, "/report 7d", user_id=444, language_code="en")
     assert tg.to_chat(444)[-1].params["text"].startswith("<b>Afterword report, last 7 days</b>")
 
 
@@ -368,8 +369,11 @@ async def test_new_messages_to_one_chat_keep_send_rate_telegram_chat(
     application, channel = bare_channel(service, fake_telegram, clock, send_rate_telegram_chat=per_chat)
     async with application:
         await asyncio.gather(
-            *(channel.deliver(str(CUSTOMER), [Prompt("intro", f"Hallo {n}")], "de") for n in range(3)),
-            channel.deliver(str(CUSTOMER + 1), [Prompt("intro", "Hallo")], "de"),
+            *(
+                channel.deliver(Outgoing(str(CUSTOMER), (Prompt("intro", f"Hallo {n}"),), "de"))
+                for n in range(3)
+            ),
+            channel.deliver(Outgoing(str(CUSTOMER + 1), (Prompt("intro", "Hallo"),), "de")),
         )
     arrivals = fake_telegram.message_arrivals
     ours = [c for c in fake_telegram.sent() if c.params["chat_id"] == CUSTOMER]
@@ -392,7 +396,7 @@ async def test_concurrent_sends_never_exceed_30_messages_a_second(
     chats = range(CUSTOMER, CUSTOMER + 80)
     async with application:
         await asyncio.gather(
-            *(channel.deliver(str(chat), [Prompt("intro", "Hallo")], "de") for chat in chats)
+            *(channel.deliver(Outgoing(str(chat), (Prompt("intro", "Hallo"),), "de")) for chat in chats)
         )
 
     arrivals = fake_telegram.message_arrivals

@@ -53,10 +53,13 @@ def test_every_key_has_every_shipped_language() -> None:
     assert ({}, [], []) == (incomplete, empty, mismatched)
 
 
-def test_keys_are_namespaced_by_channel() -> None:
-    """Every key is <channel>.<name>, for a channel that shows customers UI strings."""
-    assert {"console", "sms", "telegram", "voice", "web"} == {key.split(".")[0] for key in CATALOGUE}
-    assert all(len(key.split(".")) == 2 for key in CATALOGUE)
+def test_keys_are_namespaced_by_channel_or_staff_room() -> None:
+    """A customer key is <channel>.<name>; a staff key is staff.<room>.<name>."""
+    customer = [key.split(".") for key in CATALOGUE if not key.startswith("staff.")]
+    staff = [key.split(".") for key in CATALOGUE if key.startswith("staff.")]
+    assert {"console", "sms", "telegram", "voice", "web"} == {parts[0] for parts in customer}
+    assert {"alert", "by", "dashboard", "report", "sci", "telegram"} == {parts[1] for parts in staff}
+    assert ([], []) == ([p for p in customer if len(p) != 2], [p for p in staff if len(p) != 3])
 
 
 def test_fallback_order_is_language_then_flow_default_then_english() -> None:
@@ -201,7 +204,7 @@ async def test_french_flow_by_telegram_taps(tg: telegram.Harness, case: Case, no
         now=tg.service.clock(),
         ttl=tg.service.survey_ttl,
     )
-    await tg.bot.channel.deliver(str(chat), created.prompts, created.language, survey_id=created.survey_id)
+    await tg.bot.customers.show(chat, created.prompts, created.language, created.survey_id)
     first, message_id = tg.question(chat)
     intro = f"{FLOW_TEXTS['fr']['intro']} {FLOW_TEXTS['fr']['stop_hint']}"
     assert f"{intro}\n\n{RATING['fr']}\n\n1 = bien\n2 = moyen\n3 = mal" == first.params["text"]
@@ -294,8 +297,7 @@ async def test_french_flow_by_sms(tw: twilio.Harness, case: Case, no_errors: Non
     """French prompts by SMS; the skip hint in the UI language; HELP in the default flow's language."""
     survey_id = await tw.start("sms", flow=case.flow, language="fr")
     assert [
-        f"{FLOW_TEXTS['fr']['intro']} {FLOW_TEXTS['fr']['stop_hint']}",
-        f"{RATING['fr']}\n1 = bien ... 3 = mal",
+        f"{FLOW_TEXTS['fr']['intro']} {FLOW_TEXTS['fr']['stop_hint']}\n\n{RATING['fr']}\n1 = bien ... 3 = mal",
     ] == [c.params["Body"] for c in tw.fake.messages()]
     assert [f"{COMMENT['fr']}\n{case.ui_text('sms.skip')}"] == await tw.sms("2")
     assert [FLOW_TEXTS["fr"]["thanks"]] == await tw.sms("skip")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -16,12 +16,12 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from bot.apikeys import create_key, revoke_key
-from bot.channels.base import Channel
+from bot.channels.base import Channel, Delivered, Outgoing
 from bot.contacts import opt_out
 from bot.scheduler import CONCURRENT_JOBS, Scheduler
 from bot.service import Service
+from bot.settings import Settings
 from bot.store.tables import jobs, surveys
-from flows.engine import Prompt
 from tests.bot.test_twilio import PUBLIC, SENDER, twilio_settings
 from tests.fakes.twilio import FakeTwilioApi
 from tests.support import Clock, running_app
@@ -207,10 +207,13 @@ async def test_openapi_docs_list_the_survey_routes(api: Api) -> None:
 
 
 async def test_send_now_sends_intro_and_question(api: Api) -> None:
-    """A survey due now is sent by the next scheduler pass and becomes active."""
+    """A survey due now is sent by the next scheduler pass, the intro and question as one SMS, and becomes active."""
     made = await api.survey()
     await api.tick()
-    assert (2, "active") == (api.sends_to(), await api.status(made["id"]))
+    assert (1, "active") == (api.sends_to(), await api.status(made["id"]))
+    [message] = api.fake.messages()
+    assert message.params["Body"].startswith("Vielen Dank für Ihren Kontakt!")
+    assert "\n\n" in message.params["Body"]
 
 
 async def test_delay_is_honoured(api: Api) -> None:
@@ -219,7 +222,7 @@ async def test_delay_is_honoured(api: Api) -> None:
     await api.tick(minutes=59)
     before = api.sends_to()
     await api.tick(minutes=2)
-    assert (0, 2, "active") == (before, api.sends_to(), await api.status(made["id"]))
+    assert (0, 1, "active") == (before, api.sends_to(), await api.status(made["id"]))
 
 
 async def test_quiet_hours_postpone_to_the_next_allowed_minute(api: Api) -> None:
@@ -233,21 +236,21 @@ async def test_quiet_hours_postpone_to_the_next_allowed_minute(api: Api) -> None
     await api.tick(hours=9, minutes=29)  # 06:59 UTC
     assert 0 == api.sends_to()
     await api.tick(minutes=1)
-    assert (2, "active") == (api.sends_to(), await api.status(made["id"]))
+    assert (1, "active") == (api.sends_to(), await api.status(made["id"]))
 
 
 async def test_throttle_blocks_within_30_days_and_allows_after(api: Api) -> None:
     """A second ticket for the same number within 30 days is throttled, not sent; after 30 days it is sent."""
     await api.survey(ticket_id="T-1")
     await api.tick()
-    await api.tick(days=1)  # T-1's one reminder: 4 messages so far
+    await api.tick(days=1)  # T-1's one reminder: 2 messages so far
     second = await api.survey(ticket_id="T-2")
     await api.tick(days=9)
-    assert ("throttled", 4) == (await api.status(second["id"]), api.sends_to())
+    assert ("throttled", 2) == (await api.status(second["id"]), api.sends_to())
     api.clock.advance(days=21)
     third = await api.survey(ticket_id="T-3")
     await api.tick()
-    assert ("active", 6) == (await api.status(third["id"]), api.sends_to())
+    assert ("active", 3) == (await api.status(third["id"]), api.sends_to())
 
 
 async def test_two_sends_to_one_address_in_one_batch_send_once(api: Api) -> None:
@@ -256,7 +259,7 @@ async def test_two_sends_to_one_address_in_one_batch_send_once(api: Api) -> None
     second = await api.survey(ticket_id="T-2", channel="whatsapp")
     claimed = await api.tick()
     statuses = sorted([await api.status(first["id"]), await api.status(second["id"])])
-    assert (2, ["active", "throttled"], 2) == (claimed, statuses, len(api.fake.messages()))
+    assert (2, ["active", "throttled"], 1) == (claimed, statuses, len(api.fake.messages()))
 
 
 class CountingChannel(Channel):
@@ -271,9 +274,14 @@ class CountingChannel(Channel):
         self.most = 0
         self.delivered: list[str] = []
 
-    async def deliver(
-        self, address: str, prompts: Sequence[Prompt], language: str, *, survey_id: int | None = None
-    ) -> None:
+    provider: ClassVar[str | None] = "twilio-messages"
+
+    @classmethod
+    def send_rate(cls, settings: Settings) -> float:
+        return settings.send_rate_sms
+
+    async def deliver(self, outgoing: Outgoing) -> Delivered:
+        address = outgoing.address
         self.in_flight += 1
         self.most = max(self.most, self.in_flight)
         if self.in_flight >= self.crowd:
@@ -284,6 +292,7 @@ class CountingChannel(Channel):
             )  # generous: a busy machine is slow to start them
         self.in_flight -= 1
         self.delivered.append(address)
+        return Delivered()
 
 
 async def test_a_pass_sends_to_different_addresses_side_by_side(api: Api) -> None:
@@ -312,11 +321,11 @@ async def test_exactly_one_reminder(api: Api) -> None:
     await api.survey()
     await api.tick()
     await api.tick(hours=23)
-    assert 2 == api.sends_to()
+    assert 1 == api.sends_to()
     await api.tick(hours=1)
-    assert 4 == api.sends_to()  # the intro and the question again
+    assert 2 == api.sends_to()  # the intro and the question again, in one message
     await api.tick(hours=20)
-    assert 4 == api.sends_to()
+    assert 2 == api.sends_to()
 
 
 async def test_no_reminder_once_the_customer_answered(api: Api) -> None:
@@ -328,7 +337,7 @@ async def test_no_reminder_once_the_customer_answered(api: Api) -> None:
     replies = Harness(api.app, api.client, api.fake, api.service, iter(range(1, 100)))  # type: ignore[arg-type]
     await replies.sms("2")
     await api.tick(hours=25)
-    assert 2 == api.sends_to()
+    assert 1 == api.sends_to()
 
 
 async def test_provider_5xx_is_retried_then_failed(api: Api) -> None:
@@ -423,7 +432,7 @@ async def test_zendesk_solved_ticket_creates_the_right_survey(api: Api) -> None:
     assert (201, "pending") == (response.status_code, response.json()["status"])
     assert ("4711", "Anna Berg", "Support Nord", "de", "sms") == await survey_row(api)
     await api.tick()
-    assert 2 == api.sends_to()
+    assert 1 == api.sends_to()
 
 
 async def test_freshdesk_resolved_ticket_creates_the_right_survey(api: Api) -> None:
@@ -432,7 +441,7 @@ async def test_freshdesk_resolved_ticket_creates_the_right_survey(api: Api) -> N
     assert 201 == response.status_code
     assert ("815", "Ben Kurz", "Billing", "en", "sms") == await survey_row(api)
     await api.tick()
-    assert 2 == api.sends_to("+447911123456")
+    assert 1 == api.sends_to("+447911123456")
 
 
 async def test_generic_hook_uses_the_mapping(api: Api) -> None:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from twilio.request_validator import RequestValidator
 
-from bot.channels.base import Channel
+from bot.channels.base import Channel, Outgoing
 from bot.errors import ContactOptedOut
 from bot.scheduler import Scheduler
 from bot.service import Service
@@ -83,7 +83,7 @@ class Harness:
             ttl=self.service.survey_ttl,
         )
         await self.channels[channel].deliver(
-            CUSTOMER, created.prompts, created.language, survey_id=created.survey_id
+            Outgoing(CUSTOMER, created.prompts, created.language, survey_id=created.survey_id)
         )
         return created.survey_id
 
@@ -155,12 +155,11 @@ async def test_whole_sms_survey_in_german(tw: Harness, caplog: pytest.LogCapture
     """The start goes out through the Messages API; each reply is answered in TwiML with the next question."""
     caplog.set_level(logging.INFO)
     survey_id = await tw.start("sms")
-    sent = tw.fake.messages()
-    assert [CUSTOMER, CUSTOMER] == [c.params["To"] for c in sent]
-    assert {SENDER} == {c.params["From"] for c in sent}
-    assert {f"{PUBLIC}/twilio/status?survey={survey_id}"} == {c.params["StatusCallback"] for c in sent}
-    assert sent[1].params["Body"] == (
-        "Wie zufrieden waren Sie mit unserem Kundenservice?\n1 = Sehr zufrieden ... 5 = Sehr unzufrieden"
+    [sent] = tw.fake.messages()  # the intro and the first question as one message
+    assert (CUSTOMER, SENDER) == (sent.params["To"], sent.params["From"])
+    assert f"{PUBLIC}/twilio/status?survey={survey_id}" == sent.params["StatusCallback"]
+    assert sent.params["Body"].endswith(
+        "\n\nWie zufrieden waren Sie mit unserem Kundenservice?\n1 = Sehr zufrieden ... 5 = Sehr unzufrieden"
     )
 
     assert [
@@ -175,7 +174,7 @@ async def test_whole_sms_survey_in_german(tw: Harness, caplog: pytest.LogCapture
         ("speed", 2, "ging so", "sms"),
         ("comment", None, "Sehr nett", "sms"),
     ] == await stored(tw.service)
-    assert ("completed", 2) == (await survey_status(tw.service, survey_id), len(tw.fake.messages()))
+    assert ("completed", 1) == (await survey_status(tw.service, survey_id), len(tw.fake.messages()))
     assert (False, True) == (CUSTOMER in caplog.text, "+49151****678" in caplog.text)  # masked in logs
 
 
@@ -183,7 +182,7 @@ async def test_whole_sms_survey_in_english_with_a_reprompt(tw: Harness) -> None:
     """An answer that is no number gets the reprompt with the valid range and the question again."""
     await tw.start("sms", flow="nps", language="en")
     assert [
-        "Please reply with a number from 0 to 10.",
+        "Please reply with a number from 0 to 10.\n\n"
         "How likely are you to recommend us to a friend or colleague?\n0 = not at all likely ... 10 = extremely likely",
     ] == await tw.sms("maybe")
     reason = await tw.sms("9 of 10")
@@ -211,7 +210,7 @@ async def test_stop_opts_out_and_nothing_is_sent_again(tw: Harness) -> None:
     assert "stopped" == await survey_status(tw.service, survey_id)
     with pytest.raises(ContactOptedOut):
         await tw.start("sms", ticket="T-2")
-    assert 2 == len(tw.fake.messages())  # only the first survey's intro and question
+    assert 1 == len(tw.fake.messages())  # only the first survey's intro and question
     assert [] == await tw.sms("2")  # no survey open: no answer, no reply
     assert [] == await stored(tw.service)
 
@@ -232,7 +231,7 @@ async def test_start_after_stop_allows_surveys_again(tw: Harness) -> None:
     await tw.sms("STOP")
     await tw.sms("START")
     await tw.start("sms", ticket="T-2")
-    assert 4 == len(tw.fake.messages())
+    assert 2 == len(tw.fake.messages())
 
 
 @pytest.mark.parametrize("word", ["START", "Anmelden", "ja!"])
@@ -242,7 +241,7 @@ async def test_german_and_english_opt_in_words_after_stop(tw: Harness, word: str
     await tw.sms("Stopp")
     await tw.sms(word)
     await tw.start("sms", ticket="T-2")
-    assert 4 == len(tw.fake.messages())
+    assert 2 == len(tw.fake.messages())
 
 
 @pytest.mark.parametrize("word", ["Ja", "Yes"])
@@ -271,15 +270,16 @@ async def test_help_gets_a_short_help_text(tw: Harness) -> None:
     assert "STOP" in reply
 
 
-async def test_error_21610_on_sending_records_the_opt_out(tw: Harness) -> None:
-    """Twilio refusing a send with 21610 (unsubscribed) records the opt-out and skips the survey."""
+async def test_error_21610_on_sending_is_an_opt_out_the_channel_does_not_store(tw: Harness) -> None:
+    """Twilio refusing a send with 21610 (unsubscribed) is ContactOptedOut; the channel stores nothing
+    (the scheduler records the opt-out: test_delivery_failures)."""
     tw.fake.fail_next("Messages", status=400, code=21610)
     with pytest.raises(ContactOptedOut):
         await tw.start("sms")
     async with tw.service.db.read() as conn:
         opted = (await conn.execute(sa.select(contacts.c.opted_out_at))).scalar_one()
         status = (await conn.execute(sa.select(surveys.c.status))).scalar_one()
-    assert (True, "skipped") == (opted is not None, status)
+    assert (None, "active") == (opted, status)
 
 
 @pytest.mark.parametrize("signature", [None, "forged", "host"])

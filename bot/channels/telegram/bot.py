@@ -90,7 +90,8 @@ class TelegramBot:
         self.channel = TelegramChannel(service, self.application)
         # Staff commands first: /report and /survey must not reach the customer handlers.
         StaffHandlers(service, self.link).register(self.application)
-        CustomerHandlers(service, self.channel).register(self.application)
+        self.customers = CustomerHandlers(service, self.channel)
+        self.customers.register(self.application)
         self.application.add_error_handler(self._on_error)
         self._alerts: asyncio.Task[None] | None = None
 

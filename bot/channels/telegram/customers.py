@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 from aiolimiter import AsyncLimiter
 from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update, User
@@ -30,13 +31,17 @@ from telegram.ext import (
     filters,
 )
 
-from bot.channels.base import Channel
+from bot.channels.base import AddressRefused, Channel, Delivered, Outgoing, Resources
 from bot.errors import ConfigError, DeliveryFailed, SurveyError
 from bot.inbound import TOKEN, Event, Handled, Inbound, done_before, handle, record_done
 from bot.service import Service
+from bot.settings import Settings
 from bot.surveys import open_link, remember_ref
 from bot.texts import default_language, survey_fallback, text
 from flows.engine import Prompt
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
 
 log = logging.getLogger(__name__)
 
@@ -234,27 +239,59 @@ def build_application(
     return limited.build()
 
 
+# A chat id as `POST /api/surveys` takes it in ``to``: Telegram's ids are 64-bit integers.
+CHAT_ID = re.compile(r"-?\d{1,20}")
+
+
 class TelegramChannel(Channel):
     """Sends prompts as Telegram messages, a question with its rating buttons."""
 
     name: ClassVar[str] = "telegram"
+    provider: ClassVar[str | None] = "telegram"
+    needs: ClassVar[str] = "set TELEGRAM_BOT_TOKEN"
 
     def __init__(self, service: Service, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
         self.service = service
         self.application = application
 
-    async def deliver(
-        self, address: str, prompts: Sequence[Prompt], language: str, *, survey_id: int | None = None
-    ) -> str | None:
-        """Send the prompts as one message; remember it when its buttons must go later. Its id."""
-        if not prompts:
+    @classmethod
+    def configured(cls, settings: Settings) -> bool:
+        return settings.telegram_enabled
+
+    @classmethod
+    def router(cls) -> APIRouter:
+        from bot.channels.telegram.webhook import router
+
+        return router
+
+    @classmethod
+    def send_rate(cls, settings: Settings) -> float:
+        return settings.send_rate_telegram
+
+    @classmethod
+    def address(cls, to: str | None, settings: Settings) -> str | None:
+        """A chat id, or None: the survey is a deep link the customer opens."""
+        if to is None:
             return None
+        if not CHAT_ID.fullmatch(to.strip()):
+            raise AddressRefused(f"{to!r} is not a Telegram chat id (a number); leave it out for a link")
+        return to.strip()
+
+    @classmethod
+    def open(cls, service: Service, resources: Resources) -> TelegramChannel | None:
+        bot = resources.telegram
+        return None if bot is None else cast(TelegramChannel, bot.channel)
+
+    async def deliver(self, outgoing: Outgoing) -> Delivered:
+        """Send the prompts as one message; a question's message is kept (its buttons go later). Its id."""
+        prompts, survey_id = outgoing.prompts, outgoing.survey_id
+        if not prompts:
+            return Delivered()
         markup = keyboard(prompts[-1], survey_id) if survey_id is not None else None
-        fallback = await survey_fallback(self.service, survey_id, language)
         try:
             sent = await self.application.bot.send_message(
-                chat_id=int(address),
-                text=message_text(prompts, language, fallback=fallback),
+                chat_id=int(outgoing.address),
+                text=message_text(prompts, outgoing.language, fallback=outgoing.fallback),
                 reply_markup=markup,
             )
         except Forbidden as exc:  # the customer blocked the bot (or left the chat): never deliverable
@@ -265,9 +302,9 @@ class TelegramChannel(Channel):
             wait = exc.retry_after
             seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
             raise DeliveryFailed(self.name, 429, exc.message, permanent=False, retry_after=seconds) from exc
-        if survey_id is not None and any(p.kind == "question" for p in prompts):
-            await remember_ref(self.service.db, survey_id, str(sent.message_id) if markup else None)
-        return str(sent.message_id)
+        asked = survey_id is not None and any(p.kind == "question" for p in prompts)
+        ref = str(sent.message_id) if markup else None
+        return Delivered(str(sent.message_id), ref=ref, keeps_ref=asked)
 
 
 def customer_language(service: Service, user: User | None, survey_language: str | None = None) -> str:
@@ -349,9 +386,21 @@ class CustomerHandlers:
             return
         language = opened.language or language
         if opened.prompts:
-            await self.channel.deliver(str(chat.id), opened.prompts, language, survey_id=opened.survey_id)
+            await self.show(chat.id, opened.prompts, language, opened.survey_id)
         else:
             await message.reply_text(await self._text(opened.outcome, language, opened.survey_id))
+
+    async def show(
+        self, chat_id: int, prompts: Sequence[Prompt], language: str, survey_id: int | None
+    ) -> Delivered:
+        """Send prompts to a chat through the channel, and store what it asks to keep (the survey's
+        ``channel_ref``: the message whose buttons go when the next one follows)."""
+        fallback = await survey_fallback(self.service, survey_id, language)
+        outgoing = Outgoing(str(chat_id), tuple(prompts), language, fallback, survey_id)
+        delivered = await self.channel.deliver(outgoing)
+        if delivered.keeps_ref and survey_id is not None:
+            await remember_ref(self.service.db, survey_id, delivered.ref)
+        return delivered
 
     async def _text(self, name: str, language: str, survey_id: int | None = None) -> str:
         """The catalogue's ``telegram.<name>`` in ``language``, else the survey's flow's default language."""
@@ -397,7 +446,7 @@ class CustomerHandlers:
             return
         if handled.channel_ref:  # a new message follows; the old buttons would only confuse
             await self._drop_buttons(chat.id, int(handled.channel_ref))
-        await self.channel.deliver(str(chat.id), handled.prompts, language, survey_id=handled.survey_id)
+        await self.show(chat.id, handled.prompts, language, handled.survey_id)
 
     async def button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A tap on a rating button; every tap is answered, a stale one stores nothing."""
@@ -419,9 +468,7 @@ class CustomerHandlers:
             await _answer(query, update)  # Telegram refuses it if the first try answered it
             if handled.prompts:  # our reply to it failed (the webhook answered 5xx): send it now
                 await self._drop_buttons(chat.id, message_id)
-                await self.channel.deliver(
-                    str(chat.id), handled.prompts, language, survey_id=handled.survey_id
-                )
+                await self.show(chat.id, handled.prompts, language, handled.survey_id)
             return
         if handled.outcome in ("already_answered", "closed", "no_survey"):
             key = "already" if handled.outcome == "already_answered" else "closed"
@@ -433,7 +480,7 @@ class CustomerHandlers:
             await self._show_choice(query.message, value)
         else:
             await self._drop_buttons(chat.id, message_id)
-        await self.channel.deliver(str(chat.id), handled.prompts, language, survey_id=handled.survey_id)
+        await self.show(chat.id, handled.prompts, language, handled.survey_id)
 
     async def _show_choice(self, message: Message, value: int) -> None:
         """Edit the question to show the answer given, without its buttons."""
