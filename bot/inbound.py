@@ -13,14 +13,16 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from bot import jobs
 from bot.alerts import queue_alerts
 from bot.contacts import contact_language, has_opted_out, opted_in, opted_out
 from bot.errors import clean_text
 from bot.flow_versions import UNAVAILABLE, as_book, no_definition
-from bot.lifecycle import SurveyStatus, has_expired, is_open
+from bot.lifecycle import JobKind, SurveyStatus, has_expired, is_open
 from bot.phones import mask
 from bot.store.db import Database, upsert_insert
 from bot.store.tables import answers, contacts, inbound_events, surveys
+from bot.store.tables import jobs as jobs_table
 from bot.surveys import unservable
 from flows import engine
 from flows.schema import Flow
@@ -98,6 +100,10 @@ _NEWEST_SURVEY = (
 # A week covers a customer who reads the message after a weekend or a holiday; a message
 # weeks later is more likely about something else, and "this survey has expired" would puzzle.
 LATE_REPLY_WINDOW = timedelta(days=7)
+# How long a `reply` job waits for the channel to send it right after the commit before the
+# scheduler takes it: longer than a send takes when the provider answers (Telegram's timeouts
+# are 5–20 s), short enough that a customer whose reply failed waits about a minute.
+OUTBOX_GRACE = timedelta(seconds=60)
 _EVENT_SEEN = sa.select(inbound_events.c.id).where(
     inbound_events.c.provider == sa.bindparam("provider"),
     inbound_events.c.event_id == sa.bindparam("event_id"),
@@ -149,6 +155,9 @@ class Inbound:
     survey_token: str | None = None
     survey_id: int | None = None  # a button names its survey; it must belong to this contact
     keywords: bool = False  # consent keywords (CONSENT) apply: SMS and WhatsApp
+    # The channel sends its reply by an API call after the commit (Telegram), not in the HTTP
+    # response: what the answer asks next is queued as a `reply` job in the answer's transaction.
+    outbox: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,6 +180,7 @@ class Handled:
     language: str | None = None
     status: str | None = None  # the survey's status after this message, when one was found
     channel_ref: str | None = None  # the channel's handle of the question shown before this message
+    reply_job: int | None = None  # the outbox job holding ``prompts`` (Inbound.outbox), to finish once sent
 
 
 async def handle(db: Database, flows: Mapping[str, Flow], inbound: Inbound) -> Handled:
@@ -226,7 +236,16 @@ def _handle(conn: Connection, db: Database, flows: Mapping[str, Flow], inbound: 
         flow, state, reply, at, language=row.language, status=status, expires_at=row.expires_at
     )
     status = _store(db, conn, row, flow, step, at)
-    return Handled(step.outcome, step.prompts, step.answers, row.id, row.language, status, row.channel_ref)
+    reply_job = None
+    if inbound.outbox and step.prompts:
+        reply_job = conn.execute(
+            jobs.job(JobKind.REPLY, now=at, survey_id=row.id, due_at=at + OUTBOX_GRACE).returning(
+                jobs_table.c.id
+            )
+        ).scalar_one()
+    return Handled(
+        step.outcome, step.prompts, step.answers, row.id, row.language, status, row.channel_ref, reply_job
+    )
 
 
 async def done_before(db: Database, event: Event) -> bool:
@@ -294,13 +313,7 @@ def _repeat(conn: Connection, flows: Mapping[str, Flow], inbound: Inbound) -> Ha
     if row is not None:
         flow = book.version(conn, row.flow_id, row.flow_version)
         language, status = str(row.language), str(row.status)
-        prompts: tuple[engine.Prompt, ...] = ()
-        if flow is not None and status == SurveyStatus.ACTIVE:
-            prompts = engine.resume(
-                flow, engine.State.from_json(row.state, flow), language=language, status=status
-            )
-        elif flow is not None and status == SurveyStatus.COMPLETED:
-            prompts = (engine.Prompt("thanks", flow.texts[language].thanks),)
+        prompts = asked_now(flow, row.state, language, status) if flow is not None else ()
         return Handled(
             "duplicate",
             prompts,
@@ -324,6 +337,16 @@ def _repeat(conn: Connection, flows: Mapping[str, Flow], inbound: Inbound) -> Ha
     return Handled(
         "duplicate", (thanks,), survey_id=newest.id, language=newest.language, status=newest.status
     )
+
+
+def asked_now(flow: Flow, state: Any, language: str, status: str) -> tuple[engine.Prompt, ...]:
+    """What a survey shows the customer now: the open question of an active one, the thanks of a
+    completed one, else nothing. For a reply that was lost (a redelivery, the outbox's `reply` job)."""
+    if status == SurveyStatus.ACTIVE:
+        return engine.resume(flow, engine.State.from_json(state, flow), language=language, status=status)
+    if status == SurveyStatus.COMPLETED:
+        return (engine.Prompt("thanks", flow.texts[language].thanks),)
+    return ()
 
 
 def _late_reply(conn: Connection, flows: Mapping[str, Flow], inbound: Inbound) -> Handled:

@@ -176,6 +176,19 @@ def finished(
     )
 
 
+def delivered(job_id: int, *, now: datetime, result: Mapping[str, Any]) -> sa.Update:
+    """The UPDATE that ends an outbox `reply` job its channel sent right after the commit.
+
+    Only while it is still pending: once the scheduler has taken it (the channel's send took
+    longer than inbound.OUTBOX_GRACE), the scheduler's own send decides; rowcount says which.
+    """
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.status == JobStatus.PENDING)
+        .values(status=JobStatus.DONE, done_at=now, result=dict(result))
+    )
+
+
 async def retry_later(db: Database, job: Job, *, now: datetime, error: str) -> bool:
     """Put a failed attempt back with exponential backoff; after ``MAX_ATTEMPTS``, mark it failed.
 

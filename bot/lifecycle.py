@@ -15,7 +15,7 @@ channel, the scheduler and the link pages.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -44,6 +44,8 @@ class JobKind(enum.StrEnum):
     EXPIRE = "expire"  # close it as expired at expires_at
     ALERT = "alert"  # a detractor alert to the staff chat (bot.alerts)
     ALERT_COMMENT = "alert_comment"  # the detractor's comment, as a reply to the alert
+    REPLY = "reply"  # what an answer asks to show next (the outbox: bot.inbound, bot.scheduler)
+    HOUSEKEEPING = "housekeeping"  # the daily retention and clean-up run
 
 
 class JobStatus(enum.StrEnum):
@@ -134,8 +136,8 @@ _TRANSITION_COLUMNS: tuple[tuple[str, Mapping[Any, frozenset[Any]]], ...] = (
 Dialect = Literal["sqlite", "postgresql"]
 
 
-def one_of(column: str, values: type[enum.StrEnum]) -> str:
-    """The condition of a CHECK constraint: ``column`` holds one of the enum's values."""
+def one_of(column: str, values: Iterable[str]) -> str:
+    """The condition of a CHECK constraint: ``column`` holds one of the values (an enum's)."""
     quoted = ", ".join(f"'{value}'" for value in values)
     return f"{column} IN ({quoted})"
 

@@ -62,6 +62,7 @@ from bot.channels.base import Channel, Delivered, Outgoing, never_sent
 from bot.contacts import opted_out
 from bot.errors import ContactOptedOut, DeliveryFailed
 from bot.flow_versions import UNAVAILABLE, no_definition
+from bot.inbound import asked_now
 from bot.lifecycle import JobKind, JobStatus, SurveyStatus, is_open, survey_sources
 from bot.phones import mask, time_zone
 from bot.quiet_hours import next_allowed, zone_or_default
@@ -74,7 +75,7 @@ from flows import engine
 
 log = logging.getLogger(__name__)
 
-KINDS = (JobKind.SEND, JobKind.REMINDER, JobKind.EXPIRE)
+KINDS = (JobKind.SEND, JobKind.REMINDER, JobKind.EXPIRE, JobKind.REPLY)
 BATCH = 50  # the most jobs a pass claims; fewer when a configured send rate is slow (batch_size)
 # Jobs in flight at once. A send mostly waits: for its slot, the provider, the database.
 # Eight overlap enough of that to keep Telegram's 30/s busy (a send takes 20–50 ms of its own),
@@ -295,6 +296,11 @@ class Scheduler:
             await self.service.db.transact(self._settle, job, JobStatus.SKIPPED, "no survey")
         elif job.kind == JobKind.EXPIRE:
             await self.service.db.transact(self._expire, job)
+        elif job.kind == JobKind.REPLY:
+            channel = self.channels.get(queued.channel) if queued.channel else None
+            if channel is not None and channel.provider is not None:
+                await self._wait_for_slot(channel, queued.messages)
+            await self._reply(job)
         else:
             channel = self.channels.get(queued.channel) if queued.channel else None
             if channel is not None and channel.provider is not None:
@@ -366,6 +372,62 @@ class Scheduler:
             row.channel,
             mask(row.address),
         )
+
+    async def _reply(self, job: jobs.Job) -> None:
+        """Send what an answer asked next and its channel could not (the outbox, bot.inbound.OUTBOX_GRACE).
+
+        It is what the survey asks now (`inbound.asked_now`: the open question, or the thanks),
+        so a reply that comes late still fits. A permanent refusal (a blocked bot) ends the job
+        and leaves the survey as it is. Unlike a survey's first send, a reply is at least once:
+        an error whose outcome is unknown (a timeout, a 502) is retried, because a question shown
+        twice costs the customer less than one never shown.
+        """
+        db = self.service.db
+        ready = await db.transact(self._check_reply, job, self.service.clock())
+        if ready is None:
+            return
+        job, row = ready.job, ready.row
+        try:
+            delivered = await self.channels[row.channel].deliver(
+                Outgoing(row.address, ready.prompts, ready.language, ready.fallback, row.id)
+            )
+        except DeliveryFailed as exc:
+            if exc.permanent:
+                log.warning("job %s: the reply to survey %s failed: %s", job.id, row.id, exc)
+                await db.transact(self._settle, job, JobStatus.FAILED, str(exc))
+            else:
+                wait = None if exc.retry_after is None else timedelta(seconds=exc.retry_after)
+                await self._retry(job, str(exc), wait=wait)
+            return
+        except Exception as exc:
+            log.warning(
+                "job %s: the reply to survey %s failed, to try again: %s", job.id, row.id, _reason(exc)
+            )
+            await self._retry(job, f"{type(exc).__name__}: {_reason(exc)}")
+            return
+        # Not a first send: no sent_at, expiry or reminder (`reminder=True` says so to _sent).
+        await db.transact(self._sent, job, self.service.clock(), delivered, reminder=True)
+        log.info("survey %s: reply sent by %s to %s", row.id, row.channel, mask(row.address))
+
+    def _check_reply(self, conn: Connection, job: jobs.Job, now: datetime) -> _Ready | None:
+        """Take a `reply` job; what its survey asks now, or settle it when there is nothing to send."""
+        taking, job = jobs.taken(job, now=now)
+        if conn.execute(taking).rowcount != 1:
+            return None
+        row = conn.execute(_SURVEY, {"survey_id": job.survey_id}).one_or_none()
+        flow = None if row is None else self.service.book.version(conn, row.flow_id, row.flow_version)
+        if row is None or flow is None or row.address is None:
+            self._settle(conn, job, JobStatus.SKIPPED, None, outcome="survey or flow gone")
+            return None
+        if row.channel not in self.channels:
+            error = f"the {row.channel} channel is not configured in this process"
+            self._settle(conn, job, JobStatus.FAILED, error)
+            return None
+        prompts = asked_now(flow, row.state, row.language, row.status)
+        if not prompts:
+            self._settle(conn, job, JobStatus.SKIPPED, None, outcome=f"survey is {row.status}")
+            return None
+        return _Ready(job, row, prompts, row.language, flow.default_language)
 
     def _check(self, conn: Connection, job: jobs.Job, now: datetime, *, reminder: bool) -> _Ready | None:
         """Take the job, apply the rules: settle it (None), or open the survey and say what to send."""

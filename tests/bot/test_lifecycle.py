@@ -106,7 +106,9 @@ def test_enum_values_are_the_stored_strings() -> None:
         "pending", "active", "completed", "expired", "incomplete", "stopped",
         "failed", "no_answer", "skipped", "throttled", "unavailable",
     } == {str(s) for s in SurveyStatus}  # fmt: skip
-    assert {"send", "reminder", "expire", "alert", "alert_comment"} == {str(k) for k in JobKind}
+    assert {"send", "reminder", "expire", "alert", "alert_comment", "reply", "housekeeping"} == {
+        str(k) for k in JobKind
+    }
     assert {"pending", "sending", "done", "failed", "skipped"} == {str(s) for s in JobStatus}
 
 

@@ -43,10 +43,11 @@ from bot.errors import (
     SurveyError,
     TriggerError,
 )
+from bot.scheduler import Scheduler
 from bot.service import Service
 from bot.settings import load_settings
 from bot.store.db import Database, sqlite_path
-from bot.store.tables import answers, inbound_events, surveys
+from bot.store.tables import answers, inbound_events, jobs, surveys
 from bot.surveys import NewSurvey, create_survey
 from bot.web.app import RETRY_AFTER_SECONDS, install_error_handlers
 from flows.loader import load_flows
@@ -447,25 +448,68 @@ def test_every_class_of_the_error_tree_is_checked_above() -> None:
 # --- A reply lost after the answer was stored (issue 18: the next question is never lost) ----------
 
 
+def _sent_to(tg: TelegramHarness) -> list[tuple[bool, str]]:
+    return [
+        (c.failed, c.params["text"])
+        for c in tg.fake.calls_to("sendMessage")
+        if c.params.get("chat_id") == CHAT
+    ]
+
+
+async def _pass(tg: TelegramHarness, **advance: float) -> int:
+    tg.service.clock.advance(**advance)  # type: ignore[attr-defined]
+    return await Scheduler(tg.service, tg.app.state.channels, worker="test").run_once()
+
+
 async def test_tap_while_the_bot_api_fails_is_stored_once_and_the_next_question_follows(
     tg: TelegramHarness,
 ) -> None:
-    """The Bot API fails the next question's send: the webhook answers 5xx with the tap stored;
-    Telegram's next try stores nothing more and sends the next question."""
+    """The Bot API fails the next question's send: the tap is stored with its outbox job, and the
+    scheduler sends the next question once the grace has passed, with Telegram never sending the
+    update again; a redelivery of the update anyway stores nothing more."""
     await survey_for(tg)
     call, message_id = tg.question(CHAT)
     update = callback_update(
         tg.update_id(), CHAT, message_id, button(call, 4), message_text=call.params["text"]
     )
     tg.fake.fail_next("sendMessage", error_code=502, description="Bad Gateway")
-    failed = await tg.post(update)
-    assert (500, [("satisfaction", 4, None)]) == (failed.status_code, await answers_stored(tg.service))
-    assert 200 == (await tg.post(update)).status_code
-    sent = [c for c in tg.fake.calls_to("sendMessage") if c.params.get("chat_id") == CHAT]
-    assert [False, True, False] == [c.failed for c in sent]
-    assert sent[1].params["text"] == sent[2].params["text"]
-    assert "Konnte unser Kundenservice Ihr Problem lösen?" in sent[2].params["text"]
+    first = await tg.post(update)
+    assert (200, [("satisfaction", 4, None)]) == (first.status_code, await answers_stored(tg.service))
+    assert (0, [False, True]) == (await _pass(tg, seconds=30), [failed for failed, _ in _sent_to(tg)])
+    assert 1 == await _pass(tg, seconds=31)  # OUTBOX_GRACE has passed: the scheduler sends it
+    sent = _sent_to(tg)
+    assert [False, True, False] == [failed for failed, _ in sent]
+    assert "Konnte unser Kundenservice Ihr Problem lösen?" in sent[2][1]
+    assert (200, 3) == ((await tg.post(update)).status_code, len(_sent_to(tg)) - 1)
     assert [("satisfaction", 4, None)] == await answers_stored(tg.service)
+
+
+async def test_reply_waits_out_a_longer_outage_and_is_sent_once(tg: TelegramHarness) -> None:
+    """The Bot API down at the tap and at the scheduler's first try: the job is retried after its
+    back-off and sent once; a reply sent at once leaves its job done and the scheduler sends nothing."""
+    await survey_for(tg)
+    call, message_id = tg.question(CHAT)
+    tg.fake.fail_next("sendMessage", error_code=502, description="Bad Gateway", times=2)
+    tap = callback_update(tg.update_id(), CHAT, message_id, button(call, 2), message_text=call.params["text"])
+    assert 200 == (await tg.post(tap)).status_code
+    await _pass(tg, seconds=61)  # the second failure: put back to try later
+    assert [False, True, True] == [failed for failed, _ in _sent_to(tg)]
+    await _pass(tg, seconds=10)  # after the first back-off (5 s)
+    await _pass(tg, minutes=10)
+    sent = _sent_to(tg)
+    assert [False, True, True, False] == [failed for failed, _ in sent]
+    assert "Konnte unser Kundenservice Ihr Problem lösen?" in sent[3][1]
+    call, message_id = tg.question(CHAT)
+    tap = callback_update(tg.update_id(), CHAT, message_id, button(call, 1), message_text=call.params["text"])
+    assert 200 == (await tg.post(tap)).status_code
+    await _pass(tg, minutes=5)
+    async with tg.service.db.read() as conn:
+        replies = (
+            (await conn.execute(sa.select(jobs.c.status).where(jobs.c.kind == "reply").order_by(jobs.c.id)))
+            .scalars()
+            .all()
+        )
+    assert (["done", "done"], 5) == (list(replies), len(_sent_to(tg)))
 
 
 async def test_last_sms_answer_sent_again_gets_the_thanks_again(tw: TwilioHarness) -> None:

@@ -31,6 +31,7 @@ from telegram.ext import (
     filters,
 )
 
+from bot import jobs
 from bot.channels.base import AddressRefused, Channel, Delivered, Outgoing, Resources
 from bot.errors import ConfigError, DeliveryFailed, SurveyError
 from bot.inbound import TOKEN, Event, Handled, Inbound, done_before, handle, record_done
@@ -446,7 +447,37 @@ class CustomerHandlers:
             return
         if handled.channel_ref:  # a new message follows; the old buttons would only confuse
             await self._drop_buttons(chat.id, int(handled.channel_ref))
-        await self.show(chat.id, handled.prompts, language, handled.survey_id)
+        await self._reply(update, chat.id, handled, language)
+
+    async def _reply(self, update: Update, chat_id: int, handled: Handled, language: str) -> None:
+        """Send what the answer asks next, and end its outbox job; a send that fails is left to the job.
+
+        The `reply` job was queued in the answer's transaction (Inbound.outbox): if the Bot API
+        fails now, the scheduler sends the survey's open question once OUTBOX_GRACE has passed,
+        retried with back-off, so the customer gets it when the API is back, even if Telegram
+        never sends the update again. A reply without a job (a redelivered update) raises, so
+        the webhook answers 5xx and Telegram sends the update again.
+        """
+        if handled.reply_job is None:
+            await self.show(chat_id, handled.prompts, language, handled.survey_id)
+            return
+        try:
+            sent = await self.show(chat_id, handled.prompts, language, handled.survey_id)
+        except Exception as exc:
+            log.warning(
+                "update %s: the reply to survey %s failed (%s); job %s sends it later",
+                update.update_id,
+                handled.survey_id,
+                type(exc).__name__,
+                handled.reply_job,
+            )
+            return
+        result = {"worker": "webhook", "outcome": "sent", "provider_id": sent.provider_id}
+        ended = await self.service.db.run(
+            jobs.delivered(handled.reply_job, now=self.service.clock(), result=result)
+        )
+        if not ended:
+            log.warning("job %s was taken by the scheduler before its reply was sent", handled.reply_job)
 
     async def button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A tap on a rating button; every tap is answered, a stale one stores nothing."""
@@ -480,7 +511,7 @@ class CustomerHandlers:
             await self._show_choice(query.message, value)
         else:
             await self._drop_buttons(chat.id, message_id)
-        await self.show(chat.id, handled.prompts, language, handled.survey_id)
+        await self._reply(update, chat.id, handled, language)
 
     async def _show_choice(self, message: Message, value: int) -> None:
         """Edit the question to show the answer given, without its buttons."""
@@ -497,6 +528,7 @@ class CustomerHandlers:
             received_at=self.service.clock(),
             provider=PROVIDER,
             event_id=str(update.update_id),
+            outbox=True,
             **reply,
         )
         return await handle(self.service.db, self.service.flows, inbound)
