@@ -7,12 +7,18 @@ them from the jobs table, so an alert survives a restart and is sent once by one
 
 The alert chat is one chat that the whole team reads, with no one person's language, so its
 texts are in STAFF_LANGUAGE (bot.texts, ``staff.alert.*``).
+
+Nothing is queued when nobody would send it: an ``Alerter`` (made by the Telegram bot only with
+TELEGRAM_ALERT_CHAT_ID) marks its database as having a sender (``has_sender``), and the
+inbound path queues alerts only for such a database. Before, every detractor queued a job
+that nobody ever claimed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
@@ -23,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot import jobs
 from bot.lifecycle import JobKind, JobStatus
 from bot.service import Service
+from bot.store.db import Database
 from bot.store.tables import answers
 from bot.store.tables import jobs as jobs_table
 from bot.texts import LAST_RESORT, staff_text
@@ -37,6 +44,10 @@ KINDS = (ALERT, ALERT_COMMENT)
 POLL_SECONDS = 1.0
 STALE_HOURS = 24  # an alert not sent within a day (no alert chat then) is skipped, not sent late
 
+# The databases whose alerts an Alerter of this process sends. Keyed by the Database object, not
+# a flag of the process: tests run services with and without an alert chat side by side.
+_SENDERS: weakref.WeakSet[Database] = weakref.WeakSet()
+
 # Sends one alert text, as a reply to an earlier message when given; returns the new message's id.
 Send = Callable[[str, int | None], Awaitable[int | None]]
 
@@ -48,11 +59,21 @@ def _is_detractor(answer: Answer) -> bool:
     return is_detractor(answer.metric, answer.score, scale)
 
 
-def queue_alerts(conn: Connection, survey_id: int, stored: Sequence[Answer], now: datetime) -> None:
+def has_sender(db: Database) -> bool:
+    """Whether an Alerter of this process sends the alerts of ``db`` (an alert chat is configured)."""
+    return db in _SENDERS
+
+
+def queue_alerts(
+    conn: Connection, survey_id: int, stored: Sequence[Answer], now: datetime, *, sink: bool = True
+) -> None:
     """Queue an alert for each detractor answer, and a follow-up for each later comment.
 
     Plain SQLAlchemy: it runs inside the inbound transaction (bot.inbound, Database.transact).
+    Without a ``sink`` (no alert chat: ``has_sender``) nothing is queued, as nothing would send it.
     """
+    if not sink:
+        return
     alerted = False
     for answer in stored:
         if _is_detractor(answer):
@@ -121,6 +142,7 @@ class Alerter:
     def __init__(self, service: Service, send: Send) -> None:
         self.service = service
         self.send = send
+        _SENDERS.add(service.db)  # from now on, answers queue alerts for this sender
 
     async def run_once(self) -> int:
         """Send every due alert; returns how many were sent."""

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from bot import audit
 from bot.errors import ApiKeyError
 from bot.store.db import Database
 from bot.store.tables import api_keys
@@ -33,25 +34,46 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-async def create_key(db: Database, name: str, *, now: datetime) -> str:
-    """A new key named ``name``; the only time the key is seen."""
+async def create_key(
+    db: Database, name: str, *, now: datetime, actor: str | None = None, source: str | None = audit.CLI
+) -> str:
+    """A new key named ``name``; the only time the key is seen. Recorded in the audit trail.
+
+    ``actor`` is who asked for it (default: the operating system's user, as for the CLI).
+    """
     if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
         raise ApiKeyError("NAME", "use 1 to 64 letters, digits, '-' or '_', e.g. zendesk-prod")
     key = PREFIX + secrets.token_urlsafe(32)
-    await db.transact(_insert_key, name, _hash(key), now)
+    await db.transact(_insert_key, name, _hash(key), now, actor or audit.cli_actor(), source)
     return key
 
 
-def _insert_key(conn: Connection, name: str, key_hash: str, now: datetime) -> None:
+def _insert_key(
+    conn: Connection, name: str, key_hash: str, now: datetime, actor: str, source: str | None
+) -> None:
     if conn.execute(sa.select(api_keys.c.id).where(api_keys.c.name == name)).first() is not None:
         raise ApiKeyError("NAME", f"a key named {name!r} exists; revoke it or choose another name")
     conn.execute(sa.insert(api_keys).values(name=name, key_hash=key_hash, created_at=now))
+    audit.audited(
+        conn, actor=actor, action=audit.Action.APIKEY_CREATE, subject=f"apikey:{name}", source=source, at=now
+    )
 
 
-async def revoke_key(db: Database, name: str, *, now: datetime) -> bool:
-    """Revoke the key named ``name``; False when there is no such active key."""
+async def revoke_key(
+    db: Database, name: str, *, now: datetime, actor: str | None = None, source: str | None = audit.CLI
+) -> bool:
+    """Revoke the key named ``name``; False when there is no such active key. Recorded when revoked."""
+    return await db.transact(_revoke, name, now, actor or audit.cli_actor(), source)
+
+
+def _revoke(conn: Connection, name: str, now: datetime, actor: str, source: str | None) -> bool:
     revoked = sa.update(api_keys).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
-    return bool(await db.run(revoked.values(revoked_at=now)))
+    if not conn.execute(revoked.values(revoked_at=now)).rowcount:
+        return False
+    audit.audited(
+        conn, actor=actor, action=audit.Action.APIKEY_REVOKE, subject=f"apikey:{name}", source=source, at=now
+    )
+    return True
 
 
 async def list_keys(db: Database) -> list[ApiKey]:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bot.lifecycle import SurveyStatus
+from bot.privacy import forget_erasure, was_erased
 from bot.store.db import Database, upsert_insert
 from bot.store.tables import contacts, surveys
 from bot.surveys import moved
@@ -41,7 +42,8 @@ def opted_out(conn: Connection, dialect: str, channel: str, address: str, now: d
 
 
 def opted_in(conn: Connection, channel: str, address: str) -> bool:
-    """Undo an opt-out (START) in the caller's transaction; True when the contact had opted out."""
+    """Undo an opt-out (START) or an erasure in the caller's transaction; True when there was one."""
+    erased = forget_erasure(conn, channel, address)
     result = conn.execute(
         sa.update(contacts)
         .where(
@@ -51,17 +53,17 @@ def opted_in(conn: Connection, channel: str, address: str) -> bool:
         )
         .values(opted_out_at=None)
     )
-    return bool(result.rowcount)
+    return bool(result.rowcount) or erased
 
 
 def has_opted_out(conn: Connection, channel: str, address: str) -> bool:
-    """Whether the contact at ``address`` has opted out (and not back in)."""
+    """Whether the contact at ``address`` has opted out or was erased (and not opted back in)."""
     found = conn.execute(
         sa.select(contacts.c.id).where(
             contacts.c.channel == channel, contacts.c.address == address, contacts.c.opted_out_at.is_not(None)
         )
     )
-    return found.first() is not None
+    return found.first() is not None or was_erased(conn, channel, address)
 
 
 def contact_language(conn: Connection, channel: str, address: str) -> str | None:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from bot import jobs
-from bot.alerts import queue_alerts
+from bot.alerts import has_sender, queue_alerts
 from bot.contacts import contact_language, has_opted_out, opted_in, opted_out
 from bot.errors import clean_text
 from bot.flow_versions import UNAVAILABLE, as_book, no_definition
@@ -420,7 +420,7 @@ def _store(
         # executemany with the rows as parameters: a statement SQLAlchemy can cache (a multi-row
         # VALUES is compiled afresh each time, which was a third of the answer path).
         conn.execute(_answers_insert(db.dialect), values)
-        queue_alerts(conn, int(row.id), step.answers, now)
+        queue_alerts(conn, int(row.id), step.answers, now, sink=has_sender(db))
     # The engine's status is the survey's own, or where the conversation ended it (completed,
     # stopped, expired); completed_at is set when it completes, never moved afterwards.
     status = str(step.status)

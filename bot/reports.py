@@ -118,7 +118,11 @@ def _yaml_problem(exc: Exception) -> str:
 
 @dataclass(frozen=True)
 class ReportQuery:
-    """What to report: a half-open period [start, end), an optional grouping and trend."""
+    """What to report: a half-open period [start, end), an optional grouping and trend.
+
+    ``agent`` limits every part of the report (scores, groups, trend, response rate, comments)
+    to one agent's answers and surveys: what an agent's own login may see. None: everyone's.
+    """
 
     start: datetime
     end: datetime
@@ -126,6 +130,7 @@ class ReportQuery:
     trend: Trend | None = None
     rule: CsatRule = "top2"
     csi: tuple[CsiSpec, ...] = ()
+    agent: str | None = None
 
     @property
     def previous(self) -> tuple[datetime, datetime]:
@@ -143,6 +148,7 @@ def report_query(
     trend: str | None = None,
     rule: str = "top2",
     csi: tuple[CsiSpec, ...] = (),
+    agent: str | None = None,
 ) -> ReportQuery:
     """Check the user's report parameters; ReportError names the first one not allowed."""
     if by is not None and by not in GROUPS:
@@ -168,7 +174,14 @@ def report_query(
         end, start = now, now - timedelta(days=int(match.group(1)))
     if start >= end:
         raise ReportError("from", f"{from_} is after today ({now.date()}): a report covers days up to now")
-    return ReportQuery(start, end, by, trend, rule, csi)  # type: ignore[arg-type]
+    return ReportQuery(start, end, by, trend, rule, csi, agent)  # type: ignore[arg-type]
+
+
+def answered_in(query: ReportQuery) -> sa.ColumnElement[bool]:
+    """The answers a query covers: answered in its period, and its agent's only when it names one."""
+    a = answers.c
+    condition = sa.and_(a.answered_at >= query.start, a.answered_at < query.end)
+    return condition if query.agent is None else sa.and_(condition, a.agent == query.agent)
 
 
 def _day(field: str, raw: str) -> datetime:
@@ -189,16 +202,17 @@ async def build_report(
         # With a grouping, the overall histogram is the sum of the groups': one scan, not two.
         # Not by question: the groups then hold every question's answers, the overall only
         # the headline ones (one per respondent and metric).
-        grouped = await _histograms(conn, query.start, query.end, query.by) if query.by else None
+        agent = query.agent
+        grouped = await _histograms(conn, query.start, query.end, query.by, agent) if query.by else None
         headline_grouped = grouped if query.by != "question" else None
         if headline_grouped is not None:
             current = headline_grouped
         else:
-            current = await _histograms(conn, query.start, query.end)
-        previous = await _histograms(conn, *query.previous)
+            current = await _histograms(conn, query.start, query.end, agent=agent)
+        previous = await _histograms(conn, *query.previous, agent=agent)
         per_question = grouped if query.by == "question" else None
         if per_question is None:
-            per_question = await _histograms(conn, query.start, query.end, "question")
+            per_question = await _histograms(conn, query.start, query.end, "question", agent)
         csat, nps, ces = metric_scores(_score(current, query), _score(previous, query), targets)
         # Every rating question on its own, beside the headline metrics: all its answers.
         questions = _questions(per_question, query.rule)
@@ -213,7 +227,7 @@ async def build_report(
                 for key, rows in sorted(_split(grouped).items(), key=lambda kv: (kv[0] is None, str(kv[0])))
             ]
         if query.trend is not None:
-            buckets = _split(await _histograms(conn, query.start, query.end, query.trend))
+            buckets = _split(await _histograms(conn, query.start, query.end, query.trend, agent))
             optional["trend_by"] = query.trend
             # Every bucket of the period, empty ones too, so that a chart shows a gap as a gap.
             optional["trend"] = [
@@ -236,9 +250,9 @@ async def build_report(
             csat=csat,
             nps=nps,
             ces=ces,
-            sci=SciScore(**vars(sci(*await _secure(conn, query.start, query.end)))),
-            response_rate=await _response_rate(conn, query.start, query.end),
-            comments=await _comments(conn, query.start, query.end),
+            sci=SciScore(**vars(sci(*await _secure(conn, query.start, query.end, agent)))),
+            response_rate=await _response_rate(conn, query.start, query.end, agent),
+            comments=await _comments(conn, query.start, query.end, agent),
             questions=questions,
             **optional,
         )
@@ -324,11 +338,11 @@ def _split(rows: Sequence[tuple[Any, HistogramRow]]) -> dict[Any, list[Histogram
 
 
 async def _histograms(
-    conn: AsyncConnection, start: datetime, end: datetime, key: str | None = None
+    conn: AsyncConnection, start: datetime, end: datetime, key: str | None = None, agent: str | None = None
 ) -> list[tuple[Any, HistogramRow]]:
-    """Score histograms over [start, end), by a GROUPS name or a TRENDS bucket."""
-    stmt = histogram_query(key, conn.dialect.name)
-    result = await conn.execute(stmt, {"start": start, "end": end})
+    """Score histograms over [start, end), by a GROUPS name or a TRENDS bucket; one agent's only if named."""
+    stmt = histogram_query(key, conn.dialect.name, agent is not None)
+    result = await conn.execute(stmt, {"start": start, "end": end, **_only(agent)})
     return [
         (key, HistogramRow(metric, _scale(low, high, best), score, n))
         for key, metric, low, high, best, score, n in result.all()
@@ -352,8 +366,13 @@ COVERING_INDEXES: dict[str | None, str] = {
 }
 
 
+def _only(agent: str | None) -> dict[str, str]:
+    """The ``agent`` parameter of a statement built for one agent (``own``), none for all."""
+    return {} if agent is None else {"agent": agent}
+
+
 @functools.cache
-def histogram_query(key: str | None, dialect: str) -> sa.Select[Any]:
+def histogram_query(key: str | None, dialect: str, own: bool = False) -> sa.Select[Any]:
     """GROUP BY key, metric, scale, score over [start, end); built once per key, so SQLAlchemy
     keeps its cache key (rebuilding the report's statements was a third of it at 10 k answers).
 
@@ -362,8 +381,13 @@ def histogram_query(key: str | None, dialect: str) -> sa.Select[Any]:
     for a year of 100,000 answers by agent 320 ms against 31 ms, for a week 6.1 against 3.6 ms
     (bench/report_bench.py). SQLAlchemy renders no table hints for SQLite, so this variant
     names its columns without the table and reads FROM a text clause.
+
+    ``own``: one agent's answers only (the ``agent`` parameter), read on SQLite through the
+    agent's covering index, which leads with the agent; per question or bucket, without a hint.
     """
     index = COVERING_INDEXES.get(key) if dialect == "sqlite" else None
+    if own and index is not None:
+        index = COVERING_INDEXES["agent"] if key != "question" else None
     c: dict[str, sa.ColumnElement[Any]] = {col.name: col for col in answers.c}
     source: sa.FromClause | sa.TextClause = answers
     if index is not None:
@@ -384,6 +408,8 @@ def histogram_query(key: str | None, dialect: str) -> sa.Select[Any]:
         c["score"].is_not(None),
         c["scale_min"].is_not(None),
     ]
+    if own:
+        conditions.append(c["agent"] == sa.bindparam("agent"))
     if key != "question":
         # One observation per respondent and metric: the flow's headline question. Written as
         # the partial indexes' condition (bot.store.tables.HEADLINE_ONLY), literally, so both
@@ -411,20 +437,24 @@ NOT_DELIVERED = ("failed", "no_answer", "skipped")  # the customer never got the
 _PERIOD: dict[str, sa.BindParameter[Any]] = {"start": sa.bindparam("start"), "end": sa.bindparam("end")}
 
 
-def _response_rate_query() -> sa.Select[int, int, int, int]:
+def _response_rate_query(own: bool) -> sa.Select[int, int, int, int]:
     s = surveys.c
     answered = sa.exists().where(answers.c.survey_id == s.id)
-    return sa.select(
+    stmt = sa.select(
         sa.func.count().label("sent"),
         sa.func.count().filter(s.status.in_(NOT_DELIVERED)).label("not_delivered"),
         sa.func.count().filter(s.status == "completed").label("completed"),
         sa.func.count().filter(answered).label("answered"),
     ).where(s.sent_at >= _PERIOD["start"], s.sent_at < _PERIOD["end"])
+    return stmt.where(s.agent == sa.bindparam("agent")) if own else stmt
 
 
-async def _response_rate(conn: AsyncConnection, start: datetime, end: datetime) -> ResponseRate:
+async def _response_rate(
+    conn: AsyncConnection, start: datetime, end: datetime, agent: str | None = None
+) -> ResponseRate:
     """Completed and answered surveys as shares of those delivered (sent minus not delivered)."""
-    row = (await conn.execute(_RESPONSE_RATE, {"start": start, "end": end})).one()
+    params = {"start": start, "end": end, **_only(agent)}
+    row = (await conn.execute(_RESPONSE_RATE[agent is not None], params)).one()
     delivered = int(row.sent) - int(row.not_delivered)
     return ResponseRate(
         sent=int(row.sent),
@@ -448,7 +478,7 @@ def _detractor(table: sa.FromClause) -> sa.ColumnElement[bool]:
     )
 
 
-def _comment_queries() -> tuple[tuple[bool, sa.Select[Any]], ...]:
+def _comment_queries(own: bool) -> tuple[tuple[bool, sa.Select[Any]], ...]:
     """Newest comments first, of detractors and of the others: two reads of the comments index."""
     a = answers.c
     scored = answers.alias("scored")
@@ -459,17 +489,21 @@ def _comment_queries() -> tuple[tuple[bool, sa.Select[Any]], ...]:
     base = sa.select(a.text, a.answered_at, a.ticket, a.agent, a.channel, a.question_id).where(
         a.text.is_not(None), a.answered_at >= _PERIOD["start"], a.answered_at < _PERIOD["end"], a.text != ""
     )
+    if own:
+        base = base.where(a.agent == sa.bindparam("agent"))
     return tuple(
         (is_detractor, base.where(condition).order_by(a.answered_at.desc()).limit(sa.bindparam("limit")))
         for is_detractor, condition in ((True, detractor), (False, sa.not_(detractor)))
     )
 
 
-async def _comments(conn: AsyncConnection, start: datetime, end: datetime) -> list[Comment]:
+async def _comments(
+    conn: AsyncConnection, start: datetime, end: datetime, agent: str | None = None
+) -> list[Comment]:
     """The latest comments, detractors' first."""
     found: list[Comment] = []
-    for is_detractor, stmt in _COMMENTS:
-        params = {"start": start, "end": end, "limit": COMMENTS - len(found)}
+    for is_detractor, stmt in _COMMENTS[agent is not None]:
+        params = {"start": start, "end": end, "limit": COMMENTS - len(found), **_only(agent)}
         found.extend(
             Comment(
                 text=row.text,
@@ -487,7 +521,7 @@ async def _comments(conn: AsyncConnection, start: datetime, end: datetime) -> li
     return found
 
 
-def _secure_query() -> sa.Select[int, int]:
+def _secure_query(own: bool) -> sa.Select[int, int]:
     a = answers.c
     best_point = sa.case((a.scale_best == "low", a.scale_min), else_=a.scale_max)
     is_csat, is_nps = a.metric == "csat", a.metric == "nps"
@@ -503,7 +537,9 @@ def _secure_query() -> sa.Select[int, int]:
         .where(
             a.survey_id.in_(
                 sa.select(surveys.c.id).where(
-                    surveys.c.sent_at >= _PERIOD["start"], surveys.c.sent_at < _PERIOD["end"]
+                    surveys.c.sent_at >= _PERIOD["start"],
+                    surveys.c.sent_at < _PERIOD["end"],
+                    surveys.c.agent == sa.bindparam("agent") if own else sa.true(),
                 )
             ),
             a.score.is_not(None),
@@ -518,16 +554,19 @@ def _secure_query() -> sa.Select[int, int]:
     )
 
 
-async def _secure(conn: AsyncConnection, start: datetime, end: datetime) -> tuple[int, int]:
+async def _secure(
+    conn: AsyncConnection, start: datetime, end: datetime, agent: str | None = None
+) -> tuple[int, int]:
     """(secure, n) over surveys sent in the period that answered satisfaction and recommendation (seed 004)."""
-    row = (await conn.execute(_SECURE, {"start": start, "end": end})).one()
+    row = (await conn.execute(_SECURE[agent is not None], {"start": start, "end": end, **_only(agent)})).one()
     return int(row.secure), int(row.n)
 
 
-# Built once, like the histogram queries, so that SQLAlchemy keeps their cache keys.
-_RESPONSE_RATE = _response_rate_query()
-_COMMENTS = _comment_queries()
-_SECURE = _secure_query()
+# Built once, like the histogram queries, so that SQLAlchemy keeps their cache keys; for
+# everyone's answers (False) and for one agent's (True).
+_RESPONSE_RATE = {own: _response_rate_query(own) for own in (False, True)}
+_COMMENTS = {own: _comment_queries(own) for own in (False, True)}
+_SECURE = {own: _secure_query(own) for own in (False, True)}
 
 
 def trend_points(report: Report) -> list[TrendPoint]:

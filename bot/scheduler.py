@@ -57,7 +57,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from bot import jobs
+from bot import housekeeping, jobs
 from bot.channels.base import Channel, Delivered, Outgoing, never_sent
 from bot.contacts import opted_out
 from bot.errors import ContactOptedOut, DeliveryFailed
@@ -70,12 +70,13 @@ from bot.service import Service
 from bot.settings import Settings
 from bot.store.db import Database, upsert_insert
 from bot.store.tables import contacts, send_rates, surveys
+from bot.store.tables import jobs as jobs_table
 from bot.surveys import asking, closing, kept_ref, superseded
 from flows import engine
 
 log = logging.getLogger(__name__)
 
-KINDS = (JobKind.SEND, JobKind.REMINDER, JobKind.EXPIRE, JobKind.REPLY)
+KINDS = (JobKind.SEND, JobKind.REMINDER, JobKind.EXPIRE, JobKind.REPLY, JobKind.HOUSEKEEPING)
 BATCH = 50  # the most jobs a pass claims; fewer when a configured send rate is slow (batch_size)
 # Jobs in flight at once. A send mostly waits: for its slot, the provider, the database.
 # Eight overlap enough of that to keep Telegram's 30/s busy (a send takes 20–50 ms of its own),
@@ -215,6 +216,10 @@ class Scheduler:
     async def run(self) -> None:
         """Do due jobs until cancelled; look again at once while there was work."""
         log.info("scheduler %s started", self.worker)
+        try:
+            await self.service.db.transact(self._plan_housekeeping, self.service.clock())
+        except Exception:  # the database may be down at start; the next start plans it
+            log.exception("could not plan the daily housekeeping")
         while True:
             try:
                 busy = await self.run_once()
@@ -292,7 +297,9 @@ class Scheduler:
 
     async def _do(self, queued: _Queued) -> None:
         job = queued.job
-        if job.survey_id is None:
+        if job.kind == JobKind.HOUSEKEEPING:
+            await self._housekeeping(job)
+        elif job.survey_id is None:
             await self.service.db.transact(self._settle, job, JobStatus.SKIPPED, "no survey")
         elif job.kind == JobKind.EXPIRE:
             await self.service.db.transact(self._expire, job)
@@ -306,6 +313,30 @@ class Scheduler:
             if channel is not None and channel.provider is not None:
                 await self._wait_for_slot(channel, queued.messages)
             await self._send(job, reminder=job.kind == JobKind.REMINDER)
+
+    def _plan_housekeeping(self, conn: Connection, now: datetime) -> None:
+        """Queue the daily housekeeping run (bot.housekeeping) unless one is waiting already."""
+        waiting = conn.execute(
+            sa.select(jobs_table.c.id)
+            .where(
+                jobs_table.c.kind == JobKind.HOUSEKEEPING,
+                jobs_table.c.status.in_([JobStatus.PENDING, JobStatus.SENDING]),
+            )
+            .limit(1)
+        ).first()
+        if waiting is None:
+            conn.execute(jobs.job(JobKind.HOUSEKEEPING, now=now))
+
+    async def _housekeeping(self, job: jobs.Job) -> None:
+        """Retention and clean-up in small batches (bot.housekeeping), then the next run a day later."""
+        counts = await housekeeping.run_due(self.service)
+        now = self.service.clock()
+        result: dict[str, Any] = {"worker": self.worker, **(counts or {"skipped": "ran within the last day"})}
+        await self.service.db.transact(self._housekept, job, now, result)
+
+    def _housekept(self, conn: Connection, job: jobs.Job, now: datetime, result: dict[str, Any]) -> None:
+        if conn.execute(jobs.finished(job, now=now, result=result, held=True)).rowcount:
+            conn.execute(jobs.job(JobKind.HOUSEKEEPING, now=now, due_at=now + housekeeping.EVERY))
 
     async def _wait_for_slot(self, channel: Channel, messages: int) -> None:
         rate = _rate(channel, self.service.settings)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -29,24 +30,41 @@ _ASYNC_DRIVERS = {
 }
 StaffRole = Literal["manager", "agent"]
 STAFF_ROLES: tuple[StaffRole, ...] = ("manager", "agent")
+# The shortest retention allowed, in days (0 keeps for ever): the PII limit keeps the default
+# 30-day report's comments; the events limit outlasts Telegram's 24 hours of redelivery.
+RETENTION_MINIMUM_DAYS = {"retention_days_pii": 30, "retention_days_events": 2}
 # Telegram allows these characters in a webhook's secret token, 1 to 256 of them.
 _SECRET_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+# user:password@ after the scheme, in a URL that make_url cannot read.
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:).*@", re.DOTALL)
 _URL_HELP = (
     "use sqlite+aiosqlite:///path/to/afterword.db or postgresql+asyncpg://user:password@host:5432/dbname"
 )
 
 
+def shown_url(raw: str) -> str:
+    """A database URL as it may be shown (a repr, an error, a log): its password as ***."""
+    try:
+        return make_url(raw).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # unreadable: everything up to its last @ may be the password
+        return _PASSWORD_IN_URL.sub(r"\g<1>***@", raw)
+
+
 def database_url(raw: str) -> URL:
-    """``raw`` as a SQLAlchemy URL with an async driver; ConfigError naming the key if it is not one."""
+    """``raw`` as a SQLAlchemy URL with an async driver; ConfigError naming the key if it is not one.
+
+    The messages show the URL without its password.
+    """
     try:
         url = make_url(raw)
-    except (ArgumentError, ValueError) as exc:
-        raise ConfigError("DATABASE_URL", f"cannot read {raw!r}; {_URL_HELP}") from exc
+    except (ArgumentError, ValueError):
+        # from None: the parser's own message quotes pieces of the URL, its password among them.
+        raise ConfigError("DATABASE_URL", f"cannot read {shown_url(raw)!r}; {_URL_HELP}") from None
     driver = _ASYNC_DRIVERS.get(url.drivername)
     if driver is None:
         raise ConfigError("DATABASE_URL", f"unsupported database {url.drivername!r}; {_URL_HELP}")
     if driver.startswith("postgresql") and not url.database:
-        raise ConfigError("DATABASE_URL", f"no database name in {raw!r}; {_URL_HELP}")
+        raise ConfigError("DATABASE_URL", f"no database name in {shown_url(raw)!r}; {_URL_HELP}")
     return url.set(drivername=driver)
 
 
@@ -54,6 +72,11 @@ class Settings(BaseSettings):
     """Every setting Afterword reads. Names are the environment variables, upper-cased."""
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # repr() and str() show DATABASE_URL without its password; the secrets are SecretStr.
+        for name, value in super().__repr_args__():
+            yield name, shown_url(value) if name == "database_url" and isinstance(value, str) else value
 
     database_url: str = "sqlite+aiosqlite:///afterword.db"
     host: str = "127.0.0.1"
@@ -116,11 +139,27 @@ class Settings(BaseSettings):
     # have at once. A customer whose tickets were closed the same day gets a few, a looping
     # script not thousands; each one sent closes the contact's older ones anyway.
     max_open_surveys_per_address: int = Field(default=3, ge=1, le=1000)
+    # Retention, applied once a day in small batches (bot.housekeeping); 0 keeps for ever.
+    # PII: comments, contact addresses and survey metadata older than this are anonymised, scores
+    # stay. A year keeps every comment a quarterly or yearly review reads; at least 30 days, the
+    # default report's period. EVENTS: provider de-duplication records and finished jobs. They
+    # must outlast every redelivery: Telegram keeps an undelivered update for 24 hours, Twilio
+    # retries a webhook within seconds (connection overrides) or once on the fallback URL.
+    retention_days_pii: int = 365
+    retention_days_events: int = 30
 
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
         return database_url(value).render_as_string(hide_password=False)
+
+    @field_validator("retention_days_pii", "retention_days_events")
+    @classmethod
+    def _retention(cls, value: int, info: ValidationInfo) -> int:
+        least = RETENTION_MINIMUM_DAYS[str(info.field_name)]
+        if value != 0 and not least <= value <= 3650:
+            raise ValueError(f"{value} days: use 0 (keep for ever) or {least} to 3650 days")
+        return value
 
     @field_validator("staff_language", mode="before")
     @classmethod

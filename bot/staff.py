@@ -7,12 +7,13 @@ one (and for TELEGRAM_STAFF) their client's language decides (bot.staff_language
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from bot import audit
 from bot.settings import Settings, StaffRole
 from bot.store.db import Database, upsert_insert
 from bot.store.tables import staff
@@ -54,12 +55,16 @@ async def add_staff(
     name: str | None,
     now: datetime,
     language: str | None = None,
+    actor: str | None = None,
+    source: str | None = audit.CLI,
 ) -> bool:
     """Add a staff member, or change the role, name and language of an existing one; True when new.
 
-    A name or language that is None leaves an existing member's as it is.
+    A name or language that is None leaves an existing member's as it is. A new member or a
+    changed role is recorded in the audit trail, by ``actor`` (default: the operating system's user).
     """
-    return await db.transact(_add_staff, db.dialect, telegram_id, role, name, now, language)
+    by = actor or audit.cli_actor()
+    return await db.transact(_add_staff, db.dialect, telegram_id, role, name, now, language, by, source)
 
 
 def _add_staff(
@@ -70,7 +75,10 @@ def _add_staff(
     name: str | None,
     now: datetime,
     language: str | None,
+    actor: str,
+    source: str | None,
 ) -> bool:
+    before = conn.execute(sa.select(staff.c.role).where(staff.c.telegram_id == telegram_id)).scalar()
     inserted = conn.execute(
         upsert_insert(dialect, staff)
         .values(telegram_id=telegram_id, role=role, name=name, language=language, created_at=now)
@@ -84,7 +92,34 @@ def _add_staff(
         if language is not None:
             changes["language"] = language
         conn.execute(sa.update(staff).where(staff.c.telegram_id == telegram_id).values(**changes))
+    if before != role:
+        subject = telegram_subject(telegram_id)
+        audit.audited(
+            conn, actor=actor, action=audit.role_change(role), subject=subject, source=source, at=now
+        )
     return inserted is not None
+
+
+def telegram_subject(telegram_id: int) -> str:
+    """How the audit trail names a staff member known by their Telegram user id."""
+    return f"staff:telegram:{telegram_id}"
+
+
+def web_subject(login: str) -> str:
+    """How the audit trail names a staff member known by their dashboard login."""
+    return f"staff:{login}"
+
+
+def agent_name(role: str, name: str | None, fallback: str) -> str | None:
+    """The ``answers.agent`` whose answers this staff member may see; None for a manager (all).
+
+    Staff rows have no link to ``answers.agent``: an agent is their staff name (`staff add
+    --name`, the name `/survey` stores as the agent), else ``fallback`` (their dashboard login,
+    or their Telegram name). Anyone who is not a manager counts as an agent.
+    """
+    if role == "manager":
+        return None
+    return name or fallback
 
 
 async def set_web_login_language(db: Database, web_login: str, language: str) -> bool:
@@ -101,9 +136,25 @@ async def language_of(db: Database, staff_id: int) -> str | None:
         return found.scalar_one_or_none()
 
 
-async def remove_staff(db: Database, telegram_id: int) -> bool:
-    """Remove a staff member added with `staff add`; True when one was removed."""
-    return bool(await db.run(sa.delete(staff).where(staff.c.telegram_id == telegram_id)))
+async def remove_staff(
+    db: Database,
+    telegram_id: int,
+    *,
+    now: datetime | None = None,
+    actor: str | None = None,
+    source: str | None = audit.CLI,
+) -> bool:
+    """Remove a staff member added with `staff add`; True when one was removed (and recorded)."""
+    when = now or datetime.now(UTC)
+    return await db.transact(_remove_staff, telegram_id, when, actor or audit.cli_actor(), source)
+
+
+def _remove_staff(conn: Connection, telegram_id: int, now: datetime, actor: str, source: str | None) -> bool:
+    if not conn.execute(sa.delete(staff).where(staff.c.telegram_id == telegram_id)).rowcount:
+        return False
+    subject = telegram_subject(telegram_id)
+    audit.audited(conn, actor=actor, action=audit.Action.STAFF_REMOVE, subject=subject, source=source, at=now)
+    return True
 
 
 async def list_staff(db: Database, settings: Settings) -> list[StaffMember]:

@@ -88,6 +88,10 @@ def _create(
     send_at: datetime | None,
     max_open: int | None,
 ) -> Created:
+    from bot.privacy import was_erased  # bot.privacy imports this module
+
+    if new.address is not None and was_erased(conn, new.channel, new.address):
+        raise ContactOptedOut(new.channel, new.address)  # before the address is stored again
     contact_id, contact_language = _contact(conn, dialect, new, now)
     if new.ticket is not None:
         existing = _by_ticket(conn, new.ticket, flow.id)

@@ -79,3 +79,25 @@ async def running_app(
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
     ):
         yield app, client, service
+
+
+@asynccontextmanager
+async def service_with_password(db_url: str, clock: Clock, password: str) -> AsyncIterator[Service]:
+    """A service on ``db_url`` whose PostgreSQL URL carries ``password`` (trust auth ignores it), so
+    a test can look for the password where it must never appear (logs, error messages)."""
+    from sqlalchemy.engine import make_url
+
+    from bot.store.db import Database
+    from flows.loader import load_flows
+
+    url = make_url(db_url)
+    if url.get_backend_name() == "postgresql":
+        url = url.set(password=password)
+    settings = load_settings(
+        _env_file=None, database_url=url.render_as_string(hide_password=False), flows_dir=[]
+    )
+    svc = Service(settings=settings, db=Database(settings.database), flows=load_flows(), clock=clock)
+    try:
+        yield svc
+    finally:
+        await svc.close()

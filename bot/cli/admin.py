@@ -238,7 +238,7 @@ def staff_remove(
     settings = load()
 
     def _remove(service: Service) -> Awaitable[Any]:
-        return remove_staff(service.db, telegram)
+        return remove_staff(service.db, telegram, now=service.clock())
 
     if not with_service(settings, _remove):
         hint = " (it is in TELEGRAM_STAFF: remove it there)" if telegram in settings.telegram_staff else ""

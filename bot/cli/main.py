@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from bot.cli import privacy
 from bot.cli.admin import apikey_app, db_app, flows_app, staff_app, telegram_app
+from bot.cli.audit import audit
 from bot.cli.support import err, errors, fail, load, open_database, open_service, options, run
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ app.add_typer(flows_app, name="flows")
 app.add_typer(staff_app, name="staff")
 app.add_typer(telegram_app, name="telegram")
 app.add_typer(apikey_app, name="apikey")
+app.command("audit")(audit)
 
 
 def _version(value: bool) -> None:
@@ -677,6 +680,12 @@ def _login() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "console"
+
+
+# A person's data (bot/cli/privacy.py), listed after the commands above.
+app.command()(privacy.erase)
+app.command("export-person")(privacy.export_person)
+app.command()(privacy.housekeeping)
 
 
 def main() -> None:

@@ -80,6 +80,18 @@ contacts = sa.Table(
     sa.Index(None, "address"),
 )
 
+# People erased on request (bot.privacy.erase): no address, only a SHA-256 of channel and
+# address, so that a later trigger for the same number or chat id is refused as opted out
+# (bot.surveys._contact) until the person opts in again (bot.contacts.opted_in).
+erased_contacts = sa.Table(
+    "erased_contacts",
+    metadata,
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("address_hash", sa.String(64), nullable=False),
+    sa.Column("erased_at", UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint("channel", "address_hash"),
+)
+
 surveys = sa.Table(
     "surveys",
     metadata,
@@ -284,6 +296,20 @@ login_failures = sa.Table(
     sa.Column("failed_at", UTCDateTime(), nullable=False),
     sa.Index(None, "login", "failed_at"),
     sa.Index(None, "ip", "failed_at"),
+)
+
+# Staff actions that read or change personal data (bot.audit): who, when, what, from where.
+# Never customer content: subject names a record ("staff:anna", "apikey:3", "survey:12").
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("subject", sa.String(128)),
+    sa.Column("source", sa.String(128)),
+    sa.Index(None, "at"),
 )
 
 # The answers' indexes that only reads use (unique ones back constraints): a large SQLite

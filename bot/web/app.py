@@ -37,7 +37,7 @@ from bot.logs import install_logging
 from bot.scheduler import Scheduler
 from bot.service import Service
 from bot.settings import Settings, load_settings
-from bot.web import api, dashboard
+from bot.web import api, contacts, dashboard
 from bot.web.limits import BodyLimit
 from bot.web.pages import SECURITY_HEADERS, STATIC_DIR
 
@@ -128,6 +128,7 @@ def create_app(
     for router in routers():  # every registered channel's webhooks (bot.channels.registry)
         app.include_router(router)
     app.include_router(api.router)
+    app.include_router(contacts.router)
     app.include_router(dashboard.router)
 
     @app.exception_handler(HTTPException)

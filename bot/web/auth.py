@@ -42,8 +42,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 from sqlalchemy.engine import Connection
 
+from bot import audit
 from bot.errors import InputError
 from bot.settings import STAFF_ROLES
+from bot.staff import agent_name, web_subject
 from bot.store.db import Database, upsert_insert
 from bot.store.tables import login_failures, staff, web_sessions
 
@@ -55,6 +57,7 @@ FAILURE_WINDOW = timedelta(minutes=15)
 MIN_PASSWORD_LENGTH = 10
 _TOUCH_EVERY = timedelta(minutes=1)  # last_seen_at is a hint, not worth a write per request
 _LOGIN = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+UNKNOWN_LOGIN = "unknown-login"  # the audit trail's actor for a failed sign-in of no known login
 _KEY_LENGTH = 64  # login_failures.login and .ip: longer input is cut, it cannot be a real login
 
 _hasher = PasswordHasher()
@@ -69,6 +72,11 @@ class WebUser:
     name: str | None
     role: str
     csrf_token: str
+
+    @property
+    def agent(self) -> str | None:
+        """The ``answers.agent`` this login may see (its name, else the login); None for a manager."""
+        return agent_name(self.role, self.name, self.login)
 
 
 @dataclass(frozen=True)
@@ -120,21 +128,43 @@ def csrf_ok(expected: str, given: str | None) -> bool:
 
 
 async def set_web_login(
-    db: Database, *, login: str, password: str, role: str, name: str | None, now: datetime
+    db: Database,
+    *,
+    login: str,
+    password: str,
+    role: str,
+    name: str | None,
+    now: datetime,
+    actor: str | None = None,
+    source: str | None = audit.CLI,
 ) -> bool:
-    """Create a web login, or set the password, role and name of an existing one; True when new."""
+    """Create a web login, or set the password, role and name of an existing one; True when new.
+
+    A new login or a changed role is recorded in the audit trail, by ``actor`` (default: the
+    operating system's user, as for the CLI).
+    """
     if not _LOGIN.fullmatch(login):
         raise InputError("login", "use 1 to 64 letters, digits, '.', '_', '@' or '-', e.g. ana@example.com")
     if role not in STAFF_ROLES:
         raise InputError("role", f"use one of {', '.join(STAFF_ROLES)}")
     # Before the transaction and in a thread: argon2 is slow on purpose.
     password_hash = await asyncio.to_thread(hash_password, password)
-    return await db.transact(_set_login, db.dialect, login, password_hash, role, name, now)
+    by = actor or audit.cli_actor()
+    return await db.transact(_set_login, db.dialect, login, password_hash, role, name, now, by, source)
 
 
 def _set_login(
-    conn: Connection, dialect: str, login: str, password_hash: str, role: str, name: str | None, now: datetime
+    conn: Connection,
+    dialect: str,
+    login: str,
+    password_hash: str,
+    role: str,
+    name: str | None,
+    now: datetime,
+    actor: str,
+    source: str | None,
 ) -> bool:
+    before = conn.execute(sa.select(staff.c.role).where(staff.c.web_login == login)).scalar()
     inserted = conn.execute(
         upsert_insert(dialect, staff)
         .values(web_login=login, password_hash=password_hash, role=role, name=name, created_at=now)
@@ -152,6 +182,11 @@ def _set_login(
         conn.execute(sa.delete(web_sessions).where(web_sessions.c.staff_id == staff_id))
     # Whoever set the password wants it usable now, not after the lock-out has run out.
     conn.execute(sa.delete(login_failures).where(login_failures.c.login == login))
+    if before != role:
+        subject = web_subject(login)
+        audit.audited(
+            conn, actor=actor, action=audit.role_change(role), subject=subject, source=source, at=now
+        )
     return inserted is not None
 
 
@@ -213,7 +248,10 @@ async def log_in(db: Database, *, login: str, password: str, ip: str, now: datet
     """Check a login and password; on success a new session and its cookie.
 
     ``ip`` is the client's address as the app sees it (behind a proxy named in
-    ``TRUSTED_PROXIES``, the one in X-Forwarded-For).
+    ``TRUSTED_PROXIES``, the one in X-Forwarded-For). A success or a checked failure is recorded
+    in the audit trail with that address; a throttled attempt, refused unchecked, is not (a
+    flood of them would flood the trail). A failure for an unknown login is recorded without
+    what was typed, which may be a password typed into the wrong field.
     """
     login_key, ip_key = login[:_KEY_LENGTH], ip[:_KEY_LENGTH]
     wait, row = await db.transact(_count_attempt, login_key, ip_key, now)
@@ -223,15 +261,19 @@ async def log_in(db: Database, *, login: str, password: str, ip: str, now: datet
     stored: str = row.password_hash if row is not None else _dummy_hash()
     # argon2 takes tens of milliseconds on purpose: in a thread, so webhooks are not kept waiting.
     if not await asyncio.to_thread(verify_password, stored, password) or row is None:
+        actor, subject = (login_key, web_subject(login_key)) if row is not None else (UNKNOWN_LOGIN, None)
+        await audit.record(
+            db, actor=actor, action=audit.Action.LOGIN_FAILED, subject=subject, source=ip_key, at=now
+        )
         return LoginResult(False, False, None, None)  # the attempt stays counted as a failure
     rehashed = await asyncio.to_thread(_hasher.hash, password) if _hasher.check_needs_rehash(stored) else None
     cookie = secrets.token_urlsafe(32)
-    await db.transact(_open_session, row.id, _digest(cookie), login_key, rehashed, now)
+    await db.transact(_open_session, row.id, _digest(cookie), login_key, ip_key, rehashed, now)
     return LoginResult(True, False, cookie, None)
 
 
 def _open_session(
-    conn: Connection, staff_id: int, token_hash: str, login: str, rehashed: str | None, now: datetime
+    conn: Connection, staff_id: int, token_hash: str, login: str, ip: str, rehashed: str | None, now: datetime
 ) -> None:
     conn.execute(
         sa.insert(web_sessions).values(
@@ -247,6 +289,7 @@ def _open_session(
     conn.execute(sa.delete(login_failures).where(login_failures.c.login == login))
     if rehashed is not None:  # the hasher's parameters were raised since this hash was made
         conn.execute(sa.update(staff).where(staff.c.id == staff_id).values(password_hash=rehashed))
+    audit.audited(conn, actor=login, action=audit.Action.LOGIN, subject=web_subject(login), source=ip, at=now)
 
 
 async def session_user(db: Database, cookie: str | None, *, now: datetime) -> WebUser | None:

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
+from bot import audit
 from bot.errors import InputError, ReportError
 from bot.report_format import (
     CSV_LINE_END,
@@ -38,7 +39,7 @@ from bot.report_format import (
     spreadsheet_safe,
     target_cell,
 )
-from bot.reports import build_report, report_query, trend_points
+from bot.reports import answered_in, build_report, report_query, trend_points
 from bot.service import Service
 from bot.staff import language_of
 from bot.staff_language import StaffLanguage, accepted, staff_language
@@ -50,6 +51,7 @@ from bot.web.limits import client_address
 from bot.web.pages import SECURITY_HEADERS, page
 from scoring.chart import trend_chart
 
+SETUP_ACTOR = "setup"  # the audit trail's actor for the first login, made on the start page
 SESSION_COOKIE = "aw_session"
 CSRF_COOKIE = "aw_csrf"
 PERIODS = ("7d", "30d", "90d", "365d")
@@ -219,7 +221,14 @@ async def setup(
         return await _forbidden(request)
     try:
         await web_auth.set_web_login(
-            service.db, login=login, password=password, role="manager", name=login, now=service.clock()
+            service.db,
+            login=login,
+            password=password,
+            role="manager",
+            name=login,
+            now=service.clock(),
+            actor=SETUP_ACTOR,
+            source=_client(request),
         )
     except InputError as exc:
         language = await _language(request)
@@ -341,7 +350,7 @@ async def dashboard(request: Request, since: str = "30d", by: str = "agent") -> 
     except ReportError as exc:
         shown = {"title": staff_text("staff.dashboard.title", language), "message": str(exc)}
         return _page(request, "message.html", shown, language, 400)
-    query = report_query(now=service.clock(), since=since, by=by)
+    query = report_query(now=service.clock(), since=since, by=by, agent=user.agent)
     report = await build_report(service.db, query, service.settings.targets)
     cards = [
         {
@@ -421,7 +430,9 @@ async def chart(request: Request, since: str = "30d") -> Response:
         since = "30d"
     days = int(since[:-1])
     language = await _language(request, user)
-    query = report_query(now=service.clock(), since=since, trend="day" if days <= 31 else "week")
+    query = report_query(
+        now=service.clock(), since=since, trend="day" if days <= 31 else "week", agent=user.agent
+    )
     report = await build_report(service.db, query, service.settings.targets)
     targets = {k: v for k, v in service.settings.targets.items() if k in ("csat", "nps")}
     # Drawing takes up to a second of CPU: in a thread, so that every other request, webhooks
@@ -438,16 +449,27 @@ async def chart(request: Request, since: str = "30d") -> Response:
 
 @router.get("/dashboard/export.csv")
 async def export(request: Request, since: str = "30d") -> Response:
-    """Every answer of the period as CSV, oldest first, streamed."""
+    """Every answer of the period as CSV, oldest first, streamed; an agent gets only their own.
+
+    Each export is recorded in the audit trail (who, the period, the client's address).
+    """
     user = await _user(request)
     if user is None:
         return _to_login()
     service: Service = request.app.state.service
     if since not in PERIODS:
         since = "30d"
-    query = report_query(now=service.clock(), since=since)
+    query = report_query(now=service.clock(), since=since, agent=user.agent)
+    await audit.record(
+        service.db,
+        actor=user.login,
+        action=audit.Action.EXPORT_CSV,
+        subject=f"answers:{since}" + ("" if query.agent is None else ":own"),
+        source=_client(request),
+        at=service.clock(),
+    )
     columns = [answers.c[name] for name in EXPORT_COLUMNS]
-    in_period = sa.and_(answers.c.answered_at >= query.start, answers.c.answered_at < query.end)
+    in_period = answered_in(query)
     stmt = (
         sa.select(*columns, surveys.c.meta)
         .select_from(answers.outerjoin(surveys, surveys.c.id == answers.c.survey_id))

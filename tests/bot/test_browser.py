@@ -171,3 +171,47 @@ async def test_api_docs_work_without_internet(server: tuple[str, dict[str, str]]
     await page.screenshot(path=str(SHOTS / "api-docs.png"), full_page=False)
     await context.close()
     assert ([], []) == (outside, problems)
+
+
+async def test_an_agent_dashboard_in_the_browser_shows_only_their_own_comments(
+    server: tuple[str, dict[str, str]], browser: Browser, tmp_path: Path
+) -> None:
+    """An agent's login shows their own comment and not another agent's, on the page and in the export."""
+    from datetime import UTC, datetime, timedelta
+
+    base, env = server
+    added = run(
+        ["staff", "add", "--web-login", "ben", "--role", "agent", "--password-stdin"],
+        env,
+        tmp_path,
+        stdin=PASSWORD + "\n",
+    )
+    assert 0 == added.returncode, added.stderr
+    day = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    (tmp_path / "answers.csv").write_text(
+        "response_id,submitted_at,metric,score,agent,comment\n"
+        f"r1,{day},csat,5,anna,Anna solved it at once\n"
+        f"r2,{day},csat,2,ben,Ben called back twice\n",
+        encoding="utf-8",
+    )
+    imported = run(["import", "answers.csv"], env, tmp_path)
+    assert 0 == imported.returncode, imported.stderr
+
+    desk = await browser.new_context(
+        viewport={"width": 1280, "height": 900}, accept_downloads=True, locale="en-US"
+    )
+    page = await desk.new_page()
+    await page.goto(f"{base}/dashboard")
+    await page.get_by_label("Login").fill("ben")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Log in").click()
+    await page.get_by_role("heading", name="Afterword dashboard").wait_for()
+    body = await page.inner_text("body")
+    async with page.expect_download() as info:
+        await page.get_by_role("link", name="Export answers (CSV)").click()
+    saved = tmp_path / "export.csv"
+    await (await info.value).save_as(saved)
+    await desk.close()
+    rows = list(csv.DictReader(io.StringIO(await asyncio.to_thread(saved.read_text, encoding="utf-8"))))
+    assert (True, False) == ("Ben called back twice" in body, "Anna solved it at once" in body)
+    assert [("ben", "Ben called back twice")] == [(r["agent"], r["text"]) for r in rows]

@@ -631,6 +631,13 @@ CASES: list[Case] = [
         env={"TELEGRAM_WEBHOOK_SECRET": "s3cret", "PUBLIC_BASE_URL": "https://survey.example.com"},
         fakes=("telegram",),
     ),
+    # -- audit ------------------------------------------------------------------------------------
+    Case(
+        ("audit", "--since", "7d"),
+        lambda o: [row[2:] for row in o.cells()],
+        [["apikey-create", "apikey:zendesk-prod", "cli"]],
+        before=(("apikey", "create", "zendesk-prod"),),
+    ),
     # -- apikey -----------------------------------------------------------------------------------
     Case(
         ("apikey", "create", "zendesk-prod"),
@@ -694,6 +701,21 @@ CASES: list[Case] = [
 
 # What needs a running server or a long-running process, and the subprocess test asserting its effect.
 ELSEWHERE = {
+    # Erasure and export on a person surveyed by SMS and Telegram (tests/bot/test_privacy.py).
+    "erase": "tests.bot.test_privacy::test_erase_by_ticket_with_the_cli",
+    "erase --ticket": "tests.bot.test_privacy::test_erase_by_ticket_with_the_cli",
+    "erase --yes": "tests.bot.test_privacy::test_erase_by_ticket_with_the_cli",
+    "erase --phone": "tests.bot.test_privacy::test_cli_dry_run_and_refused_confirmation_change_nothing",
+    "erase --dry-run": "tests.bot.test_privacy::test_cli_dry_run_and_refused_confirmation_change_nothing",
+    "erase --email": "tests.bot.test_privacy::test_erase_by_email_and_telegram_with_the_cli",
+    "erase --telegram": "tests.bot.test_privacy::test_erase_by_email_and_telegram_with_the_cli",
+    "export-person": "tests.bot.test_privacy::test_export_returns_exactly_what_is_stored",
+    "export-person --phone": "tests.bot.test_privacy::test_export_returns_exactly_what_is_stored",
+    "export-person --email": "tests.bot.test_privacy::test_bad_selectors_name_their_option",
+    "export-person --telegram": "tests.bot.test_privacy::test_erase_needs_exactly_one_selector",
+    "export-person --ticket": "tests.bot.test_privacy::test_erase_needs_exactly_one_selector",
+    "housekeeping": "tests.bot.test_housekeeping::test_housekeeping_cli_dry_run",
+    "housekeeping --dry-run": "tests.bot.test_housekeeping::test_housekeeping_cli_dry_run",
     # HOST and PORT name another address; /healthz answers on --host 127.0.0.1 --port P.
     "serve --host": "tests.bot.test_cli_processes::test_serve_answers_healthz",
     "serve --port": "tests.bot.test_cli_processes::test_serve_answers_healthz",

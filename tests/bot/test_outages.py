@@ -45,12 +45,10 @@ from bot.errors import (
 )
 from bot.scheduler import Scheduler
 from bot.service import Service
-from bot.settings import load_settings
 from bot.store.db import Database, sqlite_path
 from bot.store.tables import answers, inbound_events, jobs, surveys
 from bot.surveys import NewSurvey, create_survey
 from bot.web.app import RETRY_AFTER_SECONDS, install_error_handlers
-from flows.loader import load_flows
 from tests.bot.test_telegram import CUSTOMER as CHAT
 from tests.bot.test_telegram import MANAGER, SECRET, button, survey_for, telegram_settings
 from tests.bot.test_telegram import Harness as TelegramHarness
@@ -59,7 +57,7 @@ from tests.bot.test_twilio import Harness as TwilioHarness
 from tests.bot.test_twilio import twilio_settings
 from tests.fakes.telegram import FakeBotApi, callback_update, message_update
 from tests.fakes.twilio import FakeTwilioApi
-from tests.support import Clock, running_app
+from tests.support import Clock, running_app, service_with_password
 
 # Given in the PostgreSQL URL (the test server trusts local connections, so it is not checked):
 # it must show up in no response and no log line of an outage.
@@ -140,15 +138,8 @@ async def contacts_refused(db: Database) -> AsyncIterator[None]:
 @pytest.fixture
 async def service(db_url: str, clock: Clock) -> AsyncIterator[Service]:
     """The shared fixture's service, with a password in a PostgreSQL URL (see DB_PASSWORD)."""
-    url = make_url(db_url)
-    if url.get_backend_name() == "postgresql":
-        url = url.set(password=DB_PASSWORD)
-    settings = load_settings(
-        _env_file=None, database_url=url.render_as_string(hide_password=False), flows_dir=[]
-    )
-    svc = Service(settings=settings, db=Database(settings.database), flows=load_flows(), clock=clock)
-    yield svc
-    await svc.close()
+    async with service_with_password(db_url, clock, DB_PASSWORD) as svc:
+        yield svc
 
 
 @pytest.fixture

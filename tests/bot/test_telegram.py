@@ -259,12 +259,16 @@ async def test_non_staff_get_a_polite_refusal(tg: Harness) -> None:
         assert 0 == (await conn.execute(sa.select(sa.func.count()).select_from(surveys))).scalar_one()
 
 
-async def test_agent_may_not_see_the_report(tg: Harness) -> None:
-    """/report is for managers: an agent gets the same refusal as anyone else."""
+async def test_agent_gets_a_report_of_their_own(tg: Harness) -> None:
+    """/report is for agents too; an agent's report counts only their own answers (none here)."""
+    await survey_for(tg, chat=7001)  # a survey of agent "anna"; this agent is Kim
+    await tg.tap(7001, 2)
     await tg.say(AGENT, "/report", user_id=AGENT, language_code="en")
-    assert ["Sorry, this command is only for the support team."] == [
-        c.params["text"] for c in tg.to_chat(AGENT)
-    ]
+    text = tg.to_chat(AGENT)[-1].params["text"]
+    assert (True, True) == (
+        text.startswith("<b>Afterword report, last 30 days</b>"),
+        "<b>CSAT</b> no answers" in text,
+    )
 
 
 async def test_manager_report_has_text_and_chart(tg: Harness, clock: Clock) -> None:

@@ -1,4 +1,7 @@
-"""Staff commands in Telegram: `/report` for managers, `/survey` for agents and managers.
+"""Staff commands in Telegram: `/report` and `/survey`, for agents and managers.
+
+A manager's `/report` covers every answer; an agent's only their own: the answers whose agent
+is their staff name (`staff add --name`), else their Telegram name, the name `/survey` stores.
 
 Whoever is not staff gets the same polite refusal for every staff command, and so learns
 nothing about surveys or scores, not even whether a ticket exists.
@@ -35,7 +38,7 @@ from bot.report_format import (
 from bot.reports import build_report, report_query, trend_points
 from bot.service import Service
 from bot.settings import StaffRole
-from bot.staff import StaffMember, find_staff
+from bot.staff import StaffMember, agent_name, find_staff
 from bot.staff_language import StaffLanguage, staff_language
 from bot.surveys import NewSurvey, create_survey
 from bot.texts import LAST_RESORT, decimal, moment, staff_text
@@ -169,19 +172,27 @@ class StaffHandlers:
         return member
 
     async def report(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """`/report [7d|30d|90d] [by agent|team|channel]`: the scores as text, the trend as a chart."""
-        message = update.effective_message
-        if message is None:
+        """`/report [7d|30d|90d] [by agent|team|channel]`: the scores as text, the trend as a chart.
+
+        An agent's report holds only their own answers (``staff.agent_name``).
+        """
+        message, user = update.effective_message, update.effective_user
+        if message is None or user is None:
             return
-        member = await self._member(update, ("manager",))
+        member = await self._member(update, ("agent", "manager"))
         if member is None:
             return
+        agent = agent_name(member.role, member.name, user.full_name)
         language = self._language(update, member)
         try:
             period, by = parse_report_args(context.args or [], language)
             days = int(period[:-1])
             query = report_query(
-                now=self.service.clock(), since=period, by=by, trend="day" if days <= 31 else "week"
+                now=self.service.clock(),
+                since=period,
+                by=by,
+                trend="day" if days <= 31 else "week",
+                agent=agent,
             )
         except ReportError as exc:
             await message.reply_text(f"{exc}\n{staff_text('staff.telegram.report_usage', language)}")
