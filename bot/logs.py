@@ -19,6 +19,9 @@ setting, survey tokens in links, and raw phone numbers (masked as ``+49151****67
 
 The database libraries (``DATABASE_LOGGERS``) stay at WARNING even with ``LOG_LEVEL=DEBUG``:
 their debug lines carry the query parameters, and a survey token there has no link around it.
+python-telegram-bot (``PERSONAL_LOGGERS``) stays at INFO: at DEBUG it logs every update and every
+Bot API call whole, with the customer's chat id, name and message text (a comment), which no
+pattern can tell from other text and which an erasure could not reach in the log files.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ _UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.access")
 # Their DEBUG lines are the database traffic with its parameters: survey tokens (which no
 # pattern can tell from other text), answers, comments. They never log below WARNING.
 DATABASE_LOGGERS = ("sqlalchemy.engine", "sqlalchemy.pool", "aiosqlite", "asyncpg")
+# Their DEBUG lines are whole updates and API calls: chat ids, names, what customers wrote.
+PERSONAL_LOGGERS = ("telegram",)
 # A secret shorter than this is not looked for: replacing "a" everywhere would garble the log.
 _MIN_SECRET = 6
 
@@ -51,6 +56,9 @@ _BOT_TOKEN = re.compile(r"bot\d+:[A-Za-z0-9_-]{35}")
 # A survey token in its links: /s/<token> (web), ?start=<token> (Telegram deep link), and
 # "/start <token>" (the message the deep link makes, as python-telegram-bot logs the update).
 _SURVEY_LINK = re.compile(r"(/s/|\bstart=|/start )[A-Za-z0-9_-]+")
+# The person in an export or erasure request's path (GET/DELETE /api/contacts/<address>): a
+# Telegram chat id or an e-mail address, which the phone pattern does not catch.
+_CONTACT_PATH = re.compile(r"(/api/contacts/)[^\s?\"']+")
 # HTTP Basic credentials (Twilio's account SID : auth token) if a client logs its headers.
 _BASIC_AUTH = re.compile(r"(Basic )[A-Za-z0-9+/=]{8,}")
 # Our API keys (bot.apikeys: "aw_" and 43 URL-safe characters) and any Bearer credential.
@@ -74,6 +82,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     text = _BASIC_AUTH.sub(rf"\g<1>{HIDDEN}", text)
     text = _API_KEY.sub(rf"\g<1>{HIDDEN}", text)
     text = _SURVEY_LINK.sub(r"\g<1>…", text)
+    text = _CONTACT_PATH.sub(r"\g<1>…", text)
     return mask_text(text)
 
 
@@ -175,10 +184,18 @@ def install_logging(settings: Settings, stream: TextIO | None = None) -> logging
     handler.setFormatter(logging.Formatter(FORMAT))
     root.addHandler(handler)
     root.setLevel(settings.log_level)
-    for name in DATABASE_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    library_levels(root.level)
     protect(secrets_of(settings))
     return handler
+
+
+def library_levels(level: int) -> None:
+    """Keep the libraries whose detail is personal data above ``level``: the database libraries at
+    WARNING, python-telegram-bot at INFO (see the module's docstring)."""
+    for name in DATABASE_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, level))
+    for name in PERSONAL_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, level))
 
 
 def protect(secrets: Iterable[str]) -> None:

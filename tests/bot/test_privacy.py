@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from twilio.request_validator import RequestValidator
 
 from bot.apikeys import create_key
 from bot.audit import listing
+from bot.logs import library_levels, redact
 from bot.privacy import address_hash
 from bot.scheduler import Scheduler
 from bot.service import Service
@@ -171,8 +173,20 @@ def figures(report: dict[str, Any]) -> dict[str, Any]:
     return {key: report.get(key) for key in ("csat", "nps", "ces", "questions", "response_rate")}
 
 
-async def test_erase_leaves_no_trace_and_keeps_the_report(world: World, db_url: str) -> None:
-    """Erased by phone and by chat id: no number, chat id, name or comment anywhere; the figures are the same."""
+@pytest.fixture
+def every_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Every log record as `serve` with LOG_LEVEL=DEBUG keeps them, from before the world is made
+    (so its setup is captured too)."""
+    caplog.set_level(logging.DEBUG)
+    library_levels(logging.DEBUG)
+    return caplog
+
+
+async def test_erase_leaves_no_trace_and_keeps_the_report(
+    every_log: pytest.LogCaptureFixture, world: World, db_url: str
+) -> None:
+    """Erased by phone and by chat id: no number, chat id, name or comment anywhere (tables, the SQLite
+    file's bytes, the logs as the server writes them: redacted by bot.logs); the figures are the same."""
     before = await dump(world.service)
     report = figures(await world.report())
     assert {"contacts", "surveys", "answers"} <= {name for name, _ in traces_in(before)}
@@ -216,6 +230,10 @@ async def test_erase_leaves_no_trace_and_keeps_the_report(world: World, db_url: 
         ("speed", 4, None, "anna", "sms"),
         ("comment", None, OTHER_COMMENT, "anna", "sms"),
     ] == [tuple(row) for row in kept]
+
+    records = every_log.get_records("setup") + every_log.records
+    logged = "\n".join(redact(record.getMessage()) for record in records)
+    assert (True, []) == (len(records) > 20, [trace for trace in TRACES if trace in logged])
 
     if make_url(db_url).get_backend_name() == "sqlite":
         path = sqlite_path(make_url(db_url))
