@@ -88,10 +88,6 @@ def _create(
     send_at: datetime | None,
     max_open: int | None,
 ) -> Created:
-    from bot.privacy import was_erased  # bot.privacy imports this module
-
-    if new.address is not None and was_erased(conn, new.channel, new.address):
-        raise ContactOptedOut(new.channel, new.address)  # before the address is stored again
     contact_id, contact_language = _contact(conn, dialect, new, now)
     if new.ticket is not None:
         existing = _by_ticket(conn, new.ticket, flow.id)
@@ -150,6 +146,10 @@ def _create(
 def _contact(conn: Connection, dialect: str, new: NewSurvey, now: datetime) -> tuple[int | None, str | None]:
     if new.address is None:
         return None, None
+    from bot.privacy import was_erased  # bot.privacy imports this module
+
+    if was_erased(conn, new.channel, new.address):  # refused before the address is stored again
+        raise ContactOptedOut(new.channel, new.address)
     conn.execute(
         upsert_insert(dialect, contacts)
         .values(channel=new.channel, address=new.address, language=new.language, created_at=now)

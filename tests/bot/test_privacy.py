@@ -274,6 +274,19 @@ async def test_erased_person_is_refused_as_opted_out_until_they_opt_in(world: Wo
     assert (200, "skipped") == (whatsapp.status_code, whatsapp.json()["status"])
 
 
+async def test_an_erased_telegram_user_opening_a_link_is_refused_and_not_stored(world: World) -> None:
+    """A survey link opened by an erased chat gets the closed text; their chat id is not stored again."""
+    await world.client.delete(f"/api/contacts/{CHAT}", headers=world.auth)
+    made = await world.client.post(
+        "/api/surveys", json={"ticket_id": "T-9", "channel": "telegram"}, headers=world.auth
+    )
+    token = made.json()["link"].rsplit("start=", 1)[1]
+    await world.say(f"/start {token}")
+    [reply] = [c.params["text"] for c in world.telegram.calls_to("sendMessage")][-1:]
+    chat_ids = [found for found in traces_in(await dump(world.service)) if found[1] == str(CHAT)]
+    assert ("Diese Umfrage ist bereits geschlossen.", []) == (reply, chat_ids)
+
+
 async def test_second_erase_reports_zeros(world: World) -> None:
     """Erasure is idempotent: run again, it finds nothing left and says so with zeros (not 404)."""
     first = await world.client.delete(f"/api/contacts/{PHONE}", headers=world.auth)
