@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.cpu import run as run_cpu
+from bench.cpu import write as write_cpu
 from bench.memory import run as run_memory
 from bench.pacing import run as run_pacing
 from bench.report_bench import run as run_report_bench
@@ -170,6 +172,7 @@ def main() -> None:
         *report_rows,
     ]
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_cpu(args.out, asyncio.run(_timed("CPU", lambda: run_cpu(pg_url, rows=args.rows))))
     print(f"wrote {args.out}")
 
 

@@ -12,12 +12,10 @@ import asyncio
 import os
 import signal
 import socket
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,8 +23,8 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
-from twilio.request_validator import RequestValidator
 
+from bench.common import Load, signed_sms
 from bot.service import Service
 from bot.settings import load_settings
 from bot.store.tables import answers
@@ -39,25 +37,6 @@ CUSTOMERS = 400
 CONCURRENCY = 16
 ROUNDS = 3
 REPLIES = ("2", "1", "2")
-
-
-@dataclass(frozen=True)
-class Load:
-    """What one load run measured."""
-
-    requests: int
-    seconds: float
-    latencies_ms: list[float]
-
-    @property
-    def rate(self) -> float:
-        return self.requests / self.seconds
-
-    def percentile(self, q: int) -> float:
-        return statistics.quantiles(self.latencies_ms, n=100)[q - 1]
-
-    def cell(self) -> str:
-        return f"{self.rate:,.0f}/s (p50 {self.percentile(50):.1f} ms, p99 {self.percentile(99):.1f} ms)"
 
 
 def _port() -> int:
@@ -73,28 +52,7 @@ def _numbers() -> list[str]:
 
 async def _load(base: str) -> Load:
     """Every customer answers three questions in turn; CONCURRENCY customers at a time."""
-    validator = RequestValidator(TOKEN)
-    latencies: list[float] = []
-    gate = asyncio.Semaphore(CONCURRENCY)
-
-    async def customer(client: httpx.AsyncClient, n: int, number: str) -> None:
-        async with gate:
-            for i, text in enumerate(REPLIES):
-                params = {"From": number, "To": SENDER, "Body": text, "MessageSid": f"SM{n:016d}{i:016d}"}
-                signature = validator.compute_signature(f"{base}/twilio/sms", params)
-                started = time.perf_counter()
-                response = await client.post(
-                    f"{base}/twilio/sms", data=params, headers={"X-Twilio-Signature": signature}
-                )
-                latencies.append((time.perf_counter() - started) * 1000)
-                response.raise_for_status()
-
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(customer(client, n, number) for n, number in enumerate(_numbers())))
-        elapsed = time.perf_counter() - started
-    return Load(len(latencies), elapsed, latencies)
+    return await signed_sms(base, _numbers(), REPLIES, token=TOKEN, to=SENDER, concurrency=CONCURRENCY)
 
 
 async def open_surveys(service: Service) -> None:
