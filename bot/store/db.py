@@ -27,6 +27,12 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 # migration files: running them at the head cost each `afterword report` about 160 ms of CPU,
 # a quarter of it (bench/startup.py). tests/bot/test_startup.py checks it is Alembic's head.
 HEAD_REVISION = "0016"
+# PostgreSQL connections one process keeps (SQLAlchemy's default is 5, plus 10 opened and closed
+# again as needed): with 16 webhooks at a time, 142-247 connections were opened and closed per
+# 1,200 answers, each costing PostgreSQL a backend start (bench/cpu.py, issue 20). At most
+# POOL_SIZE + POOL_OVERFLOW per process: 4 workers stay under PostgreSQL's default 100.
+POOL_SIZE = 16
+POOL_OVERFLOW = 4
 _VERSION_TABLE = "alembic_version"  # Alembic's default; migrations/env.py keeps it
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
@@ -64,6 +70,8 @@ class Database:
         }
         if self.dialect == "sqlite":
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        else:  # kept open as many as webhooks come at once, so none is opened and closed per request
+            kwargs.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         # SQLite takes one writer at a time; queueing this process's writers here is cheaper
         # than letting them poll SQLite's busy handler, which sleeps between tries (the answer

@@ -5,8 +5,14 @@ from __future__ import annotations
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from starlette.requests import Request
+from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
 
-from bot.channels.sms import segments, sms_text
+from bot.channels.sms import _twiml, segments, sms_text
+from bot.channels.twilio import TwilioAccount
 from bot.channels.voice import spoken_question
 from bot.errors import ConfigError, InvalidPhone
 from bot.phones import MaskPhones, mask, mask_text, normalize, time_zone
@@ -142,3 +148,42 @@ def test_twilio_settings_are_checked() -> None:
         assert key.upper() == caught.value.key
     on = load_settings(_env_file=None, twilio_account_sid="AC" + "a" * 32, twilio_auth_token="s3cr3t-auth")
     assert (True, False) == (on.twilio_enabled, "s3cr3t-auth" in repr(on))
+
+
+# --- TwiML and signatures as written by hand (issue 20) ---------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=80), max_size=3))
+def test_twiml_written_as_a_string_is_what_messaging_response_writes(bodies: list[str]) -> None:
+    """`_twiml` writes byte for byte what twilio's MessagingResponse writes, escaping included."""
+    expected = MessagingResponse()
+    for body in bodies:
+        expected.message(body)
+    assert str(expected) == _twiml(*bodies).body.decode()
+
+
+def test_a_signature_over_the_url_with_its_port_still_passes() -> None:
+    """The one-HMAC shortcut falls back to twilio's validate(): a signature Twilio made over
+    https://host:443/… is still accepted, and a wrong one is refused."""
+    validator = RequestValidator("auth-token-0123456789")
+    form = {"From": "+4915112345678", "Body": "2", "MessageSid": "SM" + "1" * 32}
+    account = TwilioAccount.__new__(TwilioAccount)
+    account.public_base_url = "https://survey.example.com"
+    account.validator = validator
+    request = Request({"type": "http", "path": "/twilio/sms", "query_string": b"", "headers": []})
+    signed = {
+        name: validator.compute_signature(f"https://survey.example.com{port}/twilio/sms", form)
+        for name, port in (("plain", ""), ("port", ":443"))
+    }
+
+    def checked(signature: str) -> bool:
+        scope = {**request.scope, "headers": [(b"x-twilio-signature", signature.encode())]}
+        return account.is_signed(Request(scope), form)  # type: ignore[arg-type]
+
+    assert (True, True, False, False) == (
+        checked(signed["plain"]),
+        checked(signed["port"]),
+        checked("x"),
+        checked(""),
+    )
