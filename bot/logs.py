@@ -48,6 +48,10 @@ _UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.access")
 DATABASE_LOGGERS = ("sqlalchemy.engine", "sqlalchemy.pool", "aiosqlite", "asyncpg")
 # Their DEBUG lines are whole updates and API calls: chat ids, names, what customers wrote.
 PERSONAL_LOGGERS = ("telegram",)
+# twilio's HTTP clients log every REST request at INFO in ten lines (URL, each header, status,
+# response headers), each through the redaction above: most of the log work of a send (issue 20).
+# Our own line per send says what was sent; at LOG_LEVEL=DEBUG theirs come back.
+CHATTY_LOGGERS = ("twilio.http_client", "twilio.async_http_client")
 # A secret shorter than this is not looked for: replacing "a" everywhere would garble the log.
 _MIN_SECRET = 6
 
@@ -196,6 +200,8 @@ def library_levels(level: int) -> None:
         logging.getLogger(name).setLevel(max(logging.WARNING, level))
     for name in PERSONAL_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.INFO, level))
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(level if level <= logging.DEBUG else max(logging.WARNING, level))
 
 
 def protect(secrets: Iterable[str]) -> None:

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from bot.apikeys import create_key
-from bot.logs import install_logging, redact
+from bot.logs import install_logging, library_levels, redact
 from bot.service import Service
 from bot.settings import Settings, load_settings
 from bot.store.tables import inbound_events, surveys
@@ -195,3 +195,29 @@ async def test_a_database_error_carries_no_value_of_its_statement(service: Servi
     with pytest.raises(sa.exc.IntegrityError) as refused:
         await service.db.run(event)  # the same event again: the unique constraint refuses it
     assert (secret in str(refused.value), "hidden" in str(refused.value)) == (False, True)
+
+
+@pytest.mark.parametrize(
+    ("level", "twilio", "telegram", "database"),
+    [
+        ("INFO", "WARNING", "INFO", "WARNING"),
+        ("DEBUG", "DEBUG", "INFO", "WARNING"),
+        ("ERROR", "ERROR", "ERROR", "ERROR"),
+    ],
+)
+def test_library_loggers_keep_their_floor(level: str, twilio: str, telegram: str, database: str) -> None:
+    """twilio's ten INFO lines per REST call only at DEBUG; python-telegram-bot never below INFO (whole
+    updates); the database libraries never below WARNING (query parameters)."""
+    library_levels(logging.getLevelName(level))
+    found = [
+        logging.getLevelName(logging.getLogger(name).level)
+        for name in (
+            "twilio.async_http_client",
+            "twilio.http_client",
+            "telegram",
+            "aiosqlite",
+            "sqlalchemy.engine",
+        )
+    ]
+    library_levels(logging.WARNING)
+    assert [twilio, twilio, telegram, database, database] == found
