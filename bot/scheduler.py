@@ -314,8 +314,9 @@ class Scheduler:
                 await self._wait_for_slot(channel, queued.messages)
             await self._send(job, reminder=job.kind == JobKind.REMINDER)
 
-    def _plan_housekeeping(self, conn: Connection, now: datetime) -> None:
-        """Queue the daily housekeeping run (bot.housekeeping) unless one is waiting already."""
+    def _plan_housekeeping(self, conn: Connection, now: datetime, due_at: datetime | None = None) -> None:
+        """Queue the daily housekeeping run (bot.housekeeping) unless one is waiting already, so
+        processes started together, or a run finishing, never make a second daily chain."""
         waiting = conn.execute(
             sa.select(jobs_table.c.id)
             .where(
@@ -325,7 +326,7 @@ class Scheduler:
             .limit(1)
         ).first()
         if waiting is None:
-            conn.execute(jobs.job(JobKind.HOUSEKEEPING, now=now))
+            conn.execute(jobs.job(JobKind.HOUSEKEEPING, now=now, due_at=due_at))
 
     async def _housekeeping(self, job: jobs.Job) -> None:
         """Retention and clean-up in small batches (bot.housekeeping), then the next run a day later."""
@@ -336,7 +337,7 @@ class Scheduler:
 
     def _housekept(self, conn: Connection, job: jobs.Job, now: datetime, result: dict[str, Any]) -> None:
         if conn.execute(jobs.finished(job, now=now, result=result, held=True)).rowcount:
-            conn.execute(jobs.job(JobKind.HOUSEKEEPING, now=now, due_at=now + housekeeping.EVERY))
+            self._plan_housekeeping(conn, now, now + housekeeping.EVERY)
 
     async def _wait_for_slot(self, channel: Channel, messages: int) -> None:
         rate = _rate(channel, self.service.settings)

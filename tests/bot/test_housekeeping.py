@@ -259,3 +259,19 @@ async def test_the_scheduler_runs_housekeeping_once_a_day(service: Service, cloc
     assert clock() + timedelta(days=1) == max(due for kind, _, due in kept if kind == "housekeeping")
     comments = [text for (text,) in await _rows(service, answers.c.text) if text is not None]
     assert (["Neulich gut"], scores) == (comments, await _rows(service, answers.c.score))
+
+
+async def test_two_processes_planning_at_once_leave_one_daily_chain(service: Service, clock: Clock) -> None:
+    """Two housekeeping jobs queued together (two processes started at once): one runs, one is skipped,
+    and one job is left waiting for the next day, not two."""
+    for _ in range(2):
+        await service.db.run(job_queue.job(JobKind.HOUSEKEEPING, now=clock()))
+    await Scheduler(service, {}, worker="test").run_once()
+    kept = await _rows(service, jobs.c.kind, jobs.c.status, jobs.c.due_at, jobs.c.result)
+    done = [result for kind, status, _, result in kept if kind == "housekeeping" and status == "done"]
+    waiting = [due for kind, status, due, _ in kept if kind == "housekeeping" and status == "pending"]
+    assert (2, 1, [clock() + timedelta(days=1)]) == (
+        len(done),
+        sum("skipped" in result for result in done),
+        waiting,
+    )
