@@ -33,6 +33,10 @@ HEAD_REVISION = "0016"
 # POOL_SIZE + POOL_OVERFLOW per process: 4 workers stay under PostgreSQL's default 100.
 POOL_SIZE = 16
 POOL_OVERFLOW = 4
+# A PostgreSQL server that takes the connection but never answers (a black-holed host, a full
+# backlog) made each request wait asyncpg's default 60 s, holding a pool slot: /healthz and every
+# webhook answer 503 after this long instead, and the provider sends again.
+CONNECT_TIMEOUT_SECONDS = 5
 _VERSION_TABLE = "alembic_version"  # Alembic's default; migrations/env.py keeps it
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
@@ -72,6 +76,7 @@ class Database:
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         else:  # kept open as many as webhooks come at once, so none is opened and closed per request
             kwargs.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
+            kwargs["connect_args"] = {"timeout": CONNECT_TIMEOUT_SECONDS}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         # SQLite takes one writer at a time; queueing this process's writers here is cheaper
         # than letting them poll SQLite's busy handler, which sleeps between tries (the answer
