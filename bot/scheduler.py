@@ -361,12 +361,9 @@ class Scheduler:
             await db.transact(self._opted_out, job, row, now)
             return
         except DeliveryFailed as exc:  # classified by the channel; nothing of it was delivered
-            if exc.permanent:  # blocked, an invalid number: it will never work, so no retry
+            if exc.permanent:
                 log.warning("survey %s failed: %s", row.id, exc)
-                await db.transact(self._settle, job, JobStatus.FAILED, str(exc), close=SurveyStatus.FAILED)
-            else:  # after the wait the provider asked for, else after the back-off
-                wait = None if exc.retry_after is None else timedelta(seconds=exc.retry_after)
-                await self._retry(job, str(exc), wait=wait)
+            await self._refused(job, exc, close=SurveyStatus.FAILED)
             return
         except Exception as exc:
             if never_sent(exc):  # no connection, so no request: safe to try again later
@@ -426,10 +423,7 @@ class Scheduler:
         except DeliveryFailed as exc:
             if exc.permanent:
                 log.warning("job %s: the reply to survey %s failed: %s", job.id, row.id, exc)
-                await db.transact(self._settle, job, JobStatus.FAILED, str(exc))
-            else:
-                wait = None if exc.retry_after is None else timedelta(seconds=exc.retry_after)
-                await self._retry(job, str(exc), wait=wait)
+            await self._refused(job, exc, close=None)  # the answer is stored: the survey stays as it is
             return
         except Exception as exc:
             log.warning(
@@ -665,6 +659,16 @@ class Scheduler:
         if close is not None:
             conn.execute(closing(job.survey_id, close, reason=error))
         return True
+
+    async def _refused(self, job: jobs.Job, exc: DeliveryFailed, *, close: SurveyStatus | None) -> None:
+        """A send the provider refused: a permanent refusal (blocked, an invalid number) fails the
+        job, and its survey as ``close``, with no retry; a transient one is tried again after the
+        wait the provider asked for, else after the back-off."""
+        if exc.permanent:
+            await self.service.db.transact(self._settle, job, JobStatus.FAILED, str(exc), close=close)
+            return
+        wait = None if exc.retry_after is None else timedelta(seconds=exc.retry_after)
+        await self._retry(job, str(exc), wait=wait)
 
     async def _retry(self, job: jobs.Job, error: str, *, wait: timedelta | None = None) -> None:
         await self.service.db.transact(self._retry_in, job, error, wait)
